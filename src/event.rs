@@ -1,0 +1,267 @@
+//! The event model and its wire format.
+//!
+//! # Wire format
+//!
+//! Every event leaves agentpulse as one JSON object, the same bytes on every
+//! path: one line of the JSONL log (followed by `\n`), one WebSocket text
+//! message (without the `\n`).
+//!
+//! ```json
+//! {"id":42,"event_type":"agent_completed","timestamp":1729012421.567,"event_id":"sdk-7f3a","payload":{"agent":"scribe","status":"success"}}
+//! ```
+//!
+//! | key          | type            | meaning                                                        |
+//! |--------------|-----------------|----------------------------------------------------------------|
+//! | `id`         | integer (u64)   | assigned by the pipeline; strictly increasing, never reused     |
+//! | `event_type` | string          | matches `^[a-z][a-z0-9_.-]{0,63}$`                              |
+//! | `timestamp`  | number          | Unix seconds (UTC) with a fraction, always written with a `.`   |
+//! | `event_id`   | string          | only present when the sender gave one: its dedup key (≤128 B)   |
+//! | `payload`    | object          | the event's fields, as sent                                    |
+//!
+//! Keys always appear in this order. This is a superset of the original
+//! module's format (`event_type`, `timestamp`, `payload`), whose readers
+//! ignore keys they do not know. Readers of agentpulse's format must ignore
+//! unknown keys too: later versions may add some.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// The fields of an event, as a JSON object.
+pub type Payload = Map<String, Value>;
+
+/// Longest accepted client-chosen `event_id`, in bytes.
+pub const MAX_EVENT_ID_LEN: usize = 128;
+
+/// An event that has been accepted by the pipeline and given its `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Pipeline-assigned id: strictly increasing, never reused.
+    pub id: u64,
+    /// The event's type, e.g. `agent_completed`.
+    pub event_type: Arc<str>,
+    /// Unix seconds (UTC) with a fraction.
+    pub timestamp: f64,
+    /// The sender's dedup key, when it gave one.
+    pub event_id: Option<Box<str>>,
+    /// The event's fields.
+    pub payload: Payload,
+}
+
+/// An event as a producer hands it in, before validation and id assignment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The event's type.
+    pub event_type: Arc<str>,
+    /// Unix seconds; the pipeline stamps the current time when absent.
+    pub timestamp: Option<f64>,
+    /// Optional dedup key chosen by the sender.
+    pub event_id: Option<Box<str>>,
+    /// The event's fields.
+    pub payload: Payload,
+}
+
+impl NewEvent {
+    /// A new event of `event_type` with `payload`, no timestamp and no dedup key.
+    pub fn new(event_type: impl Into<Arc<str>>, payload: Payload) -> Self {
+        NewEvent {
+            event_type: event_type.into(),
+            timestamp: None,
+            event_id: None,
+            payload,
+        }
+    }
+
+    /// Sets the timestamp (Unix seconds).
+    pub fn with_timestamp(mut self, timestamp: f64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+
+    /// Sets the dedup key.
+    pub fn with_event_id(mut self, event_id: impl Into<Box<str>>) -> Self {
+        self.event_id = Some(event_id.into());
+        self
+    }
+}
+
+/// An accepted event together with its serialised wire form, shared by every
+/// consumer so that an event is serialised exactly once.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The event.
+    pub event: Event,
+    /// The wire form followed by `\n`: a JSONL line.
+    pub line: Bytes,
+}
+
+impl Record {
+    /// Serialises `event` once.
+    pub fn new(event: Event) -> Self {
+        let mut buf = Vec::with_capacity(128 + event.payload.len() * 32);
+        write_wire(&event, &mut buf);
+        buf.push(b'\n');
+        Record {
+            event,
+            line: Bytes::from(buf),
+        }
+    }
+
+    /// The wire form without the trailing newline: a WebSocket message.
+    pub fn message(&self) -> Bytes {
+        self.line.slice(..self.line.len() - 1)
+    }
+}
+
+/// A record shared between the dispatcher and every sink.
+pub type SharedRecord = Arc<Record>;
+
+/// Appends the wire form of `event` (no newline) to `out`.
+pub fn write_wire(event: &Event, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"id\":");
+    out.extend_from_slice(itoa::Buffer::new().format(event.id).as_bytes());
+    out.extend_from_slice(b",\"event_type\":");
+    write_json_string(&event.event_type, out);
+    out.extend_from_slice(b",\"timestamp\":");
+    write_timestamp(event.timestamp, out);
+    if let Some(event_id) = &event.event_id {
+        out.extend_from_slice(b",\"event_id\":");
+        write_json_string(event_id, out);
+    }
+    out.extend_from_slice(b",\"payload\":");
+    // Writing a Map into a Vec cannot fail: keys are strings and serde_json
+    // writes non-finite floats as null.
+    serde_json::to_writer(&mut *out, &event.payload).expect("payload serialises");
+    out.push(b'}');
+}
+
+fn write_json_string(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, s).expect("string serialises");
+}
+
+/// Writes a timestamp as a JSON number that always has a fraction, as the
+/// contract requires (`1729012421.0`, never `1729012421`).
+fn write_timestamp(ts: f64, out: &mut Vec<u8>) {
+    if ts.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(ts).as_bytes());
+    } else {
+        // The pipeline refuses non-finite timestamps; this keeps the output
+        // valid JSON should one ever get here.
+        out.extend_from_slice(b"0.0");
+    }
+}
+
+/// A line of a log that is not a valid event in the wire format.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct WireError(String);
+
+#[derive(Deserialize)]
+struct WireEvent {
+    id: u64,
+    event_type: Box<str>,
+    timestamp: f64,
+    #[serde(default)]
+    event_id: Option<Box<str>>,
+    payload: Payload,
+}
+
+impl Event {
+    /// Parses one event in the wire format (a JSONL line, without or with
+    /// its newline).
+    pub fn from_wire(bytes: &[u8]) -> Result<Event, WireError> {
+        let w: WireEvent = serde_json::from_slice(bytes).map_err(|e| WireError(e.to_string()))?;
+        Ok(Event {
+            id: w.id,
+            event_type: Arc::from(w.event_type),
+            timestamp: w.timestamp,
+            event_id: w.event_id,
+            payload: w.payload,
+        })
+    }
+
+    /// The payload's string field `key`, if it is a string.
+    pub fn str_field(&self, key: &str) -> Option<&str> {
+        self.payload.get(key).and_then(Value::as_str)
+    }
+
+    /// The payload's numeric field `key`, if it is a number.
+    pub fn f64_field(&self, key: &str) -> Option<f64> {
+        self.payload.get(key).and_then(Value::as_f64)
+    }
+}
+
+/// The current time as Unix seconds with a fraction.
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Event {
+        let payload = json!({"agent":"scribe","task_id":"t_001","cost_usd":0.12});
+        Event {
+            id: 42,
+            event_type: Arc::from("agent_completed"),
+            timestamp: 1729012421.567,
+            event_id: None,
+            payload: payload.as_object().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn wire_format_has_keys_in_documented_order() {
+        let rec = Record::new(sample());
+        let line = std::str::from_utf8(&rec.line).unwrap();
+        assert!(line.ends_with('\n'));
+        assert!(line.starts_with(
+            r#"{"id":42,"event_type":"agent_completed","timestamp":1729012421.567,"payload":{"#
+        ));
+        assert_eq!(&rec.message()[..], line.trim_end().as_bytes());
+    }
+
+    #[test]
+    fn integral_timestamp_keeps_a_fraction() {
+        let mut e = sample();
+        e.timestamp = 1729012421.0;
+        let rec = Record::new(e);
+        assert!(std::str::from_utf8(&rec.line)
+            .unwrap()
+            .contains(r#""timestamp":1729012421.0,"#));
+    }
+
+    #[test]
+    fn round_trip_with_event_id_and_escapes() {
+        let mut e = sample();
+        e.event_id = Some("k\"1\n".into());
+        e.event_type = Arc::from("circuit_breaker_open");
+        let rec = Record::new(e.clone());
+        let back = Event::from_wire(&rec.line).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn seed_format_lines_are_read_by_old_readers() {
+        // An old reader only knows event_type, timestamp and payload.
+        let rec = Record::new(sample());
+        let v: Value = serde_json::from_slice(&rec.line).unwrap();
+        assert_eq!(v["event_type"], "agent_completed");
+        assert!(v["timestamp"].is_f64());
+        assert_eq!(v["payload"]["agent"], "scribe");
+    }
+
+    #[test]
+    fn bad_wire_lines_are_errors() {
+        assert!(Event::from_wire(b"{\"id\":1").is_err());
+        assert!(Event::from_wire(b"{\"event_type\":\"x\",\"timestamp\":1.0,\"payload\":{}}").is_err());
+        assert!(Event::from_wire(b"\xff\xfe").is_err());
+    }
+}

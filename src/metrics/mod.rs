@@ -1,0 +1,1 @@
+//! The metrics engine (pure, no I/O).
