@@ -261,7 +261,9 @@ mod tests {
     #[test]
     fn bad_wire_lines_are_errors() {
         assert!(Event::from_wire(b"{\"id\":1").is_err());
-        assert!(Event::from_wire(b"{\"event_type\":\"x\",\"timestamp\":1.0,\"payload\":{}}").is_err());
+        assert!(
+            Event::from_wire(b"{\"event_type\":\"x\",\"timestamp\":1.0,\"payload\":{}}").is_err()
+        );
         assert!(Event::from_wire(b"\xff\xfe").is_err());
     }
 }

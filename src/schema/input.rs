@@ -1,0 +1,147 @@
+//! The envelope of an incoming event: `{"event_type":..., "payload":{...},
+//! "timestamp"?: number, "event_id"?: string}`.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::fields::show;
+use super::ValidationError;
+use crate::event::{NewEvent, MAX_EVENT_ID_LEN};
+
+/// Longest event type name.
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+
+/// Latest accepted timestamp: the year 5138. Anything larger is almost
+/// certainly milliseconds.
+const MAX_TIMESTAMP: f64 = 1e11;
+
+/// Checks `^[a-z][a-z0-9_.-]{0,63}$`.
+pub(crate) fn check_type_name(name: &str) -> Result<(), String> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= MAX_EVENT_TYPE_LEN
+        && b[0].is_ascii_lowercase()
+        && b[1..].iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a name matching ^[a-z][a-z0-9_.-]{{0,63}}$, got {}",
+            show(&Value::String(name.to_string()))
+        ))
+    }
+}
+
+pub(crate) fn check_timestamp(ty: &str, ts: f64) -> Result<(), ValidationError> {
+    if !ts.is_finite() || ts < 0.0 {
+        return Err(ValidationError::new(
+            ty,
+            "timestamp",
+            format!("expected Unix seconds (a finite number >= 0), got {ts}"),
+        ));
+    }
+    if ts > MAX_TIMESTAMP {
+        return Err(ValidationError::new(
+            ty,
+            "timestamp",
+            format!("expected Unix seconds, got {ts} (milliseconds? divide by 1000)"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_event_id(ty: &str, id: &str) -> Result<(), ValidationError> {
+    if id.is_empty() || id.len() > MAX_EVENT_ID_LEN {
+        return Err(ValidationError::new(
+            ty,
+            "event_id",
+            format!(
+                "expected a non-empty string of at most {MAX_EVENT_ID_LEN} bytes, got {} bytes",
+                id.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the envelope of one incoming event. `intern` maps a type name to
+/// its shared `Arc<str>` (see [`crate::schema::Schema::intern`]).
+///
+/// Only the envelope is checked here; [`crate::schema::Schema::validate`]
+/// checks the rest.
+pub fn parse_new_event(
+    value: Value,
+    intern: impl Fn(&str) -> Arc<str>,
+) -> Result<NewEvent, ValidationError> {
+    let Value::Object(mut obj) = value else {
+        return Err(ValidationError::new(
+            "event",
+            "event",
+            format!("expected a JSON object, got {}", show(&value)),
+        ));
+    };
+    let event_type = match obj.remove("event_type") {
+        Some(Value::String(s)) => {
+            check_type_name(&s).map_err(|why| ValidationError::new("event", "event_type", why))?;
+            intern(&s)
+        }
+        Some(other) => {
+            return Err(ValidationError::new(
+                "event",
+                "event_type",
+                format!("expected a string, got {}", show(&other)),
+            ))
+        }
+        None => return Err(ValidationError::new("event", "event_type", "missing")),
+    };
+    let ty = &*event_type;
+    let payload = match obj.remove("payload") {
+        Some(Value::Object(p)) => p,
+        None | Some(Value::Null) => Default::default(),
+        Some(other) => {
+            return Err(ValidationError::new(
+                ty,
+                "payload",
+                format!("expected an object, got {}", show(&other)),
+            ))
+        }
+    };
+    let timestamp = match obj.remove("timestamp") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            let ts = n.as_f64().unwrap_or(f64::NAN);
+            check_timestamp(ty, ts)?;
+            Some(ts)
+        }
+        Some(other) => {
+            return Err(ValidationError::new(
+                ty,
+                "timestamp",
+                format!("expected Unix seconds as a number, got {}", show(&other)),
+            ))
+        }
+    };
+    let event_id = match obj.remove("event_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            check_event_id(ty, &s)?;
+            Some(s.into_boxed_str())
+        }
+        Some(other) => {
+            return Err(ValidationError::new(
+                ty,
+                "event_id",
+                format!("expected a string, got {}", show(&other)),
+            ))
+        }
+    };
+    Ok(NewEvent {
+        event_type,
+        timestamp,
+        event_id,
+        payload,
+    })
+}
