@@ -1,1 +1,663 @@
-//! The JSONL log sink.
+//! The JSONL log sink: every event as one line of a daily log file.
+//!
+//! # On-disk layout
+//!
+//! With the defaults (`dir = logs`, `file_name = agent-events.jsonl`):
+//!
+//! ```text
+//! logs/
+//!   agent-events.jsonl                 active file: today's events (UTC), appended
+//!   agent-events-2024-10-14.jsonl      rotated at UTC midnight: one file per day
+//!   agent-events-2024-10-14.1.jsonl    same day again (name was taken, e.g. after a restart)
+//!   agent-events-2024-10-06.jsonl.gz   gzipped once more than `compress_after_days` old
+//!   agent-events.jsonl.torn            fragments of torn last lines, one per line
+//! ```
+//!
+//! Each line is one event in the wire format (see [`crate::event`]),
+//! terminated by `\n`. Rotated files are named after the UTC day they cover;
+//! files more than `delete_after_days` old are deleted. Dates come from the
+//! names, so copying or touching a file does not change its fate, and files
+//! whose names do not follow this pattern are never touched.
+//!
+//! A crash can leave a torn last line in the active file; on open it is moved
+//! to the `.torn` side file so that new lines always start on a fresh line
+//! (see [`TornLine`]).
+//!
+//! # Failures
+//!
+//! When the disk is full, the directory vanishes or a write fails otherwise,
+//! the sink keeps the unwritten lines (up to `max_pending_bytes`, dropping
+//! the oldest whole lines beyond that and counting them), reopens the file
+//! (recreating the directory) and retries on the next tick or write. A line
+//! is never written twice nor in pieces separated by another line.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::SharedClock;
+use crate::event::SharedRecord;
+use crate::sinks::{Sink, SinkError};
+
+mod pending;
+mod recovery;
+mod rotation;
+
+pub use recovery::TornLine;
+pub use rotation::{rotated_files, MaintenanceReport};
+
+use pending::Pending;
+use rotation::{LogName, Retention};
+
+/// Pending bytes above which the sink writes without waiting for a tick.
+const WRITE_THRESHOLD: usize = 64 * 1024;
+
+/// Slack when comparing clock intervals: Unix seconds as `f64` are only
+/// precise to about 0.25 µs today.
+const INTERVAL_SLACK: f64 = 1e-3;
+
+/// When written data is forced to disk with `fsync` (`sync_data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Never sync: the OS writes back when it likes. A machine crash can
+    /// lose the last seconds; a process crash loses nothing once written.
+    None,
+    /// Sync at most every `fsync_interval`, and on `flush`.
+    #[default]
+    Batch,
+    /// Write and sync at the end of every batch.
+    Always,
+}
+
+impl Durability {
+    /// The name used in configuration and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::None => "none",
+            Durability::Batch => "batch",
+            Durability::Always => "always",
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A durability name that is not `none`, `batch` or `always`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown durability {0:?} (expected none, batch or always)")]
+pub struct ParseDurabilityError(String);
+
+impl FromStr for Durability {
+    type Err = ParseDurabilityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Durability::None),
+            "batch" => Ok(Durability::Batch),
+            "always" => Ok(Durability::Always),
+            _ => Err(ParseDurabilityError(s.to_owned())),
+        }
+    }
+}
+
+/// Settings of the JSONL sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonlConfig {
+    /// Directory of the log files; created (with parents) if missing.
+    pub dir: PathBuf,
+    /// Name of the active file; rotated names are derived from its stem
+    /// and extension.
+    pub file_name: String,
+    /// When to sync to disk.
+    pub durability: Durability,
+    /// Longest time a line waits in memory before being written.
+    pub flush_interval: Duration,
+    /// Longest time between syncs with [`Durability::Batch`].
+    pub fsync_interval: Duration,
+    /// Start a new file at each UTC midnight.
+    pub rotate_daily: bool,
+    /// Gzip rotated files whose day is more than this many days ago.
+    pub compress_after_days: u32,
+    /// Delete rotated files whose day is more than this many days ago.
+    pub delete_after_days: u32,
+    /// Most unwritten bytes kept while writing fails; beyond it the oldest
+    /// lines are dropped (and counted in [`Sink::dropped`]).
+    pub max_pending_bytes: usize,
+}
+
+impl Default for JsonlConfig {
+    fn default() -> Self {
+        JsonlConfig {
+            dir: PathBuf::from("logs"),
+            file_name: "agent-events.jsonl".to_owned(),
+            durability: Durability::Batch,
+            flush_interval: Duration::from_millis(100),
+            fsync_interval: Duration::from_secs(1),
+            rotate_daily: true,
+            compress_after_days: 7,
+            delete_after_days: 30,
+            max_pending_bytes: 64 << 20,
+        }
+    }
+}
+
+impl JsonlConfig {
+    /// Path of the active file.
+    pub fn active_path(&self) -> PathBuf {
+        self.dir.join(&self.file_name)
+    }
+
+    /// Path of the side file that receives torn lines.
+    pub fn torn_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.torn", self.file_name))
+    }
+
+    fn retention(&self) -> Retention {
+        Retention {
+            compress_after_days: self.compress_after_days,
+            delete_after_days: self.delete_after_days,
+        }
+    }
+}
+
+/// What [`JsonlSink::open`] found and fixed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// A torn last line that was moved to the side file.
+    pub torn: Option<TornLine>,
+    /// Files the active file was rotated to because it was from an earlier
+    /// day.
+    pub rotated: Vec<PathBuf>,
+}
+
+/// The UTC day of a Unix time in seconds.
+fn utc_date(unix: f64) -> NaiveDate {
+    let secs = if unix.is_finite() {
+        unix.floor() as i64
+    } else {
+        0
+    };
+    DateTime::from_timestamp(secs, 0)
+        .unwrap_or(DateTime::UNIX_EPOCH)
+        .date_naive()
+}
+
+/// Whether `interval` has passed from `since` to `now` (or the clock went
+/// backwards, which should not freeze writing).
+fn due(since: f64, now: f64, interval: Duration) -> bool {
+    now < since || now - since + INTERVAL_SLACK >= interval.as_secs_f64()
+}
+
+/// Identity of an open file, to notice that its path now names another file
+/// (or none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+impl FileId {
+    #[cfg(unix)]
+    fn of(meta: &fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId(meta.dev(), meta.ino())
+    }
+
+    #[cfg(not(unix))]
+    fn of(_meta: &fs::Metadata) -> FileId {
+        // Without inode numbers only a missing file can be noticed.
+        FileId(0, 0)
+    }
+}
+
+/// `tracing::warn!` at most once per second, counting what it held back.
+#[derive(Debug, Default)]
+struct WarnLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarnLimiter {
+    fn warn(&mut self, message: fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(suppressed = self.suppressed, "jsonl sink: {message}");
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// Writes events as JSONL to a daily-rotated file. See the module docs.
+#[derive(Debug)]
+pub struct JsonlSink {
+    config: JsonlConfig,
+    clock: SharedClock,
+    name: LogName,
+    active_path: PathBuf,
+    torn_path: PathBuf,
+    /// The open active file, `None` after a failure until reopened.
+    file: Option<(File, FileId)>,
+    /// The UTC day the active file covers.
+    active_date: NaiveDate,
+    /// The last day maintenance was started for.
+    maintained: NaiveDate,
+    pending: Pending,
+    /// Clock time of the last write attempt and of the last sync.
+    last_write: f64,
+    last_sync: f64,
+    /// Written bytes not yet synced.
+    unsynced: bool,
+    /// Whether the last write attempt failed (to log the recovery).
+    failing: bool,
+    dropped: u64,
+    warn: WarnLimiter,
+    maintenance: Option<JoinHandle<MaintenanceReport>>,
+}
+
+impl JsonlSink {
+    /// Opens the log: creates the directory, repairs a torn last line,
+    /// rotates the active file if it is from an earlier UTC day (by its
+    /// mtime), compresses and deletes old rotated files, and opens the
+    /// active file for appending.
+    pub fn open(
+        config: JsonlConfig,
+        clock: SharedClock,
+    ) -> Result<(JsonlSink, OpenReport), SinkError> {
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir)
+            .map_err(|e| SinkError::io(format!("creating log directory {}", dir.display()), e))?;
+        let active_path = config.active_path();
+        let torn_path = config.torn_path();
+        let name = LogName::new(&config.file_name);
+        let now = clock.now();
+        let today = utc_date(now);
+        let mut report = OpenReport::default();
+
+        // The mtime must be read before the repair, which changes it.
+        let file_date = match fs::metadata(&active_path) {
+            Ok(meta) => meta
+                .modified()
+                .ok()
+                .map(|t| DateTime::<Utc>::from(t).date_naive()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(SinkError::io(
+                    format!("reading {}", active_path.display()),
+                    e,
+                ));
+            }
+        };
+        report.torn = recovery::repair_torn_tail(&active_path, &torn_path).map_err(|e| {
+            SinkError::io(
+                format!("repairing torn line in {}", active_path.display()),
+                e,
+            )
+        })?;
+
+        let mut sink = JsonlSink {
+            name,
+            active_path,
+            torn_path,
+            file: None,
+            // A file dated in the future (clock set back) is treated as today's.
+            active_date: file_date.map_or(today, |d| d.min(today)),
+            maintained: today,
+            pending: Pending::default(),
+            last_write: now,
+            last_sync: now,
+            unsynced: false,
+            failing: false,
+            dropped: 0,
+            warn: WarnLimiter::default(),
+            maintenance: None,
+            config,
+            clock,
+        };
+        if sink.config.rotate_daily && sink.active_date < today {
+            if let Some(rotated) = sink.rename_active()? {
+                report.rotated.push(rotated);
+            }
+            sink.active_date = today;
+        }
+        rotation::maintain(&dir, &sink.name, today, sink.config.retention());
+        sink.ensure_file()?;
+        Ok((sink, report))
+    }
+
+    /// Path of the active file.
+    pub fn active_path(&self) -> &Path {
+        &self.active_path
+    }
+
+    /// The configuration the sink was opened with.
+    pub fn config(&self) -> &JsonlConfig {
+        &self.config
+    }
+
+    /// Bytes accepted but not yet written to the file.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.unwritten()
+    }
+
+    /// Waits for a maintenance run started by a rotation (which runs on its
+    /// own thread so that gzipping a big file does not hold up writing) and
+    /// returns what it did; `None` if none is running.
+    pub fn wait_maintenance(&mut self) -> Option<MaintenanceReport> {
+        self.maintenance.take().and_then(|h| h.join().ok())
+    }
+
+    /// Renames a non-empty active file to its rotated name for
+    /// `active_date`. The file must be closed.
+    fn rename_active(&mut self) -> Result<Option<PathBuf>, SinkError> {
+        match fs::metadata(&self.active_path) {
+            Ok(meta) if meta.len() > 0 => {}
+            // An empty file is simply reused; a missing one is recreated.
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(SinkError::io(
+                    format!("reading {}", self.active_path.display()),
+                    e,
+                ));
+            }
+        }
+        let target = rotation::rotation_target(&self.config.dir, &self.name, self.active_date);
+        fs::rename(&self.active_path, &target).map_err(|e| {
+            SinkError::io(
+                format!(
+                    "renaming {} to {}",
+                    self.active_path.display(),
+                    target.display()
+                ),
+                e,
+            )
+        })?;
+        rotation::sync_dir(&self.config.dir);
+        tracing::info!(from = %self.active_path.display(), to = %target.display(), "rotated log file");
+        Ok(Some(target))
+    }
+
+    /// Rotates when the clock has moved to a later UTC day than the active
+    /// file's, and starts maintenance once per day.
+    fn maybe_rotate(&mut self) -> Result<(), SinkError> {
+        if !self.config.rotate_daily {
+            return Ok(());
+        }
+        let today = utc_date(self.clock.now());
+        // Only forwards: a clock stepping back over midnight must not make
+        // files flip between days.
+        let result = if today > self.active_date {
+            self.rotate(today)
+        } else {
+            Ok(())
+        };
+        // Even when rotation fails (say, the disk is full), deleting expired
+        // files may be what frees the space.
+        if today > self.maintained {
+            self.maintained = today;
+            self.start_maintenance(today);
+        }
+        result
+    }
+
+    fn rotate(&mut self, today: NaiveDate) -> Result<(), SinkError> {
+        // Everything of the old day goes into the old file first.
+        self.flush_inner()?;
+        self.file = None;
+        self.rename_active()?;
+        self.active_date = today;
+        self.ensure_file()
+    }
+
+    fn start_maintenance(&mut self, today: NaiveDate) {
+        // Runs never overlap: each may delete the other's temp files.
+        self.wait_maintenance();
+        let dir = self.config.dir.clone();
+        let name = self.name.clone();
+        let retention = self.config.retention();
+        let spawned = std::thread::Builder::new()
+            .name("jsonl-maintenance".to_owned())
+            .spawn(move || rotation::maintain(&dir, &name, today, retention));
+        match spawned {
+            Ok(handle) => self.maintenance = Some(handle),
+            Err(e) => self
+                .warn
+                .warn(format_args!("cannot start log maintenance: {e}")),
+        }
+    }
+
+    /// Makes sure the active file is open and is still the file at its
+    /// path; reopens (recreating the directory) otherwise.
+    fn ensure_file(&mut self) -> Result<(), SinkError> {
+        if let Some((_, id)) = &self.file {
+            match fs::metadata(&self.active_path) {
+                Ok(meta) if FileId::of(&meta) == *id => return Ok(()),
+                _ => {
+                    self.warn.warn(format_args!(
+                        "{} was removed or replaced; reopening it",
+                        self.active_path.display()
+                    ));
+                    self.file = None;
+                }
+            }
+        }
+        let dir = &self.config.dir;
+        fs::create_dir_all(dir)
+            .map_err(|e| SinkError::io(format!("creating log directory {}", dir.display()), e))?;
+        let path = &self.active_path;
+        let continues = match self.pending.written_prefix() {
+            Some(prefix) => ends_with_partial_line(path, prefix)
+                .map_err(|e| SinkError::io(format!("reading {}", path.display()), e))?,
+            None => false,
+        };
+        if !continues {
+            // The file holding the start of a partly written line is gone:
+            // write that line whole. Any other torn tail is moved aside.
+            self.pending.restart_in_flight();
+            recovery::repair_torn_tail(path, &self.torn_path).map_err(|e| {
+                SinkError::io(format!("repairing torn line in {}", path.display()), e)
+            })?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| SinkError::io(format!("opening {}", path.display()), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| SinkError::io(format!("reading {}", path.display()), e))?;
+        self.file = Some((file, FileId::of(&meta)));
+        Ok(())
+    }
+
+    /// Writes all pending bytes (no sync).
+    fn write_pending(&mut self) -> Result<(), SinkError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.last_write = self.clock.now();
+        let result = self.ensure_file().and_then(|()| {
+            let (file, _) = self.file.as_mut().expect("ensure_file opened the file");
+            self.pending
+                .write_to(file)
+                .map_err(|e| SinkError::io(format!("writing {}", self.active_path.display()), e))
+        });
+        match result {
+            Ok(()) => {
+                self.unsynced = true;
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!(path = %self.active_path.display(), "jsonl sink: writing works again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Reopen on retry: the handle may be what is broken.
+                self.file = None;
+                // The bytes that did reach the file may not be synced yet.
+                self.unsynced = true;
+                self.failing = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), SinkError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.last_sync = self.clock.now();
+        if let Some((file, _)) = &self.file {
+            file.sync_data()
+                .map_err(|e| SinkError::io(format!("syncing {}", self.active_path.display()), e))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Writes everything and syncs unless durability is `None`.
+    fn flush_inner(&mut self) -> Result<(), SinkError> {
+        self.write_pending()?;
+        if self.config.durability != Durability::None {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest lines while over the bound.
+    fn enforce_bound(&mut self) {
+        if self.pending.unwritten() <= self.config.max_pending_bytes {
+            return;
+        }
+        let n = self.pending.drop_oldest(self.config.max_pending_bytes);
+        if n > 0 {
+            self.dropped += n;
+            self.warn.warn(format_args!(
+                "dropped {n} events: more than {} bytes could not be written to {} ({} dropped in total)",
+                self.config.max_pending_bytes,
+                self.active_path.display(),
+                self.dropped
+            ));
+        }
+    }
+
+    /// Logs a failure (rate limited) and hands it back.
+    fn report(&mut self, result: Result<(), SinkError>) -> Result<(), SinkError> {
+        if let Err(e) = &result {
+            self.warn.warn(format_args!(
+                "{e}; keeping {} bytes to retry",
+                self.pending.unwritten()
+            ));
+        }
+        result
+    }
+}
+
+/// Whether the file at `path` ends with `prefix` as the start of its last
+/// line (preceded by `\n` or the start of the file): the part of a line
+/// written before a failure.
+fn ends_with_partial_line(path: &Path, prefix: &[u8]) -> io::Result<bool> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let need = prefix.len() as u64;
+    if len < need {
+        return Ok(false);
+    }
+    let with_newline = len > need;
+    let start = len - need - u64::from(with_newline);
+    let mut tail = vec![0; (len - start) as usize];
+    file.seek(SeekFrom::Start(start))?;
+    file.read_exact(&mut tail)?;
+    let (before, rest) = tail.split_at(usize::from(with_newline));
+    Ok(rest == prefix && (before.is_empty() || before == b"\n"))
+}
+
+impl Sink for JsonlSink {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
+        let mut result = self.maybe_rotate();
+        for record in batch {
+            self.pending.push(&record.line);
+            // After a failure the rest of the batch is only buffered: one
+            // failing attempt per batch is enough.
+            if result.is_ok() && self.pending.unwritten() >= WRITE_THRESHOLD {
+                result = self.write_pending();
+            }
+            self.enforce_bound();
+        }
+        if result.is_ok() && self.config.durability == Durability::Always {
+            result = self.flush_inner();
+        }
+        self.report(result)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        let result = self.flush_inner();
+        self.report(result)
+    }
+
+    fn tick(&mut self) -> Result<(), SinkError> {
+        // A failed rotation is retried next tick; writing goes on meanwhile
+        // (into the old day's file, which the next attempt rotates).
+        let rotated = self.maybe_rotate();
+        let now = self.clock.now();
+        let mut result = Ok(());
+        if !self.pending.is_empty() && due(self.last_write, now, self.config.flush_interval) {
+            result = self.write_pending();
+        }
+        if result.is_ok()
+            && self.config.durability == Durability::Batch
+            && self.unsynced
+            && due(self.last_sync, now, self.config.fsync_interval)
+        {
+            result = self.sync();
+        }
+        self.report(rotated.and(result))
+    }
+
+    fn tick_interval(&self) -> Duration {
+        let mut interval = self.config.flush_interval;
+        if self.config.durability == Durability::Batch {
+            interval = interval.min(self.config.fsync_interval);
+        }
+        interval.clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+impl Drop for JsonlSink {
+    fn drop(&mut self) {
+        // Best effort: the runner flushes on shutdown, this covers the rest.
+        if let Err(e) = self.flush_inner() {
+            tracing::warn!(error = %e, "jsonl sink: could not flush on close");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

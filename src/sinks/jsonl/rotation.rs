@@ -1,0 +1,457 @@
+//! Names of rotated files, and maintenance of old ones (gzip, deletion).
+//!
+//! A log `agent-events.jsonl` rotates to `agent-events-YYYY-MM-DD.jsonl`
+//! (`agent-events-YYYY-MM-DD.N.jsonl` when that name is taken), which later
+//! becomes `agent-events-YYYY-MM-DD[.N].jsonl.gz`. Maintenance recognises
+//! exactly these names and nothing else, so it never touches other files in
+//! the directory.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+/// Suffix of a finished compressed file.
+const GZ: &str = ".gz";
+/// Suffix of a compressed file being written.
+const GZ_TMP: &str = ".gz.tmp";
+
+/// A log's file name split into the parts rotated names are built from.
+#[derive(Debug, Clone)]
+pub(crate) struct LogName {
+    /// `agent-events` for `agent-events.jsonl`.
+    stem: String,
+    /// `.jsonl` for `agent-events.jsonl`; empty when the name has none.
+    ext: String,
+}
+
+/// What a rotated file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Kind {
+    /// Plain JSONL.
+    Plain,
+    /// Gzipped JSONL.
+    Gz,
+    /// A gzip file being written (or left behind by a crash).
+    GzTmp,
+}
+
+/// A file in the log directory that belongs to this log's rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RotatedFile {
+    /// The day the file covers.
+    pub date: NaiveDate,
+    /// 0 for the first file of the day, then 1, 2, ... for name collisions.
+    pub seq: u32,
+    /// Plain, gzipped or temporary.
+    pub kind: Kind,
+    /// Full path.
+    pub path: PathBuf,
+}
+
+impl LogName {
+    pub(crate) fn new(file_name: &str) -> LogName {
+        match file_name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => LogName {
+                stem: stem.to_owned(),
+                ext: format!(".{ext}"),
+            },
+            _ => LogName {
+                stem: file_name.to_owned(),
+                ext: String::new(),
+            },
+        }
+    }
+
+    /// The plain rotated name for `date`; `seq` 0 has no sequence number.
+    pub(crate) fn rotated(&self, date: NaiveDate, seq: u32) -> String {
+        let date = date.format("%Y-%m-%d");
+        if seq == 0 {
+            format!("{}-{date}{}", self.stem, self.ext)
+        } else {
+            format!("{}-{date}.{seq}{}", self.stem, self.ext)
+        }
+    }
+
+    /// Recognises a rotated name: `{stem}-YYYY-MM-DD[.N]{ext}[.gz|.gz.tmp]`.
+    pub(crate) fn parse(&self, name: &str) -> Option<(NaiveDate, u32, Kind)> {
+        let rest = name.strip_prefix(self.stem.as_str())?.strip_prefix('-')?;
+        let (date, rest) = (rest.get(..10)?, rest.get(10..)?);
+        let shape_ok = date.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+        if !shape_ok {
+            return None;
+        }
+        let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+        let (rest, kind) = if let Some(r) = rest.strip_suffix(GZ_TMP) {
+            (r, Kind::GzTmp)
+        } else if let Some(r) = rest.strip_suffix(GZ) {
+            (r, Kind::Gz)
+        } else {
+            (rest, Kind::Plain)
+        };
+        let seq_part = rest.strip_suffix(self.ext.as_str())?;
+        let seq = if seq_part.is_empty() {
+            0
+        } else {
+            let digits = seq_part.strip_prefix('.')?;
+            // Only the canonical spelling we produce: no sign, no leading zero.
+            if digits.is_empty()
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+                || digits.starts_with('0')
+            {
+                return None;
+            }
+            digits.parse().ok()?
+        };
+        Some((date, seq, kind))
+    }
+}
+
+/// Every file of this log's rotation in `dir`, sorted by date, sequence
+/// number and kind. A missing or unreadable directory has none.
+pub(crate) fn scan(dir: &Path, name: &LogName) -> Vec<RotatedFile> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<RotatedFile> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let file_name = entry.file_name();
+            let (date, seq, kind) = name.parse(file_name.to_str()?)?;
+            // Directories or sockets with a matching name are not ours.
+            if !entry.file_type().ok()?.is_file() {
+                return None;
+            }
+            Some(RotatedFile {
+                date,
+                seq,
+                kind,
+                path: entry.path(),
+            })
+        })
+        .collect();
+    files.sort_by_key(|f| (f.date, f.seq, f.kind));
+    files
+}
+
+/// The rotated files of the log `file_name` in `dir`, oldest first: plain
+/// and gzipped, one path per rotated file (when a crash during compression
+/// left both forms, the plain one). The active file is not included.
+pub fn rotated_files(dir: impl AsRef<Path>, file_name: &str) -> Vec<(NaiveDate, PathBuf)> {
+    let mut out: Vec<(NaiveDate, u32, PathBuf)> = Vec::new();
+    for f in scan(dir.as_ref(), &LogName::new(file_name)) {
+        if f.kind == Kind::GzTmp {
+            continue;
+        }
+        // Sorted with Plain before Gz, so a duplicate is always the gz copy.
+        if matches!(out.last(), Some((d, s, _)) if *d == f.date && *s == f.seq) {
+            continue;
+        }
+        out.push((f.date, f.seq, f.path));
+    }
+    out.into_iter().map(|(d, _, p)| (d, p)).collect()
+}
+
+fn taken(path: &Path) -> bool {
+    !matches!(fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The name the active file covering `date` rotates to: the first of
+/// `stem-date.ext`, `stem-date.1.ext`, ... for which neither the plain nor
+/// the gzipped form exists.
+pub(crate) fn rotation_target(dir: &Path, name: &LogName, date: NaiveDate) -> PathBuf {
+    let mut seq = 0;
+    loop {
+        let plain = dir.join(name.rotated(date, seq));
+        if !taken(&plain) && !taken(&with_suffix(&plain, GZ)) {
+            return plain;
+        }
+        seq += 1;
+    }
+}
+
+/// How long rotated files are kept as they are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retention {
+    /// Gzip plain files whose date is more than this many days before today.
+    pub compress_after_days: u32,
+    /// Delete files whose date is more than this many days before today.
+    pub delete_after_days: u32,
+}
+
+/// What a maintenance run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Gzipped files that were written (their plain originals are gone).
+    pub compressed: Vec<PathBuf>,
+    /// Files that were deleted because they expired.
+    pub deleted: Vec<PathBuf>,
+    /// Operations that failed (already logged); retried on the next run.
+    pub failures: usize,
+}
+
+/// Compresses and deletes rotated files of the log according to their
+/// dates (from their names) relative to `today`. Failures are logged and
+/// counted, and do not stop the rest.
+pub(crate) fn maintain(
+    dir: &Path,
+    name: &LogName,
+    today: NaiveDate,
+    retention: Retention,
+) -> MaintenanceReport {
+    let mut report = MaintenanceReport::default();
+    for f in scan(dir, name) {
+        let age = (today - f.date).num_days();
+        let result = if age > i64::from(retention.delete_after_days) || f.kind == Kind::GzTmp {
+            // A leftover temp file is from an interrupted run (runs never
+            // overlap): the original is still there and gets compressed again.
+            fs::remove_file(&f.path).map(|()| {
+                if f.kind != Kind::GzTmp {
+                    report.deleted.push(f.path.clone());
+                }
+            })
+        } else if age > i64::from(retention.compress_after_days) && f.kind == Kind::Plain {
+            compress(&f.path).map(|gz| report.compressed.push(gz))
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            report.failures += 1;
+            tracing::warn!(path = %f.path.display(), error = %e, "log maintenance failed");
+        }
+    }
+    report
+}
+
+/// Gzips `path` to `path.gz` through a temporary file, so that a complete
+/// `.gz` exists before the original goes away. Returns the `.gz` path.
+pub(crate) fn compress(path: &Path) -> io::Result<PathBuf> {
+    let gz = with_suffix(path, GZ);
+    let tmp = with_suffix(path, GZ_TMP);
+    let result = (|| {
+        let src = File::open(path)?;
+        let mtime = src.metadata()?.modified().ok();
+        let out = BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
+        let mut enc = GzEncoder::new(out, Compression::default());
+        io::copy(&mut BufReader::with_capacity(256 * 1024, src), &mut enc)?;
+        let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
+        // Keep the original's mtime: it tells when the day's last event came.
+        if let Some(t) = mtime {
+            let _ = out.set_modified(t);
+        }
+        out.sync_all()?;
+        drop(out);
+        fs::rename(&tmp, &gz)?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")));
+        fs::remove_file(path)
+    })();
+    match result {
+        Ok(()) => Ok(gz),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Makes renames in `dir` durable; best effort (not every platform or file
+/// system can sync a directory, and nothing is lost if it fails).
+pub(crate) fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn names_round_trip() {
+        let n = LogName::new("agent-events.jsonl");
+        assert_eq!(
+            n.rotated(d("2024-10-15"), 0),
+            "agent-events-2024-10-15.jsonl"
+        );
+        assert_eq!(
+            n.rotated(d("2024-10-15"), 2),
+            "agent-events-2024-10-15.2.jsonl"
+        );
+        assert_eq!(
+            n.parse("agent-events-2024-10-15.jsonl"),
+            Some((d("2024-10-15"), 0, Kind::Plain))
+        );
+        assert_eq!(
+            n.parse("agent-events-2024-10-15.12.jsonl.gz"),
+            Some((d("2024-10-15"), 12, Kind::Gz))
+        );
+        assert_eq!(
+            n.parse("agent-events-2024-10-15.jsonl.gz.tmp"),
+            Some((d("2024-10-15"), 0, Kind::GzTmp))
+        );
+        for other in [
+            "agent-events.jsonl",
+            "agent-events.jsonl.torn",
+            "agent-events-2024-10-15.json",
+            "agent-events-2024-1-15.jsonl",
+            "agent-events-2024-13-15.jsonl",
+            "agent-events-2024-10-15.01.jsonl",
+            "agent-events-2024-10-15.x.jsonl",
+            "agent-events-2024-10-15.jsonl.bak",
+            "other-2024-10-15.jsonl",
+            "agent-events-2024-10-15.jsonl.gz.tmp.1",
+        ] {
+            assert_eq!(n.parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn names_without_extension() {
+        let n = LogName::new("events");
+        assert_eq!(n.rotated(d("2024-10-15"), 1), "events-2024-10-15.1");
+        assert_eq!(
+            n.parse("events-2024-10-15.1.gz"),
+            Some((d("2024-10-15"), 1, Kind::Gz))
+        );
+        assert_eq!(
+            n.parse("events-2024-10-15"),
+            Some((d("2024-10-15"), 0, Kind::Plain))
+        );
+    }
+
+    #[test]
+    fn rotated_files_are_sorted_and_deduplicated() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "agent-events-2024-10-15.1.jsonl",
+            "agent-events-2024-10-15.jsonl",
+            "agent-events-2024-10-02.jsonl.gz",
+            "agent-events-2024-10-02.jsonl", // crash between rename and delete
+            "agent-events-2024-10-03.jsonl.gz.tmp",
+            "agent-events.jsonl",
+            "notes.txt",
+        ] {
+            fs::write(dir.path().join(f), b"").unwrap();
+        }
+        fs::create_dir(dir.path().join("agent-events-2024-10-04.jsonl")).unwrap();
+        let names: Vec<String> = rotated_files(dir.path(), "agent-events.jsonl")
+            .into_iter()
+            .map(|(_, p)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "agent-events-2024-10-02.jsonl",
+                "agent-events-2024-10-15.jsonl",
+                "agent-events-2024-10-15.1.jsonl"
+            ]
+        );
+        assert!(rotated_files(dir.path().join("missing"), "agent-events.jsonl").is_empty());
+    }
+
+    #[test]
+    fn target_skips_plain_and_gz_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = LogName::new("agent-events.jsonl");
+        let day = d("2024-10-15");
+        assert_eq!(
+            rotation_target(dir.path(), &n, day),
+            dir.path().join("agent-events-2024-10-15.jsonl")
+        );
+        fs::write(dir.path().join("agent-events-2024-10-15.jsonl"), b"x").unwrap();
+        fs::write(dir.path().join("agent-events-2024-10-15.1.jsonl.gz"), b"x").unwrap();
+        assert_eq!(
+            rotation_target(dir.path(), &n, day),
+            dir.path().join("agent-events-2024-10-15.2.jsonl")
+        );
+    }
+
+    #[test]
+    fn compress_replaces_the_original() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent-events-2024-10-01.jsonl");
+        let content = b"{\"id\":1}\n{\"id\":2}\n".repeat(1000);
+        fs::write(&p, &content).unwrap();
+        let gz = compress(&p).unwrap();
+        assert!(!p.exists());
+        assert!(!with_suffix(&p, GZ_TMP).exists());
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(File::open(&gz).unwrap())
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, content);
+    }
+
+    #[test]
+    fn maintenance_compresses_deletes_and_leaves_others_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = LogName::new("agent-events.jsonl");
+        for f in [
+            "agent-events-2024-10-08.jsonl",        // 7 days: kept plain
+            "agent-events-2024-10-07.jsonl",        // 8 days: compressed
+            "agent-events-2024-10-07.1.jsonl",      // 8 days: compressed
+            "agent-events-2024-09-15.jsonl.gz",     // 30 days: kept
+            "agent-events-2024-09-14.jsonl.gz",     // 31 days: deleted
+            "agent-events-2024-09-01.jsonl",        // deleted, not compressed
+            "agent-events-2024-10-06.jsonl.gz.tmp", // leftover: removed
+            "agent-events-2024-09-01.txt",
+            "other-2024-09-01.jsonl",
+            "agent-events.jsonl",
+        ] {
+            fs::write(dir.path().join(f), b"{}\n").unwrap();
+        }
+        let report = maintain(
+            dir.path(),
+            &n,
+            d("2024-10-15"),
+            Retention {
+                compress_after_days: 7,
+                delete_after_days: 30,
+            },
+        );
+        assert_eq!(report.failures, 0);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "agent-events-2024-09-01.txt",
+                "agent-events-2024-09-15.jsonl.gz",
+                "agent-events-2024-10-07.1.jsonl.gz",
+                "agent-events-2024-10-07.jsonl.gz",
+                "agent-events-2024-10-08.jsonl",
+                "agent-events.jsonl",
+                "other-2024-09-01.jsonl",
+            ]
+        );
+        assert_eq!(report.compressed.len(), 2);
+        assert_eq!(report.deleted.len(), 2);
+    }
+}
