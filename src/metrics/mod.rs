@@ -1,1 +1,5 @@
 //! The metrics engine (pure, no I/O).
+
+mod histogram;
+
+pub use histogram::{LogHistogram, RELATIVE_ERROR};
