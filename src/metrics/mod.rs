@@ -152,6 +152,8 @@ mod bucket;
 mod engine;
 mod histogram;
 mod kpi;
+#[cfg(test)]
+mod tests;
 
 pub use bucket::{AgentStats, BucketSet, BucketStats, FeatureStats, Granularity};
 pub use engine::{
