@@ -128,7 +128,7 @@ fn yes() -> bool {
 }
 
 /// The `metrics:` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct MetricsSection {
     /// KPI names to track.
     #[serde(default)]
@@ -136,15 +136,6 @@ pub struct MetricsSection {
     /// Aggregation settings.
     #[serde(default)]
     pub aggregate: Aggregate,
-}
-
-impl Default for MetricsSection {
-    fn default() -> Self {
-        MetricsSection {
-            track: Vec::new(),
-            aggregate: Aggregate::default(),
-        }
-    }
 }
 
 /// `metrics.aggregate`.

@@ -1,10 +1,40 @@
 //! agentpulse: a real-time observability hub for multi-agent LLM systems.
+//!
+//! Agents (a router, a test writer, a critic, a runner, a bug fixer, a
+//! validator) emit lifecycle events; agentpulse checks them against a schema,
+//! writes them to a colour-coded console and a JSONL log, streams them live
+//! over WebSocket and turns them into KPIs.
+//!
+//! # Layout: follow an event
+//!
+//! - **Where events come in**: [`emitter`] (in process: [`emit_event`],
+//!   [`Emitter`]) and [`hub::ingest`] (HTTP `POST /events`, the `/ingest`
+//!   WebSocket, the Redis `agent-events` bridge).
+//! - **Where they are checked**: [`schema`] (pure), built from the
+//!   [`config`] file (the original `observability.yaml` format).
+//! - **How they move**: [`pipeline`]: a bounded queue, one dispatcher
+//!   thread that gives ids, drops retries by `event_id` ([`pipeline::dedup`])
+//!   and serialises each event once ([`event::Record`]).
+//! - **Where they go out**: [`sinks`] (console, JSONL log, metrics, each on
+//!   its own thread) and [`hub::stream`] (the live WebSocket stream, fed
+//!   from an in-memory ring).
+//! - **Where metrics are computed**: [`metrics`] (pure, no I/O).
+//! - **Reading logs back**: [`logfile`] (recovery at start, `validate`,
+//!   `report`, resume from old ids).
+//!
+//! The wire format is documented in [`event`].
 #![deny(missing_docs)]
 
 pub mod clock;
 pub mod config;
+pub mod emitter;
 pub mod event;
+pub mod hub;
 pub mod logfile;
 pub mod metrics;
+pub mod pipeline;
 pub mod schema;
 pub mod sinks;
+
+pub use emitter::{emit_event, get_emitter, Emitter, EmitterBuilder};
+pub use event::{Event, NewEvent};

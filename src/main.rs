@@ -1,1 +1,7 @@
-fn main() {}
+//! The `agentpulse` command.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -12,6 +12,7 @@ use crate::event::SharedRecord;
 
 pub mod console;
 pub mod jsonl;
+pub mod metrics;
 pub mod runner;
 
 /// A failure of a sink: what it was doing and the I/O error.

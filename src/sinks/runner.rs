@@ -1,1 +1,202 @@
-//! Sink runner.
+//! Runs one [`Sink`] on its own thread, fed batches over a bounded channel.
+//!
+//! Each sink has a when-full policy ([`WhenFull`]): `Block` (the JSONL log
+//! and the metrics: nothing may be lost, so a slow disk slows the
+//! dispatcher, whose own queue policy then applies at the producers) or
+//! `DropNewest` (the console: a stalled terminal must not stall anything;
+//! dropped events are counted).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::Sink;
+use crate::event::SharedRecord;
+
+/// A batch of records, shared by every sink.
+pub type Batch = Arc<[SharedRecord]>;
+
+/// What to do when a sink's channel is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait for room (lossless).
+    Block,
+    /// Drop the batch and count its events.
+    DropNewest,
+}
+
+/// Counters of one sink, readable from any thread.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Events handed to the sink.
+    pub events: AtomicU64,
+    /// Failed operations (each also logged).
+    pub errors: AtomicU64,
+    /// Events dropped because the channel was full (`DropNewest`).
+    pub dropped_full: AtomicU64,
+    /// Events the sink itself gave up on (its retry buffer overflowed).
+    pub dropped_by_sink: AtomicU64,
+    /// The last error's text, for `/health`.
+    pub last_error: Mutex<Option<String>>,
+}
+
+enum Msg {
+    Batch(Batch),
+    Flush(SyncSender<()>),
+    Stop(SyncSender<()>),
+}
+
+/// The dispatcher's side of a running sink.
+pub struct SinkHandle {
+    name: &'static str,
+    tx: SyncSender<Msg>,
+    when_full: WhenFull,
+    stats: Arc<SinkStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SinkHandle {
+    /// Starts `sink` on a thread with a channel of `capacity` batches.
+    pub fn spawn(sink: Box<dyn Sink>, capacity: usize, when_full: WhenFull) -> SinkHandle {
+        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let stats = Arc::new(SinkStats::default());
+        let name = sink.name();
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sink-{name}"))
+            .spawn(move || run(sink, rx, thread_stats))
+            .expect("spawn sink thread");
+        SinkHandle {
+            name,
+            tx,
+            when_full,
+            stats,
+            thread: Some(thread),
+        }
+    }
+
+    /// The sink's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The sink's counters.
+    pub fn stats(&self) -> &Arc<SinkStats> {
+        &self.stats
+    }
+
+    /// Hands a batch to the sink according to its when-full policy.
+    pub fn send(&self, batch: &Batch) {
+        let msg = Msg::Batch(batch.clone());
+        match self.when_full {
+            WhenFull::Block => {
+                let _ = self.tx.send(msg);
+            }
+            WhenFull::DropNewest => {
+                if let Err(TrySendError::Full(_)) = self.tx.try_send(msg) {
+                    self.stats
+                        .dropped_full
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Waits until everything sent so far has been handed to the sink and
+    /// the sink has flushed, or `timeout` passed. Returns whether it finished.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        if self.tx.send(Msg::Flush(ack_tx)).is_err() {
+            return false;
+        }
+        ack_rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// Flushes, stops the thread and waits for it (at most `timeout`).
+    pub fn stop(mut self, timeout: Duration) -> bool {
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        if self.tx.send(Msg::Stop(ack_tx)).is_err() {
+            return false;
+        }
+        let done = ack_rx.recv_timeout(timeout).is_ok();
+        if done {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+        done
+    }
+}
+
+fn run(mut sink: Box<dyn Sink>, rx: Receiver<Msg>, stats: Arc<SinkStats>) {
+    let name = sink.name();
+    let interval = sink.tick_interval();
+    let mut last_tick = Instant::now();
+    let mut last_warn: Option<Instant> = None;
+    let mut report = |what: &str, err: super::SinkError, stats: &SinkStats| {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        let text = err.to_string();
+        // One warning a second at most: a full disk must not flood the log.
+        if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!(sink = name, "{what}: {text}");
+            last_warn = Some(Instant::now());
+        }
+        *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    };
+    loop {
+        let msg = rx.recv_timeout(interval.saturating_sub(last_tick.elapsed()));
+        let mut stop_ack = None;
+        match msg {
+            Ok(Msg::Batch(batch)) => {
+                stats
+                    .events
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                match sink.write_batch(&batch) {
+                    Ok(()) => clear_error(&stats),
+                    Err(e) => report("write failed", e, &stats),
+                }
+            }
+            Ok(Msg::Flush(ack)) => {
+                match sink.flush() {
+                    Ok(()) => clear_error(&stats),
+                    Err(e) => report("flush failed", e, &stats),
+                }
+                let _ = ack.send(());
+            }
+            Ok(Msg::Stop(ack)) => stop_ack = Some(ack),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = sink.flush();
+                return;
+            }
+        }
+        if let Some(ack) = stop_ack {
+            if let Err(e) = sink.flush() {
+                report("final flush failed", e, &stats);
+            }
+            stats
+                .dropped_by_sink
+                .store(sink.dropped(), Ordering::Relaxed);
+            let _ = ack.send(());
+            return;
+        }
+        if last_tick.elapsed() >= interval {
+            if let Err(e) = sink.tick() {
+                report("retry failed", e, &stats);
+            }
+            last_tick = Instant::now();
+        }
+        stats
+            .dropped_by_sink
+            .store(sink.dropped(), Ordering::Relaxed);
+    }
+}
+
+fn clear_error(stats: &SinkStats) {
+    let mut last = stats.last_error.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_some() {
+        *last = None;
+    }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The one command that runs every test of agentpulse.
+#
+# It installs what the tests need where it can (redis-server, chromium,
+# from Debian's packages, when run as root or with sudo), then runs the
+# format check, clippy and the whole test suite. CI (.ci/run) calls exactly
+# this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+need_pkg() { # need_pkg COMMAND PACKAGE...
+  command -v "$1" >/dev/null 2>&1 && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 && sudo="sudo -n" || {
+      echo "warning: $1 is missing and cannot be installed (not root); tests that need it will fail" >&2
+      return 0
+    }
+  fi
+  log "installing ${*:2}"
+  if [ -z "${APT_UPDATED:-}" ]; then
+    $sudo apt-get update -qq || true
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${@:2}" >/dev/null
+}
+
+need_pkg redis-server redis-server
+
+if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+  NEXTEST=""
+else
+  NEXTEST=1
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+log "tests"
+if [ -n "$NEXTEST" ]; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi
+# Doc tests are not run by nextest.
+cargo test --locked --doc

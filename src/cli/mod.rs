@@ -1,0 +1,83 @@
+//! Command-line interface: one file per subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod emit;
+mod report;
+mod serve;
+mod tail;
+mod validate;
+
+/// agentpulse: real-time observability for multi-agent LLM systems.
+#[derive(Debug, Parser)]
+#[command(name = "agentpulse", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Schema and configuration file (default: the built-in observability.yaml).
+    #[arg(long, global = true, env = "AGENTPULSE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub: ingest, live stream, log, metrics.
+    Serve(serve::Args),
+    /// Validate and record one event.
+    Emit(emit::Args),
+    /// Check JSONL logs against the schema; reports every bad line.
+    Validate(validate::Args),
+    /// Compute the six KPIs from JSONL logs, offline.
+    Report(report::Args),
+    /// Print a hub's live stream, resuming after disconnects.
+    Tail(tail::Args),
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(cli.config.as_deref(), args),
+        Command::Emit(args) => emit::run(cli.config.as_deref(), args),
+        Command::Validate(args) => validate::run(cli.config.as_deref(), args),
+        Command::Report(args) => report::run(args),
+        Command::Tail(args) => tail::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTPULSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A progress bar on stderr for reading `total` bytes, hidden when stderr
+/// is not a terminal or the input is small.
+pub(crate) fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if total < 64 * 1024 * 1024 || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}

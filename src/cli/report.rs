@@ -1,0 +1,119 @@
+//! `agentpulse report FILE.jsonl...`: the six KPIs computed offline from
+//! logs, overall, per agent and per feature, as a table or `--json`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use agentpulse::config::KPI_NAMES;
+use agentpulse::logfile;
+use agentpulse::metrics::{MetricsConfig, MetricsEngine};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// JSONL logs (plain or .gz), read in the order given.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut engine = MetricsEngine::new(MetricsConfig::default());
+    let (mut events, mut bad) = (0u64, 0u64);
+    for path in &args.files {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let bar = super::progress_bar(size);
+        let mut seen = 0u64;
+        logfile::read_events(
+            path,
+            |event| {
+                engine.observe(&event);
+                events += 1;
+                seen += 1;
+                if seen.is_multiple_of(65_536) {
+                    bar.inc(65_536 * 300);
+                }
+            },
+            |err| {
+                bad += 1;
+                if bad <= 20 {
+                    eprintln!(
+                        "{}:{}: skipped: {}",
+                        err.path.display(),
+                        err.line,
+                        err.message
+                    );
+                }
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        bar.finish_and_clear();
+    }
+    if bad > 20 {
+        eprintln!("... {} more unreadable lines skipped", bad - 20);
+    }
+    let report = serde_json::to_value(engine.report())?;
+    if args.json {
+        let mut doc = report;
+        doc["events"] = events.into();
+        doc["unreadable_lines"] = bad.into();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{events} events ({bad} unreadable lines skipped)\n");
+    println!("Overall");
+    for name in KPI_NAMES {
+        println!("  {name:<24} {}", fmt(&report["overall"][name]));
+    }
+    for extra in ["time_to_completion_p50", "time_to_completion_p95"] {
+        if let Some(v) = report["overall"].get(extra) {
+            println!("  {extra:<24} {}", fmt(v));
+        }
+    }
+    print_table("Per agent", &report["agents"]);
+    print_table("Per feature", &report["features"]);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fmt(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if v.is_f64() => format!("{x:.4}"),
+        Some(x) => format!("{x}"),
+        None => v.to_string(),
+    }
+}
+
+/// Prints a map of name → flat object as a table with a column per key.
+fn print_table(title: &str, rows: &Value) {
+    let Some(rows) = rows.as_object().filter(|r| !r.is_empty()) else {
+        return;
+    };
+    let columns: Vec<String> = rows
+        .values()
+        .next()
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter(|(_, v)| !v.is_object() && !v.is_array())
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let name_w = rows.keys().map(String::len).max().unwrap_or(4).max(4);
+    println!("\n{title}");
+    print!("  {:<name_w$}", "name");
+    for c in &columns {
+        print!("  {c:>w$}", w = c.len().max(10));
+    }
+    println!();
+    for (name, row) in rows {
+        print!("  {name:<name_w$}");
+        for c in &columns {
+            print!("  {:>w$}", fmt(&row[c]), w = c.len().max(10));
+        }
+        println!();
+    }
+}

@@ -1,0 +1,170 @@
+//! `agentpulse serve`: the hub.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use agentpulse::config::Config;
+use agentpulse::emitter::Emitter;
+use agentpulse::hub::{self, HubConfig};
+use agentpulse::pipeline::QueuePolicy;
+use agentpulse::sinks::console::Level;
+use agentpulse::sinks::jsonl::{Durability, JsonlConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "AGENTPULSE_BIND", default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "AGENTPULSE_PORT", default_value_t = 3010)]
+    port: u16,
+    /// Directory of the JSONL log.
+    #[arg(long, env = "AGENTPULSE_LOG_DIR", default_value = "logs")]
+    log_dir: PathBuf,
+    /// Write no JSONL log (ids then restart at 1 and resume is memory-only).
+    #[arg(long, env = "AGENTPULSE_NO_LOG")]
+    no_log: bool,
+    /// Log durability: none, batch (fsync every second), always.
+    #[arg(long, env = "AGENTPULSE_DURABILITY", default_value = "batch")]
+    durability: Durability,
+    /// Redis URL for the agent-events bridge and bucket metrics.
+    #[arg(long, env = "AGENTPULSE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Require this token on ingest, APIs and streams.
+    #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Browser origins allowed to open WebSockets (besides the hub's own and
+    /// localhost); `*` allows any.
+    #[arg(
+        long = "allow-origin",
+        env = "AGENTPULSE_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
+    allow_origins: Vec<String>,
+    /// No console output of events.
+    #[arg(long, short, env = "AGENTPULSE_QUIET")]
+    quiet: bool,
+    /// Console level: debug, info, warn, error.
+    #[arg(long, env = "AGENTPULSE_CONSOLE_LEVEL")]
+    console_level: Option<Level>,
+    /// Refuse event types the schema does not declare.
+    #[arg(long, env = "AGENTPULSE_STRICT")]
+    strict: bool,
+    /// Events kept in memory for resume.
+    #[arg(long, env = "AGENTPULSE_RING_CAPACITY", default_value_t = 100_000)]
+    ring_capacity: usize,
+    /// Bytes a stream client may fall behind before it gets a stream_gap.
+    #[arg(long, env = "AGENTPULSE_CLIENT_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    client_queue_bytes: u64,
+    /// Seconds between server pings.
+    #[arg(long, env = "AGENTPULSE_PING_INTERVAL", default_value_t = 30.0)]
+    ping_interval: f64,
+    /// Most WebSocket connections.
+    #[arg(long, env = "AGENTPULSE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Largest request body in bytes.
+    #[arg(long, env = "AGENTPULSE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Full ingest queue: block (backpressure to senders) or drop.
+    #[arg(long, env = "AGENTPULSE_QUEUE_POLICY", default_value = "block")]
+    queue_policy: QueuePolicy,
+}
+
+pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load_or_builtin(config_path)?;
+    let jsonl = JsonlConfig {
+        dir: args.log_dir.clone(),
+        durability: args.durability,
+        ..JsonlConfig::default()
+    };
+    let mut builder = Emitter::builder()
+        .config(config.clone())
+        .policy(args.queue_policy);
+    builder = if args.no_log {
+        builder.no_log()
+    } else {
+        builder.jsonl(jsonl.clone())
+    };
+    if args.strict {
+        builder = builder.strict(true);
+    }
+    builder = match (args.quiet, args.console_level) {
+        (true, _) => builder.quiet(),
+        (false, Some(level)) => builder.console(level),
+        (false, None) => builder,
+    };
+    if !(0.1..=3600.0).contains(&args.ping_interval) {
+        anyhow::bail!(
+            "--ping-interval: {} is outside 0.1..=3600 seconds",
+            args.ping_interval
+        );
+    }
+    let hub_config = HubConfig {
+        bind: args.bind,
+        port: args.port,
+        token: args.token.filter(|t| !t.is_empty()),
+        allowed_origins: args.allow_origins,
+        ring_capacity: args.ring_capacity.max(1),
+        client_queue_bytes: args.client_queue_bytes,
+        ping_interval: Duration::from_secs_f64(args.ping_interval),
+        max_connections: args.max_connections,
+        max_body_bytes: args.max_body_bytes,
+        max_event_bytes: config.limits.max_payload_bytes,
+        redis_url: args.redis_url,
+        log: (!args.no_log).then_some(jsonl),
+        ..HubConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("agentpulse-hub")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let running = hub::start(hub_config, builder, shutdown.clone()).await?;
+        let addr = running.addr;
+        println!(
+            "agentpulse listening on http://{addr} (dashboard http://{addr}/, stream ws://{addr}/agent-events, ingest POST http://{addr}/events)"
+        );
+        tracing::info!(
+            next_id = running.start_report.next_id,
+            replayed = running.start_report.replayed,
+            "pipeline started"
+        );
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        });
+        running.wait().await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,898 @@
+//! Where events come in, in process: the [`Emitter`] and the global
+//! [`emit_event`].
+//!
+//! ```no_run
+//! use serde_json::json;
+//! agentpulse::emit_event("agent_started", json!({
+//!     "agent": "scribe", "task_id": "t_001",
+//!     "model": "claude-sonnet-4.5", "tools": ["read", "write"],
+//! })).ok();
+//! agentpulse::get_emitter().stop().ok(); // flush before exit
+//! ```
+//!
+//! Emitting validates on the caller's thread (so errors come back at once),
+//! stamps the time, and `try_send`s onto a bounded queue: it never waits
+//! and never allocates beyond the event itself (declared type names are
+//! shared). When the queue is full the policy applies: drop the new event
+//! and count it (default), or wait for room.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::clock::{self, SharedClock};
+use crate::config::{Config, ConfigError};
+use crate::event::NewEvent;
+use crate::metrics::{MetricsConfig, MetricsEngine, MetricsSnapshot};
+use crate::pipeline::dedup::DedupWindow;
+use crate::pipeline::dispatcher::Dispatcher;
+use crate::pipeline::{recovery, Command, Outcome, PipelineStats, QueuePolicy, StatsSnapshot, Tap};
+use crate::schema::{Schema, ValidationError};
+use crate::sinks::console::{ConsoleSink, Level};
+use crate::sinks::jsonl::{JsonlConfig, JsonlSink};
+use crate::sinks::metrics::{MetricsSink, SharedEngine};
+use crate::sinks::runner::{SinkHandle, SinkStats, WhenFull};
+use crate::sinks::Sink;
+
+/// Default queue length between producers and the dispatcher.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+
+/// Default number of `event_id`s remembered for deduplication.
+pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
+
+/// Why an event was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// The event is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The queue was full and the policy is to drop; the drop is counted.
+    #[error("{event_type}: dropped, the event queue is full")]
+    QueueFull {
+        /// The dropped event's type.
+        event_type: String,
+    },
+    /// The emitter has been stopped.
+    #[error("{event_type}: dropped, the emitter is stopped")]
+    Stopped {
+        /// The dropped event's type.
+        event_type: String,
+    },
+}
+
+/// The emitter could not be set up or started.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitterError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The JSONL log could not be opened.
+    #[error("cannot open the event log: {0}")]
+    Log(#[from] crate::sinks::SinkError),
+    /// The existing log could not be read at start.
+    #[error("cannot read the event log at start: {0}")]
+    Recovery(#[from] std::io::Error),
+    /// `start` was called twice, or after `stop`.
+    #[error("the emitter was already started")]
+    AlreadyStarted,
+}
+
+/// What `start` found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StartReport {
+    /// The id the next event gets.
+    pub next_id: u64,
+    /// Events read back from the log into the metrics and dedup window.
+    pub replayed: u64,
+    /// Unreadable lines met while reading the log back.
+    pub bad_lines: u64,
+    /// Where a torn last line of the log was moved, if there was one.
+    pub torn_line_moved_to: Option<PathBuf>,
+}
+
+/// The metrics and counters `get_metrics` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metrics {
+    /// The six KPIs over the window and current buckets, per agent.
+    #[serde(flatten)]
+    pub kpis: MetricsSnapshot,
+    /// Pipeline counters: accepted, rejected, dropped, duplicates.
+    pub pipeline: StatsSnapshot,
+    /// Per-sink counters.
+    pub sinks: Vec<SinkReport>,
+}
+
+/// Counters of one sink.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkReport {
+    /// The sink's name.
+    pub name: &'static str,
+    /// Events handed to it.
+    pub events: u64,
+    /// Failed operations.
+    pub errors: u64,
+    /// Events it lost (channel full or its retry buffer overflowed).
+    pub dropped: u64,
+    /// Its last error, while it is failing.
+    pub last_error: Option<String>,
+}
+
+enum State {
+    Built(Box<Parts>),
+    Running(JoinHandle<()>),
+    Stopped,
+}
+
+struct Parts {
+    rx: mpsc::Receiver<Command>,
+    jsonl: Option<JsonlConfig>,
+    console: Option<ConsoleSink>,
+    extra_sinks: Vec<(Box<dyn Sink>, WhenFull)>,
+    taps: Vec<Box<dyn Tap>>,
+    replay_days: u32,
+    dedup_window: usize,
+}
+
+struct Inner {
+    schema: Arc<Schema>,
+    config: Config,
+    tx: mpsc::Sender<Command>,
+    policy: QueuePolicy,
+    stats: Arc<PipelineStats>,
+    clock: SharedClock,
+    engine: SharedEngine,
+    sink_stats: Mutex<Vec<(&'static str, Arc<SinkStats>)>>,
+    state: Mutex<State>,
+}
+
+/// The in-process entry point of the pipeline. Cheap to clone; all clones
+/// feed the same pipeline.
+#[derive(Clone)]
+pub struct Emitter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("stats", &self.inner.stats.snapshot())
+            .finish()
+    }
+}
+
+/// Sets up an [`Emitter`].
+pub struct EmitterBuilder {
+    config: Option<Config>,
+    jsonl: Option<JsonlConfig>,
+    log_enabled: Option<bool>,
+    console: Option<Option<ConsoleSink>>,
+    queue_capacity: usize,
+    policy: QueuePolicy,
+    clock: SharedClock,
+    replay_days: u32,
+    dedup_window: usize,
+    extra_sinks: Vec<(Box<dyn Sink>, WhenFull)>,
+    taps: Vec<Box<dyn Tap>>,
+    strict: Option<bool>,
+}
+
+impl Default for EmitterBuilder {
+    fn default() -> Self {
+        EmitterBuilder {
+            config: None,
+            jsonl: None,
+            log_enabled: None,
+            console: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            policy: QueuePolicy::DropNewest,
+            clock: clock::system(),
+            replay_days: 8,
+            dedup_window: DEFAULT_DEDUP_WINDOW,
+            extra_sinks: Vec::new(),
+            taps: Vec::new(),
+            strict: None,
+        }
+    }
+}
+
+impl EmitterBuilder {
+    /// Uses this configuration (default: the built-in one).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Writes the JSONL log with these settings.
+    pub fn jsonl(mut self, jsonl: JsonlConfig) -> Self {
+        self.jsonl = Some(jsonl);
+        self.log_enabled = Some(true);
+        self
+    }
+
+    /// Writes the JSONL log into `dir` (other settings default).
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        let mut j = self.jsonl.take().unwrap_or_default();
+        j.dir = dir.into();
+        self.jsonl = Some(j);
+        self.log_enabled = Some(true);
+        self
+    }
+
+    /// Writes no JSONL log.
+    pub fn no_log(mut self) -> Self {
+        self.log_enabled = Some(false);
+        self
+    }
+
+    /// Prints events at or above `level` to standard output.
+    pub fn console(mut self, level: Level) -> Self {
+        self.console = Some(Some(ConsoleSink::stdout(level)));
+        self
+    }
+
+    /// Prints events through this console sink.
+    pub fn console_sink(mut self, sink: ConsoleSink) -> Self {
+        self.console = Some(Some(sink));
+        self
+    }
+
+    /// No console output.
+    pub fn quiet(mut self) -> Self {
+        self.console = Some(None);
+        self
+    }
+
+    /// Queue length in events (default 65,536).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// What a full queue does (default: drop the new event and count it).
+    pub fn policy(mut self, policy: QueuePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The clock (tests inject one).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How many days of rotated logs are read back at start (default 8, to
+    /// cover the weekly bucket); 0 reads only the active file.
+    pub fn replay_days(mut self, days: u32) -> Self {
+        self.replay_days = days;
+        self
+    }
+
+    /// How many `event_id`s are remembered (default 100,000).
+    pub fn dedup_window(mut self, n: usize) -> Self {
+        self.dedup_window = n;
+        self
+    }
+
+    /// Refuses undeclared event types (overrides the file's `strict`).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = Some(strict);
+        self
+    }
+
+    /// Adds a sink of your own.
+    pub fn sink(mut self, sink: Box<dyn Sink>, when_full: WhenFull) -> Self {
+        self.extra_sinks.push((sink, when_full));
+        self
+    }
+
+    /// Adds a tap (runs on the dispatcher thread; must not block).
+    pub fn tap(mut self, tap: Box<dyn Tap>) -> Self {
+        self.taps.push(tap);
+        self
+    }
+
+    /// Builds the emitter; nothing runs until [`Emitter::start`], but events
+    /// emitted before it wait in the queue.
+    pub fn build(self) -> Result<Emitter, EmitterError> {
+        let config = match self.config {
+            Some(c) => c,
+            None => Config::builtin(),
+        };
+        let mut schema = Schema::from_config(&config)?;
+        if let Some(strict) = self.strict {
+            schema.set_strict(strict);
+        }
+        let log_enabled = self
+            .log_enabled
+            .unwrap_or_else(|| config.destination_enabled("file"));
+        let jsonl = log_enabled.then(|| self.jsonl.unwrap_or_else(|| jsonl_from_config(&config)));
+        let console = match self.console {
+            Some(c) => c,
+            None if config.destination_enabled("console") => {
+                let level = config
+                    .destination("console")
+                    .and_then(|d| d.level.as_deref())
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(Level::Info);
+                Some(ConsoleSink::stdout(level))
+            }
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let engine = MetricsEngine::new(MetricsConfig {
+            window_minutes: config.metrics.aggregate.window_minutes,
+            ..MetricsConfig::default()
+        });
+        Ok(Emitter {
+            inner: Arc::new(Inner {
+                schema: Arc::new(schema),
+                config,
+                tx,
+                policy: self.policy,
+                stats: Arc::new(PipelineStats::default()),
+                clock: self.clock,
+                engine: Arc::new(Mutex::new(engine)),
+                sink_stats: Mutex::new(Vec::new()),
+                state: Mutex::new(State::Built(Box::new(Parts {
+                    rx,
+                    jsonl,
+                    console,
+                    extra_sinks: self.extra_sinks,
+                    taps: self.taps,
+                    replay_days: self.replay_days,
+                    dedup_window: self.dedup_window,
+                }))),
+            }),
+        })
+    }
+}
+
+/// The log settings the config file's `file` destination asks for.
+fn jsonl_from_config(config: &Config) -> JsonlConfig {
+    let mut j = JsonlConfig::default();
+    if let Some(path) = config.destination("file").and_then(|d| d.path.as_deref()) {
+        let path = Path::new(path);
+        if let Some(name) = path.file_name() {
+            j.file_name = name.to_string_lossy().into_owned();
+        }
+        j.dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+    }
+    j
+}
+
+impl Emitter {
+    /// A builder with the built-in defaults.
+    pub fn builder() -> EmitterBuilder {
+        EmitterBuilder::default()
+    }
+
+    /// Reads the log back (last id, dedup window, metrics), opens the sinks
+    /// and starts the dispatcher.
+    pub fn start(&self) -> Result<StartReport, EmitterError> {
+        let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let parts = match std::mem::replace(&mut *state, State::Stopped) {
+            State::Built(p) => p,
+            other => {
+                *state = other;
+                return Err(EmitterError::AlreadyStarted);
+            }
+        };
+        let Parts {
+            rx,
+            jsonl,
+            console,
+            extra_sinks,
+            mut taps,
+            replay_days,
+            dedup_window,
+        } = *parts;
+        let keep_recent = taps.iter().map(|t| t.replay_capacity()).max().unwrap_or(0);
+        let mut recent: std::collections::VecDeque<crate::event::Event> =
+            std::collections::VecDeque::new();
+        let mut report = StartReport::default();
+        let mut dedup = DedupWindow::new(dedup_window);
+        let mut sinks = Vec::new();
+        let mut next_id = 1;
+        if let Some(jcfg) = jsonl {
+            // Open first: it repairs a torn last line before we read back.
+            let (sink, open) = JsonlSink::open(jcfg.clone(), self.inner.clock.clone())?;
+            report.torn_line_moved_to = open.torn.map(|t| t.moved_to);
+            let mut engine = self.inner.engine.lock().unwrap_or_else(|e| e.into_inner());
+            let rec = recovery::recover(
+                &jcfg.dir,
+                &jcfg.file_name,
+                replay_days,
+                self.inner.clock.now(),
+                &mut dedup,
+                |event| {
+                    engine.observe(event);
+                    if keep_recent > 0 {
+                        if recent.len() == keep_recent {
+                            recent.pop_front();
+                        }
+                        recent.push_back(event.clone());
+                    }
+                },
+            )?;
+            drop(engine);
+            next_id = rec.last_id + 1;
+            report.replayed = rec.replayed;
+            report.bad_lines = rec.bad_lines;
+            sinks.push(SinkHandle::spawn(Box::new(sink), 64, WhenFull::Block));
+        }
+        sinks.push(SinkHandle::spawn(
+            Box::new(MetricsSink::new(self.inner.engine.clone())),
+            64,
+            WhenFull::Block,
+        ));
+        if let Some(c) = console {
+            sinks.push(SinkHandle::spawn(Box::new(c), 16, WhenFull::DropNewest));
+        }
+        for (s, when_full) in extra_sinks {
+            sinks.push(SinkHandle::spawn(s, 64, when_full));
+        }
+        *self
+            .inner
+            .sink_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = sinks
+            .iter()
+            .map(|s| (s.name(), s.stats().clone()))
+            .collect();
+        report.next_id = next_id;
+        let recent: Vec<crate::event::SharedRecord> = recent
+            .into_iter()
+            .map(|e| Arc::new(crate::event::Record::new(e)))
+            .collect();
+        for tap in &mut taps {
+            let want = tap.replay_capacity().min(recent.len());
+            tap.on_start(&recent[recent.len() - want..], next_id - 1);
+        }
+        self.inner
+            .stats
+            .last_id
+            .store(next_id - 1, std::sync::atomic::Ordering::Relaxed);
+        let dispatcher = Dispatcher {
+            next_id,
+            dedup,
+            sinks,
+            taps,
+            stats: self.inner.stats.clone(),
+            clock: self.inner.clock.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("agentpulse-dispatch".into())
+            .spawn(move || dispatcher.run(rx))
+            .map_err(EmitterError::Recovery)?;
+        *state = State::Running(thread);
+        Ok(report)
+    }
+
+    /// Emits an event of `event_type` with `payload` (a JSON object), stamped
+    /// now. Never waits under the default policy.
+    pub fn emit(&self, event_type: &str, payload: Value) -> Result<(), EmitError> {
+        let event_type = self.inner.schema.intern(event_type);
+        let payload = match payload {
+            Value::Object(map) => map,
+            other => {
+                self.count_rejected();
+                return Err(ValidationError::new(
+                    &*event_type,
+                    "payload",
+                    format!("expected an object, got {}", kind_of(&other)),
+                )
+                .into());
+            }
+        };
+        self.emit_event(NewEvent::new(event_type, payload))
+    }
+
+    /// Emits a prepared event (with its own timestamp or dedup key).
+    pub fn emit_event(&self, mut event: NewEvent) -> Result<(), EmitError> {
+        if let Err(e) = self.inner.schema.validate(&event) {
+            self.count_rejected();
+            return Err(e.into());
+        }
+        if event.timestamp.is_none() {
+            event.timestamp = Some(self.inner.clock.now());
+        }
+        self.enqueue(Command::One(event))
+    }
+
+    /// Emits an event, waiting for room in the queue whatever the policy:
+    /// for async producers that want backpressure.
+    pub async fn emit_async(&self, mut event: NewEvent) -> Result<(), EmitError> {
+        if let Err(e) = self.inner.schema.validate(&event) {
+            self.count_rejected();
+            return Err(e.into());
+        }
+        if event.timestamp.is_none() {
+            event.timestamp = Some(self.inner.clock.now());
+        }
+        let ty = event.event_type.to_string();
+        self.inner
+            .tx
+            .send(Command::One(event))
+            .await
+            .map_err(|_| self.count_dropped_stopped(ty))
+    }
+
+    /// Takes a batch of events (the ingest paths): validates each, queues the
+    /// valid ones (waiting for room), and answers, per input, its outcome or
+    /// its validation error, once the accepted ones are with the sinks.
+    /// Invalid events leave no trace.
+    pub async fn ingest(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Result<Outcome, ValidationError>>, EmitError> {
+        let (valid, mut results) = self.check_batch(events);
+        if valid.is_empty() {
+            return Ok(merge_outcomes(&mut results, Vec::new()));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reply: crate::pipeline::Reply = Box::new(move |o| {
+            let _ = tx.send(o);
+        });
+        let n = valid.len() as u64;
+        self.inner
+            .tx
+            .send(Command::Many(valid, Some(reply)))
+            .await
+            .map_err(|_| {
+                self.inner
+                    .stats
+                    .dropped
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                EmitError::Stopped {
+                    event_type: "batch".into(),
+                }
+            })?;
+        let outcomes = rx.await.map_err(|_| EmitError::Stopped {
+            event_type: "batch".into(),
+        })?;
+        Ok(merge_outcomes(&mut results, outcomes))
+    }
+
+    /// [`Emitter::ingest`] for synchronous callers (blocks the thread).
+    pub fn ingest_blocking(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Result<Outcome, ValidationError>>, EmitError> {
+        let (valid, mut results) = self.check_batch(events);
+        if valid.is_empty() {
+            return Ok(merge_outcomes(&mut results, Vec::new()));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let reply: crate::pipeline::Reply = Box::new(move |o| {
+            let _ = tx.send(o);
+        });
+        self.send_blocking(Command::Many(valid, Some(reply)))?;
+        let outcomes = rx.recv().map_err(|_| EmitError::Stopped {
+            event_type: "batch".into(),
+        })?;
+        Ok(merge_outcomes(&mut results, outcomes))
+    }
+
+    /// Validates a batch: the valid events (timestamped) and, per input, its
+    /// error or a placeholder to be filled with the outcome.
+    fn check_batch(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> (Vec<NewEvent>, Vec<Result<(), ValidationError>>) {
+        let now = self.inner.clock.now();
+        let mut valid = Vec::with_capacity(events.len());
+        let mut results = Vec::with_capacity(events.len());
+        for mut ev in events {
+            match self.inner.schema.validate(&ev) {
+                Ok(()) => {
+                    ev.timestamp.get_or_insert(now);
+                    valid.push(ev);
+                    results.push(Ok(()));
+                }
+                Err(e) => {
+                    self.count_rejected();
+                    results.push(Err(e));
+                }
+            }
+        }
+        (valid, results)
+    }
+
+    /// Records a critic's decision as a `critic_decision` event
+    /// (`{"rejected": bool}`), counted by `critic_rejection_rate`.
+    pub fn record_critic_decision(&self, rejected: bool) -> Result<(), EmitError> {
+        let mut payload = serde_json::Map::new();
+        payload.insert("rejected".into(), Value::Bool(rejected));
+        self.emit_event(NewEvent::new("critic_decision", payload))
+    }
+
+    /// Waits until everything emitted so far is written by every sink.
+    pub fn flush(&self) -> bool {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let ack: crate::pipeline::Ack = Box::new(move || {
+            let _ = tx.send(());
+        });
+        if self.send_blocking(Command::Flush(ack)).is_err() {
+            return false;
+        }
+        rx.recv().is_ok()
+    }
+
+    /// [`Emitter::flush`] for async callers.
+    pub async fn flush_async(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ack: crate::pipeline::Ack = Box::new(move || {
+            let _ = tx.send(());
+        });
+        if self.inner.tx.send(Command::Flush(ack)).await.is_err() {
+            return false;
+        }
+        rx.await.is_ok()
+    }
+
+    /// Stops the pipeline: everything accepted before is written and every
+    /// sink flushed before this returns. Later emits fail with `Stopped`.
+    pub fn stop(&self) -> Result<(), EmitterError> {
+        let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *state, State::Stopped) {
+            State::Running(thread) => {
+                let _ = self.send_blocking(Command::Stop);
+                let _ = thread.join();
+            }
+            State::Built(_) | State::Stopped => {}
+        }
+        Ok(())
+    }
+
+    /// The metrics now: KPIs over the window and the current buckets, per
+    /// agent, plus the pipeline's and sinks' counters.
+    pub fn get_metrics(&self) -> Metrics {
+        let kpis = self
+            .inner
+            .engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot(self.inner.clock.now());
+        Metrics {
+            kpis,
+            pipeline: self.inner.stats.snapshot(),
+            sinks: self.sink_reports(),
+        }
+    }
+
+    /// Per-sink counters.
+    pub fn sink_reports(&self) -> Vec<SinkReport> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.inner
+            .sink_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, s)| SinkReport {
+                name,
+                events: s.events.load(Relaxed),
+                errors: s.errors.load(Relaxed),
+                dropped: s.dropped_full.load(Relaxed) + s.dropped_by_sink.load(Relaxed),
+                last_error: s
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            })
+            .collect()
+    }
+
+    /// The pipeline's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// The metrics engine (for readers that need more than the snapshot).
+    pub fn engine(&self) -> &SharedEngine {
+        &self.inner.engine
+    }
+
+    /// The schema events are checked against.
+    pub fn schema(&self) -> &Schema {
+        &self.inner.schema
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Events waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.tx.max_capacity() - self.inner.tx.capacity()
+    }
+
+    fn enqueue(&self, cmd: Command) -> Result<(), EmitError> {
+        match self.inner.policy {
+            QueuePolicy::DropNewest => match self.inner.tx.try_send(cmd) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(cmd)) => {
+                    self.inner
+                        .stats
+                        .dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Err(EmitError::QueueFull {
+                        event_type: command_type(&cmd),
+                    })
+                }
+                Err(TrySendError::Closed(cmd)) => {
+                    Err(self.count_dropped_stopped(command_type(&cmd)))
+                }
+            },
+            QueuePolicy::Block => self.send_blocking(cmd),
+        }
+    }
+
+    /// Sends, waiting for room. Outside a runtime this parks the thread;
+    /// inside one (where parking would panic) it backs off in short sleeps.
+    fn send_blocking(&self, mut cmd: Command) -> Result<(), EmitError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.inner.tx.blocking_send(cmd).map_err(|e| {
+                let ty = command_type(&e.0);
+                self.count_dropped_stopped(ty)
+            });
+        }
+        let mut spins = 0u32;
+        loop {
+            match self.inner.tx.try_send(cmd) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(c)) => {
+                    cmd = c;
+                    spins += 1;
+                    if spins < 64 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+                Err(TrySendError::Closed(c)) => {
+                    return Err(self.count_dropped_stopped(command_type(&c)))
+                }
+            }
+        }
+    }
+
+    /// Counts `n` events refused before they reached the emitter (malformed
+    /// input at an ingest path), so `rejected` covers every refusal.
+    pub fn note_rejected(&self, n: u64) {
+        self.inner
+            .stats
+            .rejected
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn count_rejected(&self) {
+        self.inner
+            .stats
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn count_dropped_stopped(&self, event_type: String) -> EmitError {
+        self.inner
+            .stats
+            .dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        EmitError::Stopped { event_type }
+    }
+}
+
+fn merge_outcomes(
+    results: &mut [Result<(), ValidationError>],
+    outcomes: Vec<Outcome>,
+) -> Vec<Result<Outcome, ValidationError>> {
+    let mut outcomes = outcomes.into_iter();
+    results
+        .iter_mut()
+        .map(|r| match std::mem::replace(r, Ok(())) {
+            Ok(()) => Ok(outcomes.next().expect("one outcome per valid event")),
+            Err(e) => Err(e),
+        })
+        .collect()
+}
+
+fn command_type(cmd: &Command) -> String {
+    match cmd {
+        Command::One(ev) => ev.event_type.to_string(),
+        Command::Many(..) => "batch".into(),
+        Command::Flush(_) => "flush".into(),
+        Command::Stop => "stop".into(),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+static GLOBAL: OnceLock<Emitter> = OnceLock::new();
+
+/// Installs `emitter` (started or not; it is started if needed) as the
+/// global one. Fails, handing it back, when the global one already exists.
+pub fn init_global(emitter: Emitter) -> Result<(), Emitter> {
+    let mut handed_back = Some(emitter.clone());
+    GLOBAL.get_or_init(|| {
+        handed_back = None;
+        emitter
+    });
+    match handed_back {
+        Some(e) => Err(e),
+        None => {
+            let e = get_emitter();
+            if let Err(err) = e.start() {
+                if !matches!(err, EmitterError::AlreadyStarted) {
+                    tracing::error!("agentpulse emitter did not start: {err}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The global emitter, created and started on first use with the defaults:
+/// the built-in schema (or `AGENTPULSE_CONFIG`), console output (unless
+/// `AGENTPULSE_QUIET` is set) and the log in `logs/` (or
+/// `AGENTPULSE_LOG_DIR`). Call `get_emitter().stop()` before the program
+/// exits so that everything emitted is written.
+pub fn get_emitter() -> &'static Emitter {
+    GLOBAL.get_or_init(|| {
+        let emitter = default_from_env();
+        if let Err(e) = emitter.start() {
+            tracing::error!("agentpulse: {e}; events are kept in memory only");
+            let fallback = Emitter::builder()
+                .no_log()
+                .build()
+                .expect("built-in config");
+            let _ = fallback.start();
+            return fallback;
+        }
+        emitter
+    })
+}
+
+fn default_from_env() -> Emitter {
+    let mut b = Emitter::builder();
+    if let Some(path) = std::env::var_os("AGENTPULSE_CONFIG") {
+        match Config::load(Path::new(&path)) {
+            Ok(c) => b = b.config(c),
+            Err(e) => tracing::error!("agentpulse: {e}; using the built-in config"),
+        }
+    }
+    if let Some(dir) = std::env::var_os("AGENTPULSE_LOG_DIR") {
+        b = b.log_dir(PathBuf::from(dir));
+    }
+    if std::env::var_os("AGENTPULSE_QUIET").is_some_and(|v| !v.is_empty() && v != "0") {
+        b = b.quiet();
+    }
+    match b.build() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("agentpulse: {e}; using the built-in config");
+            Emitter::builder().build().expect("built-in config")
+        }
+    }
+}
+
+/// Emits an event on the global emitter (see [`get_emitter`]).
+pub fn emit_event(event_type: &str, payload: Value) -> Result<(), EmitError> {
+    get_emitter().emit(event_type, payload)
+}

@@ -1,0 +1,350 @@
+//! Parsing ingest bodies (pure, no I/O): one JSON object, a JSON array of
+//! objects, or NDJSON (one object per line).
+//!
+//! - A JSON body that is not valid JSON is refused whole (HTTP 400) with the
+//!   line and column of the fault: without valid JSON there are no event
+//!   boundaries to keep the others by.
+//! - In NDJSON each line stands alone: a malformed line is rejected with its
+//!   line number and the other lines are kept.
+//! - An event whose JSON text is larger than the per-event limit is rejected
+//!   on its own (`<type>.payload: larger than ...`); for a single-event body
+//!   the hub answers 413.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::event::NewEvent;
+use crate::schema::{parse_new_event, ValidationError};
+
+/// One item of a body: its event, or why it is not one.
+pub type Item = Result<NewEvent, ValidationError>;
+
+/// The body as a whole could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BodyError {
+    /// Not valid JSON.
+    #[error("malformed JSON at line {line}, column {column}: {message}")]
+    Malformed {
+        /// 1-based line of the fault.
+        line: usize,
+        /// 1-based column of the fault.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// Valid JSON, but neither an object nor an array.
+    #[error("expected a JSON object or an array of objects, got {0}")]
+    NotEvents(&'static str),
+    /// A single event larger than the per-event limit.
+    #[error("the event is {size} bytes, over the {limit}-byte limit")]
+    EventTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// An empty body.
+    #[error("empty body: expected a JSON object, an array, or NDJSON lines")]
+    Empty,
+}
+
+/// How a body is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One object or an array (`application/json`, the default).
+    Json,
+    /// One object per line (`application/x-ndjson`, `application/jsonl`).
+    Ndjson,
+}
+
+impl Format {
+    /// The format a `Content-Type` names.
+    pub fn from_content_type(ct: Option<&str>) -> Format {
+        match ct.map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        }) {
+            Some(c)
+                if c == "application/x-ndjson"
+                    || c == "application/ndjson"
+                    || c == "application/jsonl"
+                    || c == "application/x-jsonlines" =>
+            {
+                Format::Ndjson
+            }
+            _ => Format::Json,
+        }
+    }
+}
+
+/// Parses a body into events. `intern` shares declared type names.
+pub fn parse_body(
+    bytes: &[u8],
+    format: Format,
+    max_event_bytes: usize,
+    intern: &impl Fn(&str) -> Arc<str>,
+) -> Result<Vec<Item>, BodyError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(BodyError::Empty);
+    }
+    match format {
+        Format::Ndjson => Ok(parse_ndjson(bytes, max_event_bytes, intern)),
+        Format::Json => parse_json(bytes, max_event_bytes, intern),
+    }
+}
+
+fn parse_json(
+    bytes: &[u8],
+    max_event_bytes: usize,
+    intern: &impl Fn(&str) -> Arc<str>,
+) -> Result<Vec<Item>, BodyError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first == Some(b'[') {
+        let raws: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(malformed)?;
+        return Ok(raws
+            .into_iter()
+            .map(|raw| parse_one(raw.get().as_bytes(), max_event_bytes, intern))
+            .collect());
+    }
+    let trimmed = trim(bytes);
+    if trimmed.len() > max_event_bytes {
+        // Parse anyway so that malformed input is still reported as such.
+        let _: &RawValue = serde_json::from_slice(bytes).map_err(malformed)?;
+        return Err(BodyError::EventTooLarge {
+            size: trimmed.len(),
+            limit: max_event_bytes,
+        });
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(malformed)?;
+    match value {
+        Value::Object(_) => Ok(vec![parse_new_event(value, intern)]),
+        Value::Array(_) => unreachable!("arrays are handled above"),
+        Value::Null => Err(BodyError::NotEvents("null")),
+        Value::Bool(_) => Err(BodyError::NotEvents("a boolean")),
+        Value::Number(_) => Err(BodyError::NotEvents("a number")),
+        Value::String(_) => Err(BodyError::NotEvents("a string")),
+    }
+}
+
+fn parse_ndjson(
+    bytes: &[u8],
+    max_event_bytes: usize,
+    intern: &impl Fn(&str) -> Arc<str>,
+) -> Vec<Item> {
+    let mut items = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = trim(line);
+        if line.is_empty() {
+            continue;
+        }
+        let item = match serde_json::from_slice::<&RawValue>(line) {
+            Err(e) => Err(ValidationError::new(
+                "event",
+                "event",
+                format!(
+                    "line {}: malformed JSON at column {}: {}",
+                    i + 1,
+                    e.column(),
+                    strip_position(&e.to_string())
+                ),
+            )),
+            Ok(raw) => parse_one(raw.get().as_bytes(), max_event_bytes, intern).map_err(|mut e| {
+                e.message = format!("line {}: {}", i + 1, e.message);
+                e
+            }),
+        };
+        items.push(item);
+    }
+    items
+}
+
+/// One event's JSON text: size-checked, then parsed and its envelope read.
+fn parse_one(text: &[u8], max_event_bytes: usize, intern: &impl Fn(&str) -> Arc<str>) -> Item {
+    if text.len() > max_event_bytes {
+        return Err(ValidationError::new(
+            type_hint(text),
+            "payload",
+            format!(
+                "the event is {} bytes, over the {max_event_bytes}-byte limit",
+                text.len()
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_slice(text)
+        .map_err(|e| ValidationError::new("event", "event", format!("malformed JSON: {e}")))?;
+    parse_new_event(value, intern)
+}
+
+/// The `event_type` of an oversized event, found cheaply for the error
+/// message; `event` when there is none near the start.
+fn type_hint(text: &[u8]) -> String {
+    let head = &text[..text.len().min(512)];
+    let head = String::from_utf8_lossy(head);
+    head.find("\"event_type\"")
+        .and_then(|i| {
+            let rest = head[i + 12..].trim_start().strip_prefix(':')?.trim_start();
+            let rest = rest.strip_prefix('"')?;
+            let end = rest.find('"')?;
+            let name = &rest[..end];
+            crate::schema::FieldKind::Name
+                .check(&Value::String(name.into()))
+                .ok()
+                .filter(|_| name.len() <= 64)
+                .map(|_| name.to_string())
+        })
+        .unwrap_or_else(|| "event".into())
+}
+
+fn malformed(e: serde_json::Error) -> BodyError {
+    BodyError::Malformed {
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e.to_string()),
+    }
+}
+
+/// serde_json appends " at line L column C"; the position is reported on
+/// its own.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intern(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    fn parse(body: &str, f: Format) -> Result<Vec<Item>, BodyError> {
+        parse_body(body.as_bytes(), f, 65_536, &intern)
+    }
+
+    #[test]
+    fn object_array_and_ndjson() {
+        let one = parse(r#"{"event_type":"a","payload":{"x":1}}"#, Format::Json).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(&*one[0].as_ref().unwrap().event_type, "a");
+
+        let arr = parse(
+            r#"[{"event_type":"a","payload":{}}, {"event_type":"b"}]"#,
+            Format::Json,
+        )
+        .unwrap();
+        assert_eq!(arr.len(), 2);
+
+        let nd = parse(
+            "{\"event_type\":\"a\"}\n\n{\"event_type\":\"b\"}\r\n",
+            Format::Ndjson,
+        )
+        .unwrap();
+        assert_eq!(nd.len(), 2);
+        assert!(nd.iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn malformed_json_names_line_and_column() {
+        let e = parse("{\"event_type\":\n  \"a\",,}", Format::Json).unwrap_err();
+        match e {
+            BodyError::Malformed { line, column, .. } => assert_eq!((line, column), (2, 7)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("[1,", Format::Json),
+            Err(BodyError::Malformed { .. })
+        ));
+        assert_eq!(
+            parse("42", Format::Json).unwrap_err(),
+            BodyError::NotEvents("a number")
+        );
+        assert_eq!(parse("  \n", Format::Json).unwrap_err(), BodyError::Empty);
+    }
+
+    #[test]
+    fn ndjson_bad_line_is_rejected_alone() {
+        let items = parse(
+            "{\"event_type\":\"a\"}\n{oops\n{\"event_type\":\"Bad\"}\n{\"event_type\":\"c\"}",
+            Format::Ndjson,
+        )
+        .unwrap();
+        assert_eq!(items.len(), 4);
+        assert!(items[0].is_ok() && items[3].is_ok());
+        let e1 = items[1].as_ref().unwrap_err().to_string();
+        assert!(
+            e1.starts_with("event.event: line 2: malformed JSON at column 2"),
+            "{e1}"
+        );
+        let e2 = items[2].as_ref().unwrap_err().to_string();
+        assert!(
+            e2.starts_with("event.event_type: line 3: expected a name"),
+            "{e2}"
+        );
+    }
+
+    #[test]
+    fn array_items_are_checked_one_by_one() {
+        let items = parse(r#"[{"event_type":"a"}, 7, {"payload":{}}]"#, Format::Json).unwrap();
+        assert!(items[0].is_ok());
+        assert_eq!(
+            items[1].as_ref().unwrap_err().to_string(),
+            "event.event: expected a JSON object, got 7"
+        );
+        assert_eq!(
+            items[2].as_ref().unwrap_err().to_string(),
+            "event.event_type: missing"
+        );
+    }
+
+    #[test]
+    fn oversized_events() {
+        let big = format!(
+            r#"{{"event_type":"note","payload":{{"blob":"{}"}}}}"#,
+            "x".repeat(70_000)
+        );
+        assert!(matches!(
+            parse(&big, Format::Json),
+            Err(BodyError::EventTooLarge { limit: 65_536, .. })
+        ));
+        let batch = format!(r#"[{big}, {{"event_type":"a"}}]"#);
+        let items = parse(&batch, Format::Json).unwrap();
+        let e = items[0].as_ref().unwrap_err().to_string();
+        assert!(e.starts_with("note.payload: the event is 700"), "{e}");
+        assert!(items[1].is_ok());
+        let items = parse(&format!("{big}\n{{\"event_type\":\"a\"}}"), Format::Ndjson).unwrap();
+        assert!(items[0].is_err() && items[1].is_ok());
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            Format::from_content_type(Some("application/x-ndjson; charset=utf-8")),
+            Format::Ndjson
+        );
+        assert_eq!(
+            Format::from_content_type(Some("application/json")),
+            Format::Json
+        );
+        assert_eq!(Format::from_content_type(None), Format::Json);
+    }
+}

@@ -1,0 +1,281 @@
+//! Where events come in over the network: `POST /events`, the `/ingest`
+//! WebSocket, and the Redis `agent-events` bridge.
+//!
+//! # Answers
+//!
+//! Every ingest answer is a JSON object:
+//!
+//! ```json
+//! {"accepted":2,"duplicates":1,"rejected":1,
+//!  "ids":[41,42,17,null],
+//!  "errors":[{"index":3,"event_type":"agent_completed","field":"cost_usd",
+//!             "message":"expected a finite number >= 0, got \"abc\"",
+//!             "error":"agent_completed.cost_usd: expected a finite number >= 0, got \"abc\""}]}
+//! ```
+//!
+//! `ids` has one entry per input event, in order: its id, the id of the
+//! original for a duplicate, or `null` when rejected. HTTP status: 200 when
+//! every event was taken (duplicates included), 207 when some were rejected
+//! and some taken, 422 when all were rejected, 400 for malformed JSON (with
+//! line and column), 413 for a body over the request limit or a single
+//! event over the event limit, 401 without a valid token. A rejected event
+//! leaves no trace: it never reaches the log, the metrics or the stream.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+use super::{error_response, SharedState};
+use crate::pipeline::Outcome;
+use crate::schema::ValidationError;
+
+pub mod body;
+pub mod redis_bridge;
+
+use body::{parse_body, BodyError, Format, Item};
+
+/// The answer to one ingest request or message.
+pub fn answer(items: Vec<Result<Outcome, ValidationError>>) -> (StatusCode, Value) {
+    let mut ids = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    let (mut accepted, mut duplicates) = (0u64, 0u64);
+    for (index, item) in items.into_iter().enumerate() {
+        match item {
+            Ok(Outcome::Accepted(id)) => {
+                accepted += 1;
+                ids.push(json!(id));
+            }
+            Ok(Outcome::Duplicate(id)) => {
+                duplicates += 1;
+                ids.push(json!(id));
+            }
+            Err(e) => {
+                ids.push(Value::Null);
+                errors.push(json!({
+                    "index": index,
+                    "event_type": e.event_type,
+                    "field": e.field,
+                    "message": e.message,
+                    "error": e.to_string(),
+                }));
+            }
+        }
+    }
+    let rejected = errors.len();
+    let status = if rejected == 0 {
+        StatusCode::OK
+    } else if accepted + duplicates == 0 {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let mut body = json!({
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": rejected,
+        "ids": ids,
+    });
+    if !errors.is_empty() {
+        body["errors"] = Value::Array(errors);
+    }
+    (status, body)
+}
+
+/// Validates and queues parsed items; answers per item.
+pub async fn take(state: &SharedState, items: Vec<Item>) -> (StatusCode, Value) {
+    let mut events = Vec::with_capacity(items.len());
+    let mut slots: Vec<Result<(), ValidationError>> = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Ok(ev) => {
+                events.push(ev);
+                slots.push(Ok(()));
+            }
+            Err(e) => slots.push(Err(e)),
+        }
+    }
+    let pre_rejected = slots.iter().filter(|s| s.is_err()).count() as u64;
+    let results = match state.emitter.ingest(events).await {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": e.to_string() }),
+            )
+        }
+    };
+    let mut results = results.into_iter();
+    let merged: Vec<Result<Outcome, ValidationError>> = slots
+        .into_iter()
+        .map(|s| match s {
+            Ok(()) => results.next().expect("one result per event"),
+            Err(e) => Err(e),
+        })
+        .collect();
+    let (status, body) = answer(merged);
+    let rejected = body["rejected"].as_u64().unwrap_or(0);
+    state
+        .counters
+        .ingest_rejected
+        .fetch_add(rejected, Ordering::Relaxed);
+    // Envelope errors never reached the emitter; count them there too so
+    // that the pipeline's `rejected` covers every refusal.
+    state.emitter.note_rejected(pre_rejected);
+    (status, body)
+}
+
+/// `POST /events`.
+pub async fn post_events(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    state
+        .counters
+        .ingest_requests
+        .fetch_add(1, Ordering::Relaxed);
+    if let Err(resp) = super::auth::check_http(&state, &headers) {
+        return resp;
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "request body over the {}-byte limit",
+                    state.config.max_body_bytes
+                )
+            } else {
+                rejection.body_text()
+            };
+            return error_response(status, msg);
+        }
+    };
+    let format = Format::from_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let schema = state.emitter.schema();
+    let items = match parse_body(&body, format, state.config.max_event_bytes, &|t| {
+        schema.intern(t)
+    }) {
+        Ok(items) => items,
+        Err(e) => {
+            state
+                .counters
+                .ingest_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            let status = match e {
+                BodyError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return error_response(status, e.to_string());
+        }
+    };
+    let (status, body) = take(&state, items).await;
+    (status, Json(body)).into_response()
+}
+
+/// `GET /ingest`: a WebSocket whose text messages are events or batches;
+/// each gets an answer message like the HTTP one plus `"seq"` (1-based
+/// message number) and `"status"`.
+pub async fn ws_ingest(
+    State(state): State<SharedState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(resp) = super::auth::check_ws(&state, &headers, &query) {
+        return resp;
+    }
+    let Some(guard) = super::auth::ConnectionGuard::acquire(&state) else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
+    };
+    let ws = match super::auth::selected_protocol(&headers) {
+        Some(p) => ws.protocols([p]),
+        None => ws,
+    };
+    let st = state.clone();
+    ws.max_message_size(state.config.max_body_bytes)
+        .read_buffer_size(16 * 1024)
+        .on_upgrade(move |socket| {
+            let tasks = st.tasks.clone();
+            tasks.track_future(async move {
+                ingest_socket(socket, &st).await;
+                drop(guard);
+            })
+        })
+}
+
+async fn ingest_socket(socket: WebSocket, state: &SharedState) {
+    let (mut tx, mut rx) = socket.split();
+    let mut seq = 0u64;
+    loop {
+        let msg = tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                let _ = tx.send(Message::Close(None)).await;
+                return;
+            }
+            m = rx.next() => m,
+        };
+        let bytes = match msg {
+            Some(Ok(Message::Text(t))) => Bytes::from(t),
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+            Some(Ok(_)) => continue,
+        };
+        seq += 1;
+        state
+            .counters
+            .ingest_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let (status, mut body) = ingest_message(state, &bytes).await;
+        body["seq"] = json!(seq);
+        body["status"] = json!(status.as_u16());
+        if tx
+            .send(Message::Text(Utf8Bytes::from(body.to_string())))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// One message: a JSON object or array, or NDJSON lines.
+pub async fn ingest_message(state: &SharedState, bytes: &[u8]) -> (StatusCode, Value) {
+    let schema = state.emitter.schema();
+    let intern = |t: &str| schema.intern(t);
+    let limit = state.config.max_event_bytes;
+    let parsed = match parse_body(bytes, Format::Json, limit, &intern) {
+        Err(BodyError::Malformed { .. }) if bytes.contains(&b'\n') => {
+            parse_body(bytes, Format::Ndjson, limit, &intern)
+        }
+        other => other,
+    };
+    match parsed {
+        Ok(items) => take(state, items).await,
+        Err(e) => {
+            state
+                .counters
+                .ingest_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            let status = match e {
+                BodyError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, json!({ "error": e.to_string() }))
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The hub: `agentpulse serve`. One axum server in front of the pipeline.
+//!
+//! | path                          | what                                              |
+//! |-------------------------------|---------------------------------------------------|
+//! | `POST /events`                | ingest: object, array or NDJSON, gzip accepted    |
+//! | `GET /ingest` (WebSocket)     | ingest over a kept-open connection, one ack each  |
+//! | `GET /`, `/agent-events`, `/stream` (WebSocket) | the live stream, `?since=&types=&agent=&task_id=` |
+//! | `GET /` (plain)               | the dashboard page                                |
+//! | `GET /api/events`             | retained events as JSON                           |
+//! | `GET /api/metrics`            | KPIs and counters                                 |
+//! | `GET /metrics`                | Prometheus text exposition                        |
+//! | `GET /health`                 | component status                                  |
+//!
+//! Where events come in: [`ingest`]. Where they go out: [`stream`].
+//! Shutdown: a cancellation token stops accepting, every stream client gets
+//! `service_shutdown` and a close frame, tracked tasks are awaited (bounded),
+//! then the pipeline is stopped, which flushes the log.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::emitter::{Emitter, EmitterBuilder, EmitterError, StartReport};
+use crate::sinks::jsonl::JsonlConfig;
+
+pub mod api;
+pub mod auth;
+pub mod ingest;
+pub mod prometheus;
+pub mod stream;
+
+use stream::ring::{Retained, RingTap};
+
+/// Settings of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Address to listen on (default 127.0.0.1).
+    pub bind: IpAddr,
+    /// Port (default 3010; 0 picks a free one).
+    pub port: u16,
+    /// Token required on ingest, APIs and streams, when set.
+    pub token: Option<String>,
+    /// Browser origins allowed to open WebSockets, besides the hub's own
+    /// and localhost.
+    pub allowed_origins: Vec<String>,
+    /// Events kept in memory for resume and `/api/events`.
+    pub ring_capacity: usize,
+    /// How far (bytes) a stream client may fall behind before it is sent a
+    /// `stream_gap` and moved to the live edge.
+    pub client_queue_bytes: u64,
+    /// Interval of server pings; clients silent for two are dropped.
+    pub ping_interval: Duration,
+    /// Most simultaneous WebSocket connections.
+    pub max_connections: usize,
+    /// Largest request body (after decompression).
+    pub max_body_bytes: usize,
+    /// Largest single event.
+    pub max_event_bytes: usize,
+    /// Redis for the `agent-events` bridge and bucket metrics.
+    pub redis_url: Option<String>,
+    /// The log, for resuming from ids older than the ring.
+    pub log: Option<JsonlConfig>,
+    /// How long shutdown waits for clients before closing anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 3010,
+            token: None,
+            allowed_origins: Vec::new(),
+            ring_capacity: 100_000,
+            client_queue_bytes: 8 * 1024 * 1024,
+            ping_interval: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_body_bytes: 16 * 1024 * 1024,
+            max_event_bytes: 64 * 1024,
+            redis_url: None,
+            log: Some(JsonlConfig::default()),
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why the hub could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The pipeline could not start.
+    #[error(transparent)]
+    Emitter(#[from] EmitterError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Counters of the hub itself (the pipeline has its own).
+#[derive(Debug, Default)]
+pub struct HubCounters {
+    /// WebSocket connections open now (stream and ingest).
+    pub connections: AtomicUsize,
+    /// Stream clients open now.
+    pub stream_clients: AtomicUsize,
+    /// Connections refused (limit, origin, token).
+    pub refused: AtomicU64,
+    /// Gap notices sent to slow stream clients.
+    pub slow_consumer_gaps: AtomicU64,
+    /// Stream clients dropped (silent past two pings, or stuck sending).
+    pub dropped_clients: AtomicU64,
+    /// Messages sent to stream clients.
+    pub messages_out: AtomicU64,
+    /// Ingest requests and messages.
+    pub ingest_requests: AtomicU64,
+    /// Events refused at ingest (malformed or invalid).
+    pub ingest_rejected: AtomicU64,
+    /// Whether the Redis bridge is connected (when configured).
+    pub redis_up: AtomicBool,
+    /// Messages taken from the Redis channel.
+    pub redis_messages: AtomicU64,
+    /// Redis connection failures.
+    pub redis_errors: AtomicU64,
+}
+
+/// What every handler shares.
+pub struct HubState {
+    /// The pipeline.
+    pub emitter: Emitter,
+    /// Retained events and the wake-up channel of stream clients.
+    pub ring: Arc<Retained>,
+    /// Settings.
+    pub config: HubConfig,
+    /// Cancelled when the hub shuts down.
+    pub shutdown: CancellationToken,
+    /// Long-lived tasks (WebSocket clients, bridges) awaited at shutdown.
+    pub tasks: TaskTracker,
+    /// Counters.
+    pub counters: HubCounters,
+    /// When the hub started.
+    pub started: Instant,
+    /// The address actually bound.
+    pub addr: SocketAddr,
+}
+
+/// Shared hub state.
+pub type SharedState = Arc<HubState>;
+
+/// A started hub: its address and a handle to stop it.
+pub struct RunningHub {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// What the pipeline recovered at start.
+    pub start_report: StartReport,
+    state: SharedState,
+    server: tokio::task::JoinHandle<Result<(), HubError>>,
+}
+
+impl RunningHub {
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &SharedState {
+        &self.state
+    }
+
+    /// Shuts down: clients get `service_shutdown`, the log is flushed.
+    pub async fn shutdown(self) -> Result<(), HubError> {
+        self.state.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the hub has shut down (after its token is cancelled).
+    pub async fn wait(self) -> Result<(), HubError> {
+        let result = match self.server.await {
+            Ok(r) => r,
+            Err(e) => Err(HubError::Serve(std::io::Error::other(e))),
+        };
+        let state = self.state.clone();
+        state.tasks.close();
+        if tokio::time::timeout(state.config.shutdown_grace, state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some clients did not close in time; closing anyway");
+        }
+        let emitter = state.emitter.clone();
+        let _ = tokio::task::spawn_blocking(move || emitter.stop()).await;
+        result
+    }
+}
+
+/// Starts the pipeline (built from `builder`) and the server; returns once
+/// it listens.
+pub async fn start(
+    config: HubConfig,
+    builder: EmitterBuilder,
+    shutdown: CancellationToken,
+) -> Result<RunningHub, HubError> {
+    let ring = Arc::new(Retained::new(config.ring_capacity, 0));
+    let emitter = builder.tap(Box::new(RingTap(ring.clone()))).build()?;
+    let starter = emitter.clone();
+    let start_report = tokio::task::spawn_blocking(move || starter.start())
+        .await
+        .map_err(|e| HubError::Serve(std::io::Error::other(e)))??;
+    let addr = SocketAddr::new(config.bind, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HubError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(HubError::Serve)?;
+    let state = Arc::new(HubState {
+        emitter,
+        ring,
+        config,
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+        counters: HubCounters::default(),
+        started: Instant::now(),
+        addr,
+    });
+    if let Some(url) = state.config.redis_url.clone() {
+        let st = state.clone();
+        state.tasks.spawn(ingest::redis_bridge::run(st, url));
+    }
+    let app = api::router(state.clone());
+    let signal = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { signal.cancelled().await })
+            .await
+            .map_err(HubError::Serve)
+    });
+    Ok(RunningHub {
+        addr,
+        start_report,
+        state,
+        server,
+    })
+}
+
+/// A JSON error response: `{"error": message}` with `status`.
+pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+impl HubState {
+    /// Uptime in seconds.
+    pub fn uptime(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}

@@ -1,0 +1,143 @@
+//! `/metrics`: the hub's numbers in the Prometheus text format, rendered by
+//! metrics-exporter-prometheus from a recorder filled at scrape time (the
+//! live counters are atomics elsewhere; nothing is recorded twice).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use metrics::{counter, describe_counter, describe_gauge, gauge, with_local_recorder};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use super::SharedState;
+use crate::config::KPI_NAMES;
+
+/// Renders every metric of the hub.
+pub fn render(state: &SharedState) -> String {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let m = state.emitter.get_metrics();
+    with_local_recorder(&recorder, || {
+        let p = m.pipeline;
+        describe_counter!(
+            "agentpulse_events_accepted_total",
+            "Events given an id and written."
+        );
+        counter!("agentpulse_events_accepted_total").absolute(p.accepted);
+        describe_counter!(
+            "agentpulse_events_rejected_total",
+            "Events refused as malformed or invalid."
+        );
+        counter!("agentpulse_events_rejected_total").absolute(p.rejected);
+        describe_counter!(
+            "agentpulse_events_dropped_total",
+            "Events dropped because the queue was full."
+        );
+        counter!("agentpulse_events_dropped_total").absolute(p.dropped);
+        describe_counter!(
+            "agentpulse_events_duplicate_total",
+            "Retried events recognised by event_id."
+        );
+        counter!("agentpulse_events_duplicate_total").absolute(p.duplicates);
+        describe_gauge!("agentpulse_last_event_id", "The last id given.");
+        gauge!("agentpulse_last_event_id").set(p.last_id as f64);
+        describe_gauge!(
+            "agentpulse_queue_depth",
+            "Events waiting for the dispatcher."
+        );
+        gauge!("agentpulse_queue_depth").set(state.emitter.queue_depth() as f64);
+
+        describe_counter!(
+            "agentpulse_sink_events_total",
+            "Events handed to each sink."
+        );
+        describe_counter!(
+            "agentpulse_sink_errors_total",
+            "Failed operations of each sink."
+        );
+        describe_counter!("agentpulse_sink_dropped_total", "Events each sink lost.");
+        describe_gauge!(
+            "agentpulse_sink_up",
+            "1 when the sink's last operation succeeded."
+        );
+        for s in &m.sinks {
+            counter!("agentpulse_sink_events_total", "sink" => s.name).absolute(s.events);
+            counter!("agentpulse_sink_errors_total", "sink" => s.name).absolute(s.errors);
+            counter!("agentpulse_sink_dropped_total", "sink" => s.name).absolute(s.dropped);
+            gauge!("agentpulse_sink_up", "sink" => s.name).set(if s.last_error.is_none() {
+                1.0
+            } else {
+                0.0
+            });
+        }
+
+        let c = &state.counters;
+        describe_gauge!("agentpulse_stream_clients", "Stream clients connected.");
+        gauge!("agentpulse_stream_clients").set(c.stream_clients.load(Relaxed) as f64);
+        describe_gauge!(
+            "agentpulse_websocket_connections",
+            "WebSocket connections open."
+        );
+        gauge!("agentpulse_websocket_connections").set(c.connections.load(Relaxed) as f64);
+        describe_counter!(
+            "agentpulse_connections_refused_total",
+            "Connections refused (limit, origin, token)."
+        );
+        counter!("agentpulse_connections_refused_total").absolute(c.refused.load(Relaxed));
+        describe_counter!(
+            "agentpulse_slow_consumer_gaps_total",
+            "Gap notices sent to slow stream clients."
+        );
+        counter!("agentpulse_slow_consumer_gaps_total")
+            .absolute(c.slow_consumer_gaps.load(Relaxed));
+        describe_counter!(
+            "agentpulse_clients_dropped_total",
+            "Stream clients closed for silence or a stuck socket."
+        );
+        counter!("agentpulse_clients_dropped_total").absolute(c.dropped_clients.load(Relaxed));
+        describe_counter!(
+            "agentpulse_stream_messages_total",
+            "Event messages sent to stream clients."
+        );
+        counter!("agentpulse_stream_messages_total").absolute(c.messages_out.load(Relaxed));
+        describe_counter!(
+            "agentpulse_ingest_requests_total",
+            "Ingest requests and messages."
+        );
+        counter!("agentpulse_ingest_requests_total").absolute(c.ingest_requests.load(Relaxed));
+        describe_gauge!(
+            "agentpulse_retained_events",
+            "Events held in memory for resume."
+        );
+        gauge!("agentpulse_retained_events").set(state.ring.len() as f64);
+        describe_gauge!(
+            "agentpulse_uptime_seconds",
+            "Seconds since the hub started."
+        );
+        gauge!("agentpulse_uptime_seconds").set(state.uptime());
+        if state.config.redis_url.is_some() {
+            describe_gauge!(
+                "agentpulse_redis_up",
+                "1 when the Redis bridge is connected."
+            );
+            gauge!("agentpulse_redis_up").set(if c.redis_up.load(Relaxed) { 1.0 } else { 0.0 });
+            describe_counter!(
+                "agentpulse_redis_messages_total",
+                "Messages taken from the agent-events channel."
+            );
+            counter!("agentpulse_redis_messages_total").absolute(c.redis_messages.load(Relaxed));
+            describe_counter!(
+                "agentpulse_redis_errors_total",
+                "Redis connection failures."
+            );
+            counter!("agentpulse_redis_errors_total").absolute(c.redis_errors.load(Relaxed));
+        }
+
+        describe_gauge!("agentpulse_kpi", "The six KPIs over the rolling window.");
+        let window = serde_json::to_value(&m.kpis.window).unwrap_or_default();
+        for name in KPI_NAMES {
+            if let Some(v) = window.get(name).and_then(|v| v.as_f64()) {
+                gauge!("agentpulse_kpi", "kpi" => name).set(v);
+            }
+        }
+    });
+    handle.render()
+}

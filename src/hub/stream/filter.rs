@@ -1,0 +1,139 @@
+//! Stream and query parameters: `since`, `types`, `agent`, `task_id`.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::event::Event;
+
+/// What a client asked to receive.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    /// Only these event types (`types=a,b`).
+    pub types: Option<HashSet<String>>,
+    /// Only events whose payload's `agent` is this.
+    pub agent: Option<String>,
+    /// Only events whose payload's `task_id` is this.
+    pub task_id: Option<String>,
+}
+
+impl Filter {
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &Event) -> bool {
+        if let Some(types) = &self.types {
+            if !types.contains(&*event.event_type) {
+                return false;
+            }
+        }
+        if let Some(agent) = &self.agent {
+            if event.str_field("agent") != Some(agent.as_str()) {
+                return false;
+            }
+        }
+        if let Some(task) = &self.task_id {
+            if event.str_field("task_id") != Some(task.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether everything passes.
+    pub fn is_empty(&self) -> bool {
+        self.types.is_none() && self.agent.is_none() && self.task_id.is_none()
+    }
+}
+
+/// The parameters of a stream or events request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamParams {
+    /// Resume after this id.
+    pub since: Option<u64>,
+    /// At most this many events (for `/api/events`).
+    pub limit: Option<usize>,
+    /// What to receive.
+    pub filter: Filter,
+}
+
+impl StreamParams {
+    /// Reads the query parameters; the error names the bad one.
+    pub fn from_query(q: &HashMap<String, String>) -> Result<StreamParams, String> {
+        let since = match q.get("since").map(|s| s.trim()) {
+            None | Some("") => None,
+            Some(s) => Some(s.parse::<u64>().map_err(|_| {
+                format!("since: expected an event id (an integer >= 0), got {s:?}")
+            })?),
+        };
+        let limit = match q.get("limit").map(|s| s.trim()) {
+            None | Some("") => None,
+            Some(s) => Some(
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("limit: expected an integer > 0, got {s:?}"))?,
+            ),
+        };
+        let types = q.get("types").map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect::<HashSet<_>>()
+        });
+        let nonempty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+        Ok(StreamParams {
+            since,
+            limit,
+            filter: Filter {
+                types: types.filter(|t| !t.is_empty()),
+                agent: nonempty("agent"),
+                task_id: nonempty("task_id"),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_and_filters() {
+        let p = StreamParams::from_query(&q(&[
+            ("since", "5"),
+            ("types", "a, b,"),
+            ("agent", "critic"),
+        ]))
+        .unwrap();
+        assert_eq!(p.since, Some(5));
+        let ev = |ty: &str, agent: &str| Event {
+            id: 1,
+            event_type: Arc::from(ty),
+            timestamp: 1.0,
+            event_id: None,
+            payload: json!({"agent": agent}).as_object().unwrap().clone(),
+        };
+        assert!(p.filter.matches(&ev("a", "critic")));
+        assert!(!p.filter.matches(&ev("c", "critic")));
+        assert!(!p.filter.matches(&ev("b", "scribe")));
+        assert!(StreamParams::from_query(&q(&[])).unwrap().filter.is_empty());
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let e = StreamParams::from_query(&q(&[("since", "abc")])).unwrap_err();
+        assert_eq!(
+            e,
+            r#"since: expected an event id (an integer >= 0), got "abc""#
+        );
+        let e = StreamParams::from_query(&q(&[("limit", "0")])).unwrap_err();
+        assert!(e.starts_with("limit:"));
+    }
+}

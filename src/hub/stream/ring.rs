@@ -1,0 +1,276 @@
+//! The retained events: an in-memory ring of the most recent records, shared
+//! by every stream client, plus a watch channel that wakes them.
+//!
+//! Clients do not get a queue each: each keeps a cursor (the last id it
+//! sent) and reads from the ring. How far behind a client is, in bytes, is
+//! the difference of two running totals, so "a bounded queue by bytes" costs
+//! nothing per client. Ids in the ring are contiguous (the dispatcher gives
+//! consecutive ids), so finding a cursor is an index computation.
+
+use std::collections::VecDeque;
+
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use crate::event::SharedRecord;
+use crate::pipeline::Tap;
+use crate::sinks::runner::Batch;
+
+struct Entry {
+    record: SharedRecord,
+    /// Bytes of all records pushed up to and including this one.
+    end_bytes: u64,
+}
+
+struct Inner {
+    entries: VecDeque<Entry>,
+    total_bytes: u64,
+    /// The id of the last record pushed (0 before any).
+    last_id: u64,
+}
+
+/// What a read found after a cursor.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Records with ids after the cursor, oldest first (at most `max`).
+    pub records: Vec<SharedRecord>,
+    /// Ids after the cursor that the ring no longer holds: `(from, to)`.
+    pub missing: Option<(u64, u64)>,
+    /// The cursor to read after next time.
+    pub next_cursor: u64,
+}
+
+/// The ring of retained records.
+pub struct Retained {
+    capacity: usize,
+    inner: RwLock<Inner>,
+    notify: watch::Sender<u64>,
+}
+
+impl Retained {
+    /// A ring of `capacity` records, starting after `last_id` (the id the
+    /// pipeline gave last, so that clients asking for later ids wait).
+    pub fn new(capacity: usize, last_id: u64) -> Self {
+        Retained {
+            capacity: capacity.max(1),
+            inner: RwLock::new(Inner {
+                entries: VecDeque::with_capacity(capacity.clamp(1, 1 << 20)),
+                total_bytes: 0,
+                last_id,
+            }),
+            notify: watch::Sender::new(last_id),
+        }
+    }
+
+    /// Appends records (in id order) and wakes the readers.
+    pub fn push(&self, records: &[SharedRecord]) {
+        let Some(last) = records.last() else { return };
+        {
+            let mut inner = self.inner.write();
+            for r in records {
+                inner.total_bytes += r.line.len() as u64;
+                let end_bytes = inner.total_bytes;
+                if inner.entries.len() == self.capacity {
+                    inner.entries.pop_front();
+                }
+                inner.entries.push_back(Entry {
+                    record: r.clone(),
+                    end_bytes,
+                });
+            }
+            inner.last_id = last.event.id;
+        }
+        self.notify.send_replace(last.event.id);
+    }
+
+    /// Moves the last id forward (the pipeline recovered ids that the ring
+    /// does not hold).
+    pub fn set_last_id(&self, last_id: u64) {
+        {
+            let mut inner = self.inner.write();
+            if last_id <= inner.last_id {
+                return;
+            }
+            inner.last_id = last_id;
+        }
+        self.notify.send_replace(last_id);
+    }
+
+    /// A receiver that changes whenever records are pushed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+
+    /// The id of the last record pushed.
+    pub fn last_id(&self) -> u64 {
+        self.inner.read().last_id
+    }
+
+    /// The oldest id still held, if any.
+    pub fn oldest_id(&self) -> Option<u64> {
+        self.inner.read().entries.front().map(|e| e.record.event.id)
+    }
+
+    /// How many records are held.
+    pub fn len(&self) -> usize {
+        self.inner.read().entries.len()
+    }
+
+    /// Whether the ring is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads up to `max` records after `cursor` for which `keep` holds
+    /// (records that fail `keep` still advance the cursor).
+    pub fn read_after(
+        &self,
+        cursor: u64,
+        max: usize,
+        mut keep: impl FnMut(&SharedRecord) -> bool,
+    ) -> Read {
+        let inner = self.inner.read();
+        let mut read = Read {
+            next_cursor: cursor,
+            ..Read::default()
+        };
+        let Some(first) = inner.entries.front().map(|e| e.record.event.id) else {
+            return read;
+        };
+        let mut start = 0usize;
+        if cursor + 1 < first {
+            read.missing = Some((cursor + 1, first - 1));
+            read.next_cursor = first - 1;
+        } else {
+            start = (cursor + 1 - first) as usize;
+        }
+        let mut scanned = 0usize;
+        for e in inner.entries.range(start.min(inner.entries.len())..) {
+            read.next_cursor = e.record.event.id;
+            if keep(&e.record) {
+                read.records.push(e.record.clone());
+                if read.records.len() >= max {
+                    break;
+                }
+            }
+            scanned += 1;
+            // Bound the time the read lock is held when a filter drops most.
+            if scanned >= max * 16 {
+                break;
+            }
+        }
+        read
+    }
+
+    /// How many bytes of records lie after `cursor` (how far a client is
+    /// behind), and how many records.
+    pub fn lag(&self, cursor: u64) -> (u64, u64) {
+        let inner = self.inner.read();
+        let Some(front) = inner.entries.front() else {
+            return (0, 0);
+        };
+        let first = front.record.event.id;
+        let count = inner.last_id.saturating_sub(cursor);
+        if cursor < first {
+            let before_first = front.end_bytes - front.record.line.len() as u64;
+            return (inner.total_bytes - before_first, count);
+        }
+        let idx = (cursor - first) as usize;
+        match inner.entries.get(idx) {
+            Some(e) => (inner.total_bytes - e.end_bytes, count),
+            None => (0, 0),
+        }
+    }
+}
+
+/// The tap that feeds the ring from the dispatcher thread.
+pub struct RingTap(pub std::sync::Arc<Retained>);
+
+impl Tap for RingTap {
+    fn replay_capacity(&self) -> usize {
+        self.0.capacity
+    }
+
+    fn on_start(&mut self, recent: &[SharedRecord], last_id: u64) {
+        self.0.push(recent);
+        self.0.set_last_id(last_id);
+    }
+
+    fn on_batch(&mut self, batch: &Batch) {
+        self.0.push(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Record};
+    use std::sync::Arc;
+
+    fn rec(id: u64) -> SharedRecord {
+        Arc::new(Record::new(Event {
+            id,
+            event_type: Arc::from(if id.is_multiple_of(2) { "even" } else { "odd" }),
+            timestamp: 1.0,
+            event_id: None,
+            payload: Default::default(),
+        }))
+    }
+
+    #[test]
+    fn reads_after_a_cursor_and_reports_what_fell_out() {
+        let ring = Retained::new(4, 0);
+        ring.push(&(1..=6).map(rec).collect::<Vec<_>>());
+        assert_eq!(ring.oldest_id(), Some(3));
+        assert_eq!(ring.last_id(), 6);
+
+        let r = ring.read_after(4, 10, |_| true);
+        assert_eq!(
+            r.records.iter().map(|r| r.event.id).collect::<Vec<_>>(),
+            [5, 6]
+        );
+        assert_eq!((r.missing, r.next_cursor), (None, 6));
+
+        let r = ring.read_after(0, 10, |_| true);
+        assert_eq!(r.missing, Some((1, 2)));
+        assert_eq!(r.records.len(), 4);
+
+        let r = ring.read_after(6, 10, |_| true);
+        assert!(r.records.is_empty());
+        assert_eq!(r.next_cursor, 6);
+    }
+
+    #[test]
+    fn filters_advance_the_cursor() {
+        let ring = Retained::new(100, 0);
+        ring.push(&(1..=10).map(rec).collect::<Vec<_>>());
+        let r = ring.read_after(0, 2, |r| &*r.event.event_type == "even");
+        assert_eq!(
+            r.records.iter().map(|r| r.event.id).collect::<Vec<_>>(),
+            [2, 4]
+        );
+        assert_eq!(r.next_cursor, 4);
+    }
+
+    #[test]
+    fn lag_is_measured_in_bytes() {
+        let ring = Retained::new(100, 0);
+        let recs: Vec<_> = (1..=5).map(rec).collect();
+        let len = recs[0].line.len() as u64;
+        ring.push(&recs);
+        assert_eq!(ring.lag(5), (0, 0));
+        assert_eq!(ring.lag(3).1, 2);
+        assert!(ring.lag(3).0 >= 2 * len - 2);
+        assert_eq!(ring.lag(0).1, 5);
+    }
+
+    #[test]
+    fn ring_starting_after_recovered_ids() {
+        let ring = Retained::new(10, 41);
+        assert_eq!(ring.last_id(), 41);
+        let r = ring.read_after(41, 10, |_| true);
+        assert!(r.records.is_empty() && r.missing.is_none());
+        ring.push(&[rec(42)]);
+        assert_eq!(ring.read_after(41, 10, |_| true).records.len(), 1);
+    }
+}

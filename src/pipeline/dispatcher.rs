@@ -1,0 +1,159 @@
+//! The dispatcher: the one thread that gives events their ids, drops
+//! duplicates, serialises each event once and hands the shared batch to
+//! every sink and tap.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::Receiver;
+
+use super::dedup::DedupWindow;
+use super::{Command, Outcome, PipelineStats, Tap};
+use crate::clock::SharedClock;
+use crate::event::{Event, NewEvent, Record, SharedRecord};
+use crate::sinks::runner::{Batch, SinkHandle};
+
+/// Most commands taken from the queue before a batch is handed on.
+const MAX_BATCH: usize = 4096;
+
+/// How long a stopping dispatcher waits for each sink's final flush.
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) struct Dispatcher {
+    pub next_id: u64,
+    pub dedup: DedupWindow,
+    pub sinks: Vec<SinkHandle>,
+    pub taps: Vec<Box<dyn Tap>>,
+    pub stats: Arc<PipelineStats>,
+    pub clock: SharedClock,
+}
+
+impl Dispatcher {
+    /// Runs until a `Stop` command arrives or every sender is gone, then
+    /// flushes and stops every sink.
+    pub fn run(mut self, mut rx: Receiver<Command>) {
+        let mut batch: Vec<SharedRecord> = Vec::with_capacity(MAX_BATCH);
+        let mut replies: Vec<(super::Reply, Vec<Outcome>)> = Vec::new();
+        let mut flushes = Vec::new();
+        let mut stopping = false;
+        while !stopping {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(cmd) = next.take() {
+                taken += 1;
+                match cmd {
+                    Command::One(ev) => {
+                        self.accept(ev, &mut batch);
+                    }
+                    Command::Many(events, reply) => {
+                        let mut outcomes = Vec::with_capacity(events.len());
+                        for ev in events {
+                            outcomes.push(self.accept(ev, &mut batch));
+                        }
+                        if let Some(reply) = reply {
+                            replies.push((reply, outcomes));
+                        }
+                    }
+                    Command::Flush(ack) => flushes.push(ack),
+                    Command::Stop => stopping = true,
+                }
+                if taken < MAX_BATCH && flushes.is_empty() {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.hand_on(&mut batch);
+            // Acknowledge ingest only once its events are with the sinks.
+            for (reply, outcomes) in replies.drain(..) {
+                reply(outcomes);
+            }
+            for ack in flushes.drain(..) {
+                for sink in &self.sinks {
+                    sink.flush(STOP_TIMEOUT);
+                }
+                ack();
+            }
+        }
+        // Whatever was queued before the stop is still delivered.
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                Command::One(ev) => {
+                    self.accept(ev, &mut batch);
+                }
+                Command::Many(events, reply) => {
+                    let outcomes: Vec<Outcome> = events
+                        .into_iter()
+                        .map(|ev| self.accept(ev, &mut batch))
+                        .collect();
+                    if let Some(reply) = reply {
+                        replies.push((reply, outcomes));
+                    }
+                }
+                Command::Flush(ack) => flushes.push(ack),
+                Command::Stop => {}
+            }
+        }
+        self.hand_on(&mut batch);
+        for (reply, outcomes) in replies.drain(..) {
+            reply(outcomes);
+        }
+        for sink in self.sinks.drain(..) {
+            let name = sink.name();
+            if !sink.stop(STOP_TIMEOUT) {
+                tracing::error!(sink = name, "sink did not finish flushing in time");
+            }
+        }
+        for tap in &mut self.taps {
+            tap.on_stop();
+        }
+        for ack in flushes.drain(..) {
+            ack();
+        }
+    }
+
+    fn accept(&mut self, ev: NewEvent, batch: &mut Vec<SharedRecord>) -> Outcome {
+        if let Some(key) = &ev.event_id {
+            if let Some(original) = self.dedup.get(key) {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                return Outcome::Duplicate(original);
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(key) = &ev.event_id {
+            self.dedup.insert(key, id);
+        }
+        let event = Event {
+            id,
+            event_type: ev.event_type,
+            timestamp: ev.timestamp.unwrap_or_else(|| self.clock.now()),
+            event_id: ev.event_id,
+            payload: ev.payload,
+        };
+        batch.push(Arc::new(Record::new(event)));
+        Outcome::Accepted(id)
+    }
+
+    fn hand_on(&mut self, batch: &mut Vec<SharedRecord>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        // One allocation for the shared batch; `batch` keeps its capacity.
+        let shared: Batch = batch.drain(..).collect();
+        for sink in &self.sinks {
+            sink.send(&shared);
+        }
+        for tap in &mut self.taps {
+            tap.on_batch(&shared);
+        }
+        self.stats.accepted.fetch_add(n, Ordering::Relaxed);
+        self.stats
+            .last_id
+            .store(self.next_id.saturating_sub(1), Ordering::Relaxed);
+    }
+}

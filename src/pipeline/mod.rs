@@ -1,0 +1,142 @@
+//! The pipeline between producers and sinks.
+//!
+//! ```text
+//! producers (emit, HTTP, WebSocket, Redis)      validate on the caller's side
+//!        │  bounded queue (policy: drop newest and count, or block)
+//!        ▼
+//! dispatcher thread   id, dedup by event_id, serialise once → Batch
+//!        │  Arc<[Arc<Record>]> shared by all
+//!        ├──► sink thread: JSONL log        (when full: block)
+//!        ├──► sink thread: metrics engine   (when full: block)
+//!        ├──► sink thread: console          (when full: drop, counted)
+//!        └──► taps on the dispatcher thread (the hub's stream; never block)
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::event::{NewEvent, SharedRecord};
+use crate::sinks::runner::Batch;
+
+pub mod dedup;
+pub(crate) mod dispatcher;
+pub mod recovery;
+
+/// What became of one accepted-for-processing event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "id", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Written with this id.
+    Accepted(u64),
+    /// Its `event_id` was seen before; the earlier event has this id.
+    Duplicate(u64),
+}
+
+impl Outcome {
+    /// The id the event has in the log (its own or its original's).
+    pub fn id(self) -> u64 {
+        match self {
+            Outcome::Accepted(id) | Outcome::Duplicate(id) => id,
+        }
+    }
+}
+
+/// Called with the outcomes of a batch once its events are with the sinks.
+pub type Reply = Box<dyn FnOnce(Vec<Outcome>) + Send>;
+
+/// Called once a flush has completed.
+pub type Ack = Box<dyn FnOnce() + Send>;
+
+/// What producers put on the queue.
+pub(crate) enum Command {
+    One(NewEvent),
+    Many(Vec<NewEvent>, Option<Reply>),
+    Flush(Ack),
+    Stop,
+}
+
+/// A consumer that runs on the dispatcher thread and sees every batch, in
+/// id order, as soon as it is formed. It must not block: it is for handing
+/// the batch on (the hub's live stream), not for I/O.
+pub trait Tap: Send + 'static {
+    /// How many of the most recent logged events this tap wants to see at
+    /// start (through [`Tap::on_start`]).
+    fn replay_capacity(&self) -> usize {
+        0
+    }
+    /// The pipeline starts: `recent` are the last logged events (at most
+    /// [`Tap::replay_capacity`]), `last_id` the last id given so far.
+    fn on_start(&mut self, recent: &[SharedRecord], last_id: u64) {
+        let _ = (recent, last_id);
+    }
+    /// A new batch of accepted events.
+    fn on_batch(&mut self, batch: &Batch);
+    /// The pipeline has stopped; no batch follows.
+    fn on_stop(&mut self) {}
+}
+
+/// Counters of the pipeline, readable from any thread.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Events given an id and handed to the sinks.
+    pub accepted: AtomicU64,
+    /// Events refused by validation.
+    pub rejected: AtomicU64,
+    /// Events dropped because the queue was full (policy `drop`) or the
+    /// pipeline had stopped.
+    pub dropped: AtomicU64,
+    /// Events recognised as retries by their `event_id`.
+    pub duplicates: AtomicU64,
+    /// The last id given.
+    pub last_id: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// See [`PipelineStats::accepted`].
+    pub accepted: u64,
+    /// See [`PipelineStats::rejected`].
+    pub rejected: u64,
+    /// See [`PipelineStats::dropped`].
+    pub dropped: u64,
+    /// See [`PipelineStats::duplicates`].
+    pub duplicates: u64,
+    /// See [`PipelineStats::last_id`].
+    pub last_id: u64,
+}
+
+impl PipelineStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            last_id: self.last_id.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What to do when the queue in front of the dispatcher is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueuePolicy {
+    /// Refuse the new event and count it (the caller never waits).
+    #[default]
+    DropNewest,
+    /// Wait for room.
+    Block,
+}
+
+impl std::str::FromStr for QueuePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "drop" | "drop_newest" => Ok(QueuePolicy::DropNewest),
+            "block" => Ok(QueuePolicy::Block),
+            other => Err(format!("unknown queue policy `{other}` (drop, block)")),
+        }
+    }
+}

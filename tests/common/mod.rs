@@ -1,0 +1,362 @@
+//! Helpers shared by the integration tests: the real binary, a private
+//! `redis-server`, WebSocket clients, and waiting on conditions.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Waits until `f` returns `Some`, polling, or panics after `deadline`
+/// naming `what`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The built `agentpulse` binary.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_agentpulse"))
+}
+
+/// A running `agentpulse serve`, killed on drop.
+pub struct Hub {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log_dir: PathBuf,
+    stdout_lines: mpsc::Receiver<String>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Hub {
+    /// Starts the hub with its log in `log_dir` on a free port, plus `extra`
+    /// arguments; waits for its "listening" line.
+    pub fn start(log_dir: &Path, extra: &[&str]) -> Hub {
+        Hub::start_on(log_dir, 0, extra)
+    }
+
+    /// As [`Hub::start`], on `port` (0: any free port).
+    pub fn start_on(log_dir: &Path, port: u16, extra: &[&str]) -> Hub {
+        let mut child = bin()
+            .args(["serve", "--quiet", "--port", &port.to_string(), "--log-dir"])
+            .arg(log_dir)
+            .args(extra)
+            .env("AGENTPULSE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start agentpulse serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr_buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sb = stderr_buf.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sb.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("hub did not start: {}", stderr_buf.lock().unwrap());
+            }
+        };
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Hub {
+            child,
+            addr,
+            log_dir: log_dir.to_path_buf(),
+            stdout_lines: rx,
+            stderr: stderr_buf,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        wait_for("hub exit", Duration::from_secs(15), || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
+    /// Posts `body` to `/events` with `content_type`; returns status and JSON.
+    pub fn post(&self, body: &str, content_type: &str) -> (u16, Value) {
+        post_to(&self.url("/events"), body.as_bytes(), content_type, &[])
+    }
+
+    pub fn get_json(&self, path: &str) -> (u16, Value) {
+        get_json(&self.url(path), &[])
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POSTs raw bytes with headers; returns the status and the JSON body.
+pub fn post_to(
+    url: &str,
+    body: &[u8],
+    content_type: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut req = ureq::post(url)
+        .timeout(Duration::from_secs(30))
+        .set("Content-Type", content_type);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    response(req.send_bytes(body))
+}
+
+pub fn get_json(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = ureq::get(url).timeout(Duration::from_secs(30));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    response(req.call())
+}
+
+fn response(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    let (status, text) = match r {
+        Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+/// A private `redis-server` on a free port, killed on drop.
+pub struct Redis {
+    pub child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        let r = Redis { child, port, dir };
+        wait_for("redis-server to answer", Duration::from_secs(10), || {
+            r.cmd(&["PING"]).filter(|s| s == "PONG")
+        });
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a command with redis-cli; its output, or None when it failed.
+    pub fn cmd(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if s.starts_with("Could not connect") || s.is_empty() && args[0] == "PING" {
+            return None;
+        }
+        Some(s)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A blocking WebSocket client for tests, on its own thread's runtime.
+pub mod ws {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// Messages received by a client, as they come.
+    pub struct Client {
+        pub rx: mpsc::Receiver<Value>,
+        pub closed: mpsc::Receiver<Option<u16>>,
+        send: tokio::sync::mpsc::UnboundedSender<String>,
+        _thread: std::thread::JoinHandle<()>,
+    }
+
+    /// Connects; panics with the HTTP status when refused.
+    pub fn connect(url: &str, headers: &[(&str, &str)]) -> Client {
+        try_connect(url, headers).unwrap_or_else(|e| panic!("connect {url}: {e}"))
+    }
+
+    /// Connects, or the error (e.g. `HTTP error: 403 Forbidden`).
+    pub fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, String> {
+        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let (tx, rx) = mpsc::channel();
+        let (ctx, crx) = mpsc::channel();
+        let (stx, mut srx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (ws, _) = match tokio_tungstenite::connect_async(req).await {
+                    Ok(c) => {
+                        let _ = ready_tx.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let (mut w, mut r) = ws.split();
+                loop {
+                    tokio::select! {
+                        m = r.next() => match m {
+                            Some(Ok(Message::Text(t))) => {
+                                let v = serde_json::from_str(&t)
+                                    .unwrap_or_else(|_| Value::String(t.to_string()));
+                                if tx.send(v).is_err() { return; }
+                            }
+                            Some(Ok(Message::Close(frame))) => {
+                                let _ = ctx.send(frame.map(|f| u16::from(f.code)));
+                                return;
+                            }
+                            None | Some(Err(_)) => {
+                                let _ = ctx.send(None);
+                                return;
+                            }
+                            _ => {}
+                        },
+                        s = srx.recv() => match s {
+                            Some(text) => { let _ = w.send(Message::Text(text.into())).await; }
+                            None => { let _ = w.close().await; return; }
+                        }
+                    }
+                }
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "timeout connecting".to_string())??;
+        Ok(Client {
+            rx,
+            closed: crx,
+            send: stx,
+            _thread: thread,
+        })
+    }
+
+    impl Client {
+        /// The next message, waiting at most `d`.
+        pub fn next(&self, d: Duration) -> Value {
+            self.rx
+                .recv_timeout(d)
+                .unwrap_or_else(|_| panic!("no message within {d:?}"))
+        }
+
+        /// The next message that is an event with an id (skips notices).
+        pub fn next_event(&self, d: Duration) -> Value {
+            loop {
+                let v = self.next(d);
+                if v.get("id").is_some() {
+                    return v;
+                }
+            }
+        }
+
+        pub fn send(&self, text: &str) {
+            self.send.send(text.to_string()).unwrap();
+        }
+    }
+}

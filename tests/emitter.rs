@@ -1,0 +1,331 @@
+//! The in-process emitter against a real log directory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpulse::emitter::{EmitError, Emitter};
+use agentpulse::event::{Event, NewEvent, SharedRecord};
+use agentpulse::logfile;
+use agentpulse::pipeline::{Outcome, QueuePolicy};
+use agentpulse::sinks::runner::WhenFull;
+use agentpulse::sinks::{Sink, SinkError};
+use serde_json::json;
+
+fn log_events(dir: &std::path::Path) -> Vec<Event> {
+    let mut out = Vec::new();
+    for f in logfile::log_files(dir, "agent-events.jsonl") {
+        logfile::read_events(&f, |e| out.push(e), |e| panic!("bad line {e:?}")).unwrap();
+    }
+    out
+}
+
+fn emitter(dir: &std::path::Path) -> Emitter {
+    Emitter::builder().log_dir(dir).quiet().build().unwrap()
+}
+
+fn started(dir: &std::path::Path) -> Emitter {
+    let e = emitter(dir);
+    e.start().unwrap();
+    e
+}
+
+#[test]
+fn ids_continue_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = started(dir.path());
+    for i in 0..5 {
+        e.emit("note", json!({ "i": i })).unwrap();
+    }
+    e.stop().unwrap();
+    let ids: Vec<u64> = log_events(dir.path()).iter().map(|e| e.id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+
+    let e = emitter(dir.path());
+    let report = e.start().unwrap();
+    assert_eq!(report.next_id, 6);
+    assert_eq!(report.replayed, 5);
+    e.emit("note", json!({})).unwrap();
+    e.stop().unwrap();
+    let ids: Vec<u64> = log_events(dir.path()).iter().map(|e| e.id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_retried_event_is_kept_once_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = started(dir.path());
+    let ev = || NewEvent::new("note", Default::default()).with_event_id("sdk-1");
+    let first = e.ingest_blocking(vec![ev(), ev()]).unwrap();
+    assert_eq!(first[0].as_ref().unwrap(), &Outcome::Accepted(1));
+    assert_eq!(first[1].as_ref().unwrap(), &Outcome::Duplicate(1));
+    e.stop().unwrap();
+
+    let e = started(dir.path());
+    let again = e.ingest_blocking(vec![ev()]).unwrap();
+    assert_eq!(again[0].as_ref().unwrap(), &Outcome::Duplicate(1));
+    assert_eq!(e.stats().duplicates, 1);
+    e.stop().unwrap();
+    assert_eq!(log_events(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_full_queue_drops_the_newest_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Emitter::builder()
+        .log_dir(dir.path())
+        .quiet()
+        .queue_capacity(4)
+        .build()
+        .unwrap();
+    // Not started: nothing drains the queue.
+    for i in 0..4 {
+        e.emit("note", json!({ "i": i })).unwrap();
+    }
+    match e.emit("note", json!({ "i": 4 })) {
+        Err(EmitError::QueueFull { event_type }) => assert_eq!(event_type, "note"),
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+    assert_eq!(e.stats().dropped, 1);
+    e.start().unwrap();
+    e.stop().unwrap();
+    let kept: Vec<i64> = log_events(dir.path())
+        .iter()
+        .map(|e| e.payload["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(kept, [0, 1, 2, 3]);
+    assert_eq!(e.get_metrics().pipeline.dropped, 1);
+}
+
+#[test]
+fn the_block_policy_waits_for_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Emitter::builder()
+        .log_dir(dir.path())
+        .quiet()
+        .queue_capacity(1)
+        .policy(QueuePolicy::Block)
+        .build()
+        .unwrap();
+    e.emit("note", json!({"i": 0})).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let e2 = e.clone();
+    let t = std::thread::spawn(move || {
+        let r = e2.emit("note", json!({"i": 1}));
+        tx.send(r.is_ok()).unwrap();
+    });
+    // The queue is full and nothing drains it: the producer must still wait.
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    e.start().unwrap();
+    assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    t.join().unwrap();
+    e.stop().unwrap();
+    assert_eq!(log_events(dir.path()).len(), 2);
+    assert_eq!(e.stats().dropped, 0);
+}
+
+#[test]
+fn stop_writes_everything_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = started(dir.path());
+    let mut accepted = 0;
+    for i in 0..20_000 {
+        if e.emit("note", json!({ "i": i })).is_ok() {
+            accepted += 1;
+        }
+    }
+    e.stop().unwrap();
+    let written = log_events(dir.path());
+    assert_eq!(written.len(), accepted);
+    assert_eq!(accepted as u64 + e.stats().dropped, 20_000);
+    assert!(matches!(
+        e.emit("note", json!({})),
+        Err(EmitError::Stopped { .. })
+    ));
+}
+
+#[test]
+fn threads_and_async_tasks_emit_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Emitter::builder()
+        .log_dir(dir.path())
+        .quiet()
+        .policy(QueuePolicy::Block)
+        .build()
+        .unwrap();
+    e.start().unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    e.emit("note", json!({ "t": t, "i": i })).unwrap();
+                }
+            })
+        })
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                let e = e.clone();
+                tokio::spawn(async move {
+                    for i in 0..1000 {
+                        let ev = NewEvent::new(
+                            "note",
+                            json!({ "a": t, "i": i }).as_object().unwrap().clone(),
+                        );
+                        e.emit_async(ev).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    for t in threads {
+        t.join().unwrap();
+    }
+    e.stop().unwrap();
+    let ids: Vec<u64> = log_events(dir.path()).iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 8000);
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "ids strictly increasing"
+    );
+}
+
+#[test]
+fn invalid_events_are_refused_at_once_and_leave_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = started(dir.path());
+    let err = e
+        .emit(
+            "agent_completed",
+            json!({"agent":"scribe","task_id":"t","status":"success","duration_ms":5,"cost_usd":"abc"}),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"agent_completed.cost_usd: expected a finite number >= 0, got "abc""#
+    );
+    let err = e.emit("note", json!([1, 2])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "note.payload: expected an object, got an array"
+    );
+    e.emit("note", json!({"ok": true})).unwrap();
+    e.stop().unwrap();
+    assert_eq!(log_events(dir.path()).len(), 1);
+    assert_eq!(e.stats().rejected, 2);
+}
+
+#[test]
+fn a_torn_last_line_is_moved_aside_and_ids_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = started(dir.path());
+    for _ in 0..3 {
+        e.emit("note", json!({})).unwrap();
+    }
+    e.stop().unwrap();
+    // A crash in the middle of a write leaves half a line.
+    let path = dir.path().join("agent-events.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, br#"{"id":4,"event_type":"no"#).unwrap();
+    drop(f);
+
+    let e = emitter(dir.path());
+    let report = e.start().unwrap();
+    let moved = report.torn_line_moved_to.expect("torn line reported");
+    assert!(std::fs::read_to_string(moved)
+        .unwrap()
+        .contains(r#"{"id":4,"event_type":"no"#));
+    assert_eq!(report.next_id, 4);
+    e.emit("note", json!({"after": true})).unwrap();
+    e.stop().unwrap();
+    let events = log_events(dir.path());
+    assert_eq!(
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(events[3].payload["after"], true);
+}
+
+/// A sink that always fails, to show it cannot take the others down.
+struct Broken(Arc<AtomicU64>);
+
+impl Sink for Broken {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+    fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Err(SinkError::io(
+            "writing",
+            std::io::Error::other("disk on fire"),
+        ))
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Err(SinkError::io(
+            "flushing",
+            std::io::Error::other("disk on fire"),
+        ))
+    }
+}
+
+#[test]
+fn a_failing_sink_is_reported_and_the_others_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let e = Emitter::builder()
+        .log_dir(dir.path())
+        .quiet()
+        .sink(Box::new(Broken(seen.clone())), WhenFull::Block)
+        .build()
+        .unwrap();
+    e.start().unwrap();
+    for _ in 0..100 {
+        e.emit("note", json!({})).unwrap();
+    }
+    assert!(e.flush());
+    let broken = e
+        .sink_reports()
+        .into_iter()
+        .find(|s| s.name == "broken")
+        .unwrap();
+    assert!(broken.errors >= 1);
+    assert!(broken.last_error.unwrap().contains("disk on fire"));
+    assert_eq!(seen.load(Ordering::Relaxed), 100);
+    e.stop().unwrap();
+    assert_eq!(log_events(dir.path()).len(), 100);
+}
+
+#[test]
+fn metrics_follow_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = started(dir.path());
+    let now = agentpulse::event::now_unix();
+    let ev = |ty: &str, dt: f64, p: serde_json::Value| {
+        NewEvent::new(ty, p.as_object().unwrap().clone()).with_timestamp(now - 60.0 + dt)
+    };
+    e.ingest_blocking(vec![
+        ev("task_queued", 0.0, json!({"task_id":"t1","feature":"login","est_cost":0.5,"timestamp":now})),
+        ev("agent_completed", 2.0, json!({"agent":"critic","task_id":"t1","status":"rejected","duration_ms":10,"cost_usd":0.1})),
+        ev("validation_complete", 5.0, json!({"task_id":"t1","result":{"passed":true},"cost":0.2,"duration_ms":10,"screenshots":1})),
+    ])
+    .unwrap();
+    e.record_critic_decision(false).unwrap();
+    assert!(e.flush());
+    let m = serde_json::to_value(e.get_metrics()).unwrap();
+    let w = &m["window"];
+    assert_eq!(w["validation_pass_rate"], 1.0);
+    assert_eq!(w["critic_rejection_rate"], 0.5);
+    assert!((w["cost_per_feature"].as_f64().unwrap() - 0.3).abs() < 1e-9);
+    assert!((w["time_to_completion"].as_f64().unwrap() - 5.0).abs() < 1e-9);
+    assert_eq!(m["pipeline"]["accepted"], 4);
+    e.stop().unwrap();
+}
