@@ -580,3 +580,41 @@ fn emit_and_tail_talk_to_a_running_hub() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["payload"]["i"], 1);
 }
+
+#[test]
+fn metrics_series_and_config_for_dashboards() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let now = agentpulse::event::now_unix();
+    let batch = json!([
+        {"event_type":"task_queued","timestamp": now - 130.0,"payload":{"task_id":"t","feature":"f","est_cost":1,"timestamp":now}},
+        {"event_type":"validation_complete","timestamp": now - 10.0,"payload":{"task_id":"t","result":{"passed":true},"cost":0.5,"duration_ms":1,"screenshots":0}},
+    ]);
+    assert_eq!(hub.post(&batch.to_string(), "application/json").0, 200);
+    let (s, m) = hub.get_json("/api/metrics?bucket=minute");
+    assert_eq!(s, 200, "{m}");
+    let series = m["series"].as_array().unwrap();
+    assert_eq!(series.len(), 60);
+    let last = series.last().unwrap();
+    assert_eq!(last["kpis"]["validation_pass_rate"], 1.0, "{last}");
+    assert_eq!(
+        series
+            .iter()
+            .map(|b| b["events"].as_u64().unwrap())
+            .sum::<u64>(),
+        2
+    );
+    let (s, e) = hub.get_json("/api/metrics?bucket=yearly");
+    assert_eq!(s, 400, "{e}");
+    let (s, e) = hub.get_json("/api/metrics?bucket=daily&from=2026-12-02&to=2026-12-01");
+    assert_eq!(s, 400, "{e}");
+    let (s, d) = hub.get_json("/api/metrics?bucket=daily&from=2026-11-01&to=2026-11-30");
+    assert_eq!((s, d["series"].as_array().unwrap().len()), (200, 30));
+
+    let (_, m) = hub.get_json("/api/metrics");
+    assert_eq!(m["events_by_type"]["task_queued"], 1, "{m}");
+    let (s, c) = hub.get_json("/api/config");
+    assert_eq!(s, 200);
+    assert_eq!(c["window_minutes"], 60);
+    assert_eq!(c["alerts"][0]["condition"], "critic_rejection_rate > 0.50");
+}

@@ -16,6 +16,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 use super::stream::backfill;
 use super::stream::filter::StreamParams;
 use super::{error_response, ingest, stream, SharedState};
+use crate::metrics::Granularity;
 
 /// Default and largest `limit` of `/api/events`.
 const EVENTS_DEFAULT_LIMIT: usize = 1000;
@@ -38,6 +39,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(ingest)
         .route("/api/events", get(events))
         .route("/api/metrics", get(metrics_json))
+        .route("/api/config", get(config_json))
         .route("/metrics", get(prometheus))
         .route("/health", get(health))
         .fallback(not_found)
@@ -172,14 +174,135 @@ pub fn metrics_document(state: &SharedState) -> Value {
         "last_id": state.ring.last_id(),
         "redis": redis_status(state),
     });
+    let engine = state
+        .emitter
+        .engine()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    doc["events_by_type"] = json!(engine.totals().events_by_type);
     doc
 }
 
-async fn metrics_json(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+/// `GET /api/metrics`: the live document; with `bucket=` a series of
+/// buckets (`minute`, `hourly`, `daily`, `weekly`) between `from` and `to`
+/// (Unix seconds, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS`, UTC; default: the
+/// last 60 buckets up to now).
+async fn metrics_json(
+    State(state): State<SharedState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(resp) = super::auth::check_http(&state, &headers) {
         return resp;
     }
-    Json(metrics_document(&state)).into_response()
+    match query.get("bucket") {
+        None => Json(metrics_document(&state)).into_response(),
+        Some(b) => match series_query(b, &query) {
+            Ok((g, from, to)) => Json(series(&state, g, from, to)).into_response(),
+            Err(e) => error_response(StatusCode::BAD_REQUEST, e),
+        },
+    }
+}
+
+/// Parses `bucket`, `from`, `to`.
+pub fn series_query(
+    bucket: &str,
+    query: &HashMap<String, String>,
+) -> Result<(Granularity, f64, f64), String> {
+    let g = Granularity::ALL
+        .into_iter()
+        .find(|g| g.as_str() == bucket)
+        .ok_or_else(|| {
+            format!("bucket: expected minute, hourly, daily or weekly, got {bucket:?}")
+        })?;
+    let to = match query.get("to") {
+        Some(t) => parse_time(t).map_err(|e| format!("to: {e}"))?,
+        None => crate::event::now_unix(),
+    };
+    let from = match query.get("from") {
+        Some(f) => parse_time(f).map_err(|e| format!("from: {e}"))?,
+        None => to - 59.0 * g.length_secs() as f64,
+    };
+    if from > to {
+        return Err("from: must not be after to".into());
+    }
+    Ok((g, from, to))
+}
+
+/// Unix seconds, `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS` (UTC) or RFC 3339.
+pub fn parse_time(s: &str) -> Result<f64, String> {
+    if let Ok(x) = s.parse::<f64>() {
+        if x.is_finite() && x >= 0.0 {
+            return Ok(x);
+        }
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp() as f64);
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
+        return Ok(t.and_utc().timestamp() as f64);
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp() as f64);
+    }
+    Err(format!(
+        "expected Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, got {s:?}"
+    ))
+}
+
+/// The in-memory buckets of `g` from the bucket containing `from` to the
+/// one containing `to`; empty buckets included, so a chart has no holes.
+pub fn series(state: &SharedState, g: Granularity, from: f64, to: f64) -> Value {
+    let engine = state
+        .emitter
+        .engine()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let len = g.length_secs();
+    let (first, last) = (g.bucket_start(from), g.bucket_start(to));
+    let stored: std::collections::BTreeMap<i64, &crate::metrics::BucketStats> = engine
+        .buckets(g)
+        .filter(|(s, _)| *s >= first && *s <= last)
+        .collect();
+    let empty = crate::metrics::BucketStats::default();
+    let mut out = Vec::new();
+    let mut start = first;
+    // At most 10,000 points: a year of hours is not a chart.
+    while start <= last && out.len() < 10_000 {
+        let stats = stored.get(&start).copied().unwrap_or(&empty);
+        out.push(json!({
+            "key": g.bucket_name(start),
+            "start": start,
+            "kpis": stats.kpis(len as f64),
+            "events": stats.events,
+            "total_cost": stats.total_cost,
+        }));
+        start += len;
+        if g == Granularity::Weekly || g == Granularity::Daily {
+            start = g.bucket_start(start as f64);
+        }
+    }
+    json!({ "bucket": g.as_str(), "source": "memory", "series": out })
+}
+
+/// `GET /api/config`: what a dashboard needs to know of the configuration.
+async fn config_json(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    if let Err(resp) = super::auth::check_http(&state, &headers) {
+        return resp;
+    }
+    let c = state.emitter.config();
+    Json(json!({
+        "window_minutes": c.metrics.aggregate.window_minutes,
+        "track": c.metrics.track,
+        "alerts": c.alerts,
+        "declared_types": state.emitter.schema().declared_types(),
+        "strict": state.emitter.schema().strict(),
+    }))
+    .into_response()
 }
 
 fn redis_status(state: &SharedState) -> Value {
