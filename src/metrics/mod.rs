@@ -135,6 +135,9 @@
 //! - Per feature: its cost and the part already attributed, evicted the
 //!   same way.
 //! - `open_tasks` counts the tasks in memory that have not finished.
+//! - The engine has no clock: "now" for retention and eviction is the newest
+//!   event timestamp seen. An event stamped far in the future therefore
+//!   moves both; the pipeline, which has a clock, should refuse such events.
 //!
 //! # Files
 //!
