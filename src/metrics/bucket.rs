@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::histogram::LogHistogram;
 use super::kpi::{ratio, Kpis, Samples};
+use super::name_map::NameMap;
 
 /// Seconds from the Unix epoch (a Thursday) to the first Monday, 1970-01-05:
 /// weeks are aligned on it.
@@ -165,7 +166,7 @@ pub struct BucketStats {
     /// Events with a timestamp in the bucket.
     pub events: u64,
     /// Those events by `event_type`.
-    pub events_by_type: BTreeMap<Arc<str>, u64>,
+    pub events_by_type: NameMap<u64>,
     /// Seconds of completed agent busy spans clipped to the bucket.
     pub busy_seconds: f64,
     /// Every cost (`agent_completed.cost_usd`, `validation_complete.cost`).
@@ -200,9 +201,9 @@ pub struct BucketStats {
     /// Per agent. Its keys are the agents seen in the bucket: an agent is
     /// seen when it has an event or busy time in the bucket, and both
     /// create its entry, so no separate set is kept.
-    pub per_agent: BTreeMap<Arc<str>, AgentStats>,
+    pub per_agent: NameMap<AgentStats>,
     /// Per feature.
-    pub per_feature: BTreeMap<Arc<str>, FeatureStats>,
+    pub per_feature: NameMap<FeatureStats>,
 }
 
 /// What one event adds to the bucket holding its timestamp (busy time is
@@ -211,6 +212,7 @@ pub struct BucketStats {
 /// identical contributions.
 #[derive(Debug, Default)]
 pub(crate) struct Contribution {
+    /// Interned, so that the per-bucket lookup matches by pointer.
     pub event_type: Option<Arc<str>>,
     pub ts: f64,
     pub agent: Option<Arc<str>>,
@@ -234,12 +236,6 @@ pub(crate) struct AgentRun {
     pub duration_ms: Option<f64>,
 }
 
-/// Gets `key`'s entry, created empty if absent. Keys are shared `Arc`s, so
-/// this never allocates a string: the clone is a reference count.
-fn entry<'m, V: Default>(map: &'m mut BTreeMap<Arc<str>, V>, key: &Arc<str>) -> &'m mut V {
-    map.entry(Arc::clone(key)).or_default()
-}
-
 impl BucketStats {
     /// An empty bucket.
     pub fn new() -> Self {
@@ -257,7 +253,7 @@ impl BucketStats {
     pub fn merge(&mut self, other: &BucketStats) {
         self.events += other.events;
         for (k, n) in &other.events_by_type {
-            *entry(&mut self.events_by_type, k) += n;
+            self.events_by_type.update(k, |c| *c += n);
         }
         self.busy_seconds += other.busy_seconds;
         self.total_cost += other.total_cost;
@@ -279,10 +275,10 @@ impl BucketStats {
         self.min_ts = min_opt(self.min_ts, other.min_ts);
         self.max_ts = max_opt(self.max_ts, other.max_ts);
         for (k, a) in &other.per_agent {
-            entry(&mut self.per_agent, k).merge(a);
+            self.per_agent.update(k, |s| s.merge(a));
         }
         for (k, f) in &other.per_feature {
-            entry(&mut self.per_feature, k).merge(f);
+            self.per_feature.update(k, |s| s.merge(f));
         }
     }
 
@@ -321,32 +317,34 @@ impl BucketStats {
     pub(crate) fn add(&mut self, c: &Contribution) {
         self.events += 1;
         if let Some(t) = &c.event_type {
-            *entry(&mut self.events_by_type, t) += 1;
+            self.events_by_type.update(t, |n| *n += 1);
         }
         self.min_ts = min_opt(self.min_ts, Some(c.ts));
         self.max_ts = max_opt(self.max_ts, Some(c.ts));
         if let Some(agent) = &c.agent {
-            let a = entry(&mut self.per_agent, agent);
-            if let Some(run) = &c.run {
-                a.runs += 1;
-                a.failures += u64::from(run.failed);
-                a.cost_usd += run.cost;
-                if let Some(d) = run.duration_ms {
-                    a.duration_ms_sum += d;
-                    a.duration_ms_count += 1;
+            self.per_agent.update(agent, |a| {
+                if let Some(run) = &c.run {
+                    a.runs += 1;
+                    a.failures += u64::from(run.failed);
+                    a.cost_usd += run.cost;
+                    if let Some(d) = run.duration_ms {
+                        a.duration_ms_sum += d;
+                        a.duration_ms_count += 1;
+                    }
                 }
-            }
+            });
         }
         self.total_cost += c.cost;
         if let Some(f) = &c.feature {
-            let fs = entry(&mut self.per_feature, f);
-            fs.cost_usd += c.cost;
-            fs.tasks_queued += u64::from(c.feature_queued);
-            fs.validations += u64::from(c.feature_validation);
-            if let Some(t) = c.ttc {
-                fs.ttc_sum += t;
-                fs.ttc_count += 1;
-            }
+            self.per_feature.update(f, |fs| {
+                fs.cost_usd += c.cost;
+                fs.tasks_queued += u64::from(c.feature_queued);
+                fs.validations += u64::from(c.feature_validation);
+                if let Some(t) = c.ttc {
+                    fs.ttc_sum += t;
+                    fs.ttc_count += 1;
+                }
+            });
         }
         if let Some(rejected) = c.critic_rejected {
             self.critic_decisions += 1;
@@ -376,7 +374,7 @@ impl BucketStats {
     /// Adds `secs` of busy time of `agent` (which makes it seen here).
     pub(crate) fn add_busy(&mut self, agent: &Arc<str>, secs: f64) {
         self.busy_seconds += secs;
-        entry(&mut self.per_agent, agent).busy_seconds += secs;
+        self.per_agent.update(agent, |a| a.busy_seconds += secs);
     }
 }
 

@@ -158,6 +158,24 @@ impl TaskState {
     }
 }
 
+/// The state of task `id`, created if new, marked as seen at `ts`. A macro,
+/// not a function: a function returning the `get_mut` borrow from its hit
+/// branch is rejected by the current borrow checker, and a second lookup
+/// would hash the id twice on the hot path.
+macro_rules! task_entry {
+    ($tasks:expr, $id:expr, $ts:expr) => {
+        match $tasks.get_mut($id) {
+            Some(task) => {
+                task.last_seen = task.last_seen.max($ts);
+                task
+            }
+            None => $tasks
+                .entry(Arc::from($id))
+                .or_insert_with(|| TaskState::new($ts)),
+        }
+    };
+}
+
 /// Cost attribution state of one feature. One `attributed` serves every
 /// granularity (and the totals): each sees every event in the same order,
 /// so per-granularity copies would always be equal.
@@ -176,9 +194,9 @@ pub struct MetricsEngine {
     totals: BucketStats,
     tasks: HashMap<Arc<str>, TaskState>,
     features: HashMap<Arc<str>, FeatureState>,
-    /// Interned agent and feature names, so that bucket keys share one
-    /// allocation per name.
-    names: HashSet<Arc<str>>,
+    /// Interned event types, agent and feature names: bucket keys share one
+    /// allocation per name and match by pointer.
+    names: Interner,
     newest_ts: f64,
     /// Per granularity, the start of the oldest bucket kept.
     horizon: [i64; 4],
@@ -205,7 +223,7 @@ impl MetricsEngine {
             totals: BucketStats::new(),
             tasks: HashMap::new(),
             features: HashMap::new(),
-            names: HashSet::new(),
+            names: Interner::default(),
             newest_ts: f64::NEG_INFINITY,
             horizon: [i64::MIN; 4],
             events_since_sweep: 0,
@@ -441,24 +459,25 @@ impl MetricsEngine {
         event: &Event,
         ts: f64,
     ) -> (Contribution, Option<(Arc<str>, f64, f64)>) {
+        let fields = Fields::of(&event.payload);
         let mut c = Contribution {
-            event_type: Some(Arc::clone(&event.event_type)),
+            event_type: Some(self.names.get(&event.event_type)),
             ts,
+            agent: fields.agent.map(|a| self.names.get(a)),
             ..Contribution::default()
         };
-        c.agent = event.str_field("agent").map(|a| intern(&mut self.names, a));
-        let task_id = event.str_field("task_id");
+        let task_id = fields.task_id;
         let mut span = None;
         match &*event.event_type {
             "task_queued" => {
                 let Some(id) = task_id else { return (c, None) };
-                let task = task_entry(&mut self.tasks, id, ts);
+                let task = task_entry!(self.tasks, id, ts);
                 if task.queued_at.is_none() {
                     task.queued_at = Some(ts);
                 }
                 if task.feature.is_none() {
-                    if let Some(f) = event.str_field("feature") {
-                        let f = intern(&mut self.names, f);
+                    if let Some(f) = fields.feature {
+                        let f = self.names.get(f);
                         feature_entry(&mut self.features, &f, ts);
                         task.feature = Some(Arc::clone(&f));
                         c.feature = Some(f);
@@ -470,11 +489,11 @@ impl MetricsEngine {
                 let (Some(agent), Some(id)) = (&c.agent, task_id) else {
                     return (c, None);
                 };
-                let task = task_entry(&mut self.tasks, id, ts);
-                if task.failed_agents.iter().any(|a| **a == **agent) {
+                let task = task_entry!(self.tasks, id, ts);
+                if find_name(&task.failed_agents, agent, |a| a).is_some() {
                     task.retries += 1;
                 }
-                let starts = match task.open.iter().position(|(a, _)| **a == **agent) {
+                let starts = match find_name(&task.open, agent, |(a, _)| a) {
                     Some(i) => &mut task.open[i].1,
                     None => {
                         task.open.push((Arc::clone(agent), Vec::new()));
@@ -487,10 +506,10 @@ impl MetricsEngine {
                 starts.push(ts);
             }
             "agent_completed" => {
-                let status = event.str_field("status");
+                let status = fields.status;
                 let failed = status.is_some_and(is_failed_status);
-                let cost = amount(event.payload.get("cost_usd"));
-                let duration_ms = amount(event.payload.get("duration_ms"));
+                let cost = amount(fields.cost_usd);
+                let duration_ms = amount(fields.duration_ms);
                 c.cost = cost.unwrap_or(0.0);
                 if let Some(agent) = &c.agent {
                     c.run = Some(AgentRun {
@@ -504,14 +523,14 @@ impl MetricsEngine {
                 }
                 let mut matched = None;
                 if let Some(id) = task_id {
-                    let task = task_entry(&mut self.tasks, id, ts);
+                    let task = task_entry!(self.tasks, id, ts);
                     if let (Some(x), Some(f)) = (cost, &task.feature) {
                         feature_entry(&mut self.features, f, ts).cost += x;
                         c.feature = Some(Arc::clone(f));
                     }
                     if let Some(agent) = &c.agent {
                         matched = pop_start(task, agent);
-                        let flagged = task.failed_agents.iter().position(|a| **a == **agent);
+                        let flagged = find_name(&task.failed_agents, agent, |a| a);
                         match (failed, flagged) {
                             (true, None) => task.failed_agents.push(Arc::clone(agent)),
                             (false, Some(i)) => {
@@ -534,11 +553,11 @@ impl MetricsEngine {
                 }
             }
             "validation_complete" => {
-                c.validation_passed = Some(validation_passed(event.payload.get("result")));
-                let cost = amount(event.payload.get("cost"));
+                c.validation_passed = Some(validation_passed(fields.result));
+                let cost = amount(fields.cost);
                 c.cost = cost.unwrap_or(0.0);
                 let Some(id) = task_id else { return (c, None) };
-                let task = task_entry(&mut self.tasks, id, ts);
+                let task = task_entry!(self.tasks, id, ts);
                 if let Some(f) = &task.feature {
                     let fs = feature_entry(&mut self.features, f, ts);
                     fs.cost += c.cost;
@@ -559,18 +578,19 @@ impl MetricsEngine {
             }
             "hitl_escalated" => {
                 let Some(id) = task_id else { return (c, None) };
-                let task = task_entry(&mut self.tasks, id, ts);
+                let task = task_entry!(self.tasks, id, ts);
                 if !task.finished {
                     task.finished = true;
-                    let attempts = event
-                        .f64_field("attempts")
+                    let attempts = fields
+                        .attempts
+                        .and_then(Value::as_f64)
                         .filter(|a| a.is_finite() && *a >= 0.0)
                         .map_or(0, |a| a.min(f64::from(u32::MAX)) as u64);
                     c.finished_retries = Some(task.retries.max(attempts));
                 }
             }
             CRITIC_DECISION => {
-                c.critic_rejected = event.payload.get("rejected").and_then(Value::as_bool);
+                c.critic_rejected = fields.rejected.and_then(Value::as_bool);
             }
             _ => {}
         }
@@ -587,7 +607,7 @@ impl MetricsEngine {
         self.tasks.retain(|_, t| t.last_seen >= cutoff);
         self.evicted_tasks += (before - self.tasks.len()) as u64;
         self.features.retain(|_, f| f.last_seen >= cutoff);
-        self.names.retain(|n| Arc::strong_count(n) > 1);
+        self.names.sweep();
     }
 }
 
@@ -599,31 +619,65 @@ fn agent_kpis(stats: &BucketStats, span: f64) -> BTreeMap<String, AgentKpis> {
         .collect()
 }
 
-/// The shared copy of `name`, allocated only the first time it is seen.
-fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(n) = names.get(name) {
-        return Arc::clone(n);
-    }
-    let n: Arc<str> = Arc::from(name);
-    names.insert(Arc::clone(&n));
-    n
+/// Slots of the interner's cache (a power of two).
+const NAME_CACHE_SLOTS: usize = 64;
+
+/// One shared `Arc` per name. A few names (event types, agents) come with
+/// nearly every event, so a small direct-mapped cache indexed by a cheap
+/// hash answers most lookups with one string comparison; misses go to the
+/// set, whose keyed hash keeps adversarial names harmless.
+#[derive(Debug, Clone)]
+struct Interner {
+    set: HashSet<Arc<str>>,
+    cache: Vec<Option<Arc<str>>>,
 }
 
-/// The state of task `id`, created if new, marked as seen at `ts`.
-fn task_entry<'m>(
-    tasks: &'m mut HashMap<Arc<str>, TaskState>,
-    id: &str,
-    ts: f64,
-) -> &'m mut TaskState {
-    // Two lookups on the hit path: returning the `get_mut` borrow early is
-    // rejected by the current borrow checker, and `entry` would allocate
-    // the key on every call.
-    if !tasks.contains_key(id) {
-        tasks.insert(Arc::from(id), TaskState::new(ts));
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            set: HashSet::new(),
+            cache: vec![None; NAME_CACHE_SLOTS],
+        }
     }
-    let task = tasks.get_mut(id).expect("just inserted");
-    task.last_seen = task.last_seen.max(ts);
-    task
+}
+
+impl Interner {
+    /// The shared copy of `name`, allocated only the first time it is seen.
+    fn get(&mut self, name: &str) -> Arc<str> {
+        let slot = cache_slot(name);
+        if let Some(n) = &self.cache[slot] {
+            if **n == *name {
+                return Arc::clone(n);
+            }
+        }
+        let n = match self.set.get(name) {
+            Some(n) => Arc::clone(n),
+            None => {
+                let n: Arc<str> = Arc::from(name);
+                self.set.insert(Arc::clone(&n));
+                n
+            }
+        };
+        self.cache[slot] = Some(Arc::clone(&n));
+        n
+    }
+
+    /// Forgets the names nothing else holds any more (the cache is emptied
+    /// first so that it does not keep them alive).
+    fn sweep(&mut self) {
+        self.cache.iter_mut().for_each(|c| *c = None);
+        self.set.retain(|n| Arc::strong_count(n) > 1);
+    }
+}
+
+/// The cache slot of `name`: its length and up to four bytes from each end.
+fn cache_slot(name: &str) -> usize {
+    let b = name.as_bytes();
+    let ends = b.iter().take(4).chain(b.iter().rev().take(4));
+    let h = ends.fold(b.len(), |h, &x| {
+        h.wrapping_mul(31).wrapping_add(usize::from(x))
+    });
+    h & (NAME_CACHE_SLOTS - 1)
 }
 
 /// The attribution state of feature `f`, created if new, marked as seen.
@@ -642,14 +696,59 @@ fn feature_entry<'m>(
     fs
 }
 
-/// Pops the latest open start of `agent` on `task`.
-fn pop_start(task: &mut TaskState, agent: &str) -> Option<f64> {
-    let i = task.open.iter().position(|(a, _)| &**a == agent)?;
-    let start = task.open[i].1.pop();
-    if task.open[i].1.is_empty() {
-        task.open.swap_remove(i);
+/// Pops the latest open start of `agent` on `task`. An emptied list stays,
+/// keeping its allocation for the agent's next start.
+fn pop_start(task: &mut TaskState, agent: &Arc<str>) -> Option<f64> {
+    let i = find_name(&task.open, agent, |(a, _)| a)?;
+    task.open[i].1.pop()
+}
+
+/// The position of `name` in `items`: by pointer first (names are
+/// interned, so this is the usual hit), then by value.
+fn find_name<T>(items: &[T], name: &Arc<str>, key: impl Fn(&T) -> &Arc<str>) -> Option<usize> {
+    items
+        .iter()
+        .position(|x| Arc::ptr_eq(key(x), name))
+        .or_else(|| items.iter().position(|x| **key(x) == **name))
+}
+
+/// The payload fields the engine reads, gathered in one pass over the
+/// payload (cheaper than a lookup per field). A field of the wrong type is
+/// absent.
+#[derive(Default)]
+struct Fields<'a> {
+    agent: Option<&'a str>,
+    task_id: Option<&'a str>,
+    feature: Option<&'a str>,
+    status: Option<&'a str>,
+    cost_usd: Option<&'a Value>,
+    cost: Option<&'a Value>,
+    duration_ms: Option<&'a Value>,
+    attempts: Option<&'a Value>,
+    result: Option<&'a Value>,
+    rejected: Option<&'a Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(payload: &'a Map<String, Value>) -> Self {
+        let mut f = Fields::default();
+        for (k, v) in payload {
+            match k.as_str() {
+                "agent" => f.agent = v.as_str(),
+                "task_id" => f.task_id = v.as_str(),
+                "feature" => f.feature = v.as_str(),
+                "status" => f.status = v.as_str(),
+                "cost_usd" => f.cost_usd = Some(v),
+                "cost" => f.cost = Some(v),
+                "duration_ms" => f.duration_ms = Some(v),
+                "attempts" => f.attempts = Some(v),
+                "result" => f.result = Some(v),
+                "rejected" => f.rejected = Some(v),
+                _ => {}
+            }
+        }
+        f
     }
-    start
 }
 
 /// A cost or duration: a finite number in `[0, MAX_AMOUNT]`.

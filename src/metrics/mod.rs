@@ -135,6 +135,9 @@
 //! - Per feature: its cost and the part already attributed, evicted the
 //!   same way.
 //! - `open_tasks` counts the tasks in memory that have not finished.
+//! - The engine has no clock: "now" for retention and eviction is the newest
+//!   event timestamp seen. An event stamped far in the future therefore
+//!   moves both; the pipeline, which has a clock, should refuse such events.
 //!
 //! # Files
 //!
@@ -144,6 +147,8 @@
 //! - `histogram.rs`: [`LogHistogram`], the mergeable percentile histogram.
 //! - `engine.rs`: [`MetricsEngine`] and its [`MetricsConfig`]: task, agent
 //!   and feature state, turning events into bucket contributions.
+//! - `name_map.rs`: [`NameMap`], the small sorted map of the per-bucket
+//!   breakdowns, fast for the interned names the engine looks up.
 //! - `kpi.rs`: the serialisable views [`Kpis`], [`MetricsSnapshot`],
 //!   [`Report`] and their parts.
 //! - `tests.rs`: worked scenarios and property tests of the whole engine.
@@ -152,6 +157,7 @@ mod bucket;
 mod engine;
 mod histogram;
 mod kpi;
+mod name_map;
 #[cfg(test)]
 mod tests;
 
@@ -164,3 +170,4 @@ pub use histogram::{LogHistogram, RELATIVE_ERROR};
 pub use kpi::{
     AgentKpis, BucketView, CurrentBuckets, FeatureReport, Kpis, MetricsSnapshot, Report, Samples,
 };
+pub use name_map::NameMap;
