@@ -398,9 +398,12 @@ impl MetricsEngine {
             self.add_span(&agent, start, end, extra);
         }
         self.events_since_sweep += 1;
-        if self.events_since_sweep >= EVICTION_EVERY_EVENTS
-            || self.newest_ts - self.last_sweep_ts >= EVICTION_EVERY_SECS
-        {
+        // A sweep visits every task, feature and name, so it waits for at
+        // least an eighth as many events as there are tasks: its cost stays
+        // a few visits per event however many tasks are open.
+        let due = self.events_since_sweep >= EVICTION_EVERY_EVENTS
+            || self.newest_ts - self.last_sweep_ts >= EVICTION_EVERY_SECS;
+        if due && self.events_since_sweep as usize >= self.tasks.len() / 8 {
             self.sweep();
         }
     }

@@ -58,7 +58,10 @@ impl ValidationError {
 #[derive(Debug, Clone)]
 struct TypeDecl {
     name: Arc<str>,
+    /// In declared order (error messages follow it).
     fields: Vec<(Box<str>, FieldKind)>,
+    /// Indices into `fields` in key order, for a merge with the payload.
+    sorted: Vec<usize>,
 }
 
 /// The checked event declarations.
@@ -109,8 +112,18 @@ impl Schema {
                 fields.push((name.into_boxed_str(), kind));
             }
             let name: Arc<str> = Arc::from(decl.on.as_str());
+            let mut sorted: Vec<usize> = (0..fields.len()).collect();
+            sorted.sort_by(|&a, &b| fields[a].0.cmp(&fields[b].0));
+            sorted.dedup_by(|a, b| fields[*a].0 == fields[*b].0);
             if types
-                .insert(decl.on.clone().into_boxed_str(), TypeDecl { name, fields })
+                .insert(
+                    decl.on.clone().into_boxed_str(),
+                    TypeDecl {
+                        name,
+                        fields,
+                        sorted,
+                    },
+                )
                 .is_some()
             {
                 return Err(invalid(format!(
@@ -185,16 +198,27 @@ impl Schema {
         check_size_and_depth(ty, &event.payload, self.max_payload_bytes)?;
         match self.types.get(ty) {
             Some(decl) => {
-                for (name, kind) in &decl.fields {
-                    match event.payload.get(&**name) {
+                // Both the payload (a BTreeMap) and `sorted` are in key
+                // order: one merge pass finds every declared field.
+                let mut entries = event.payload.iter().peekable();
+                for &i in &decl.sorted {
+                    let (name, kind) = &decl.fields[i];
+                    while entries.next_if(|(k, _)| k.as_str() < &**name).is_some() {}
+                    match entries.next_if(|(k, _)| k.as_str() == &**name) {
                         None => {
+                            // Report the first missing field in declared order.
+                            let first = decl
+                                .fields
+                                .iter()
+                                .find(|(n, _)| !event.payload.contains_key(&**n))
+                                .unwrap_or(&decl.fields[i]);
                             return Err(ValidationError::new(
                                 ty,
-                                &**name,
-                                format!("missing (expected {})", kind.expected()),
-                            ))
+                                &*first.0,
+                                format!("missing (expected {})", first.1.expected()),
+                            ));
                         }
-                        Some(v) => kind
+                        Some((_, v)) => kind
                             .check(v)
                             .map_err(|message| ValidationError::new(ty, &**name, message))?,
                     }
@@ -212,59 +236,66 @@ impl Schema {
 }
 
 /// Refuses payloads whose JSON text would exceed `limit` bytes or that nest
-/// deeper than [`MAX_DEPTH`]. Walks with an explicit stack (no recursion, so
-/// no stack overflow) and stops as soon as the limit is passed.
+/// deeper than [`MAX_DEPTH`]. Recursion is bounded by `MAX_DEPTH`, so it
+/// cannot overflow the stack, and it allocates nothing: this runs on the
+/// producer's thread for every event. It stops as soon as the limit is
+/// passed.
 fn check_size_and_depth(ty: &str, payload: &Payload, limit: usize) -> Result<(), ValidationError> {
-    // Start with the object's braces; each entry adds its key, quotes, colon
-    // and comma. Strings are counted unescaped: a lower bound that is exact
-    // for ordinary text.
-    let mut size = 2usize;
-    let mut stack: Vec<(&Value, usize)> = Vec::new();
-    for (k, v) in payload {
-        size += k.len() + 4;
-        stack.push((v, 1));
-    }
-    while let Some((v, depth)) = stack.pop() {
+    // Strings are counted unescaped and numbers as 8 bytes: a close lower
+    // bound of the JSON text, exact enough for a size limit.
+    fn walk(v: &Value, depth: usize, size: &mut usize, limit: usize) -> Result<(), &'static str> {
         if depth > MAX_DEPTH {
-            return Err(ValidationError::new(
-                ty,
-                "payload",
-                format!("nested deeper than {MAX_DEPTH} levels"),
-            ));
+            return Err("deep");
         }
-        size += match v {
+        *size += match v {
             Value::Null => 4,
             Value::Bool(_) => 5,
             Value::Number(_) => 8,
             Value::String(s) => s.len() + 2,
             Value::Array(a) => {
-                stack.extend(a.iter().map(|x| (x, depth + 1)));
+                for x in a {
+                    walk(x, depth + 1, size, limit)?;
+                }
                 2 + a.len()
             }
             Value::Object(o) => {
                 for (k, x) in o {
-                    size += k.len() + 4;
-                    stack.push((x, depth + 1));
+                    *size += k.len() + 4;
+                    walk(x, depth + 1, size, limit)?;
                 }
                 2
             }
         };
-        if size > limit {
-            return Err(ValidationError::new(
-                ty,
-                "payload",
-                format!("larger than the {limit}-byte limit"),
-            ));
+        if *size > limit {
+            return Err("large");
+        }
+        Ok(())
+    }
+    let mut size = 2usize;
+    let mut result = Ok(());
+    for (k, v) in payload {
+        size += k.len() + 4;
+        result = walk(v, 1, &mut size, limit);
+        if result.is_err() {
+            break;
         }
     }
-    if size > limit {
-        return Err(ValidationError::new(
+    if result.is_ok() && size > limit {
+        result = Err("large");
+    }
+    match result {
+        Ok(()) => Ok(()),
+        Err("deep") => Err(ValidationError::new(
+            ty,
+            "payload",
+            format!("nested deeper than {MAX_DEPTH} levels"),
+        )),
+        Err(_) => Err(ValidationError::new(
             ty,
             "payload",
             format!("larger than the {limit}-byte limit"),
-        ));
+        )),
     }
-    Ok(())
 }
 
 #[cfg(test)]

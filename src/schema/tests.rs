@@ -371,3 +371,26 @@ fn declared_types_are_interned() {
         &s.intern("agent_started")
     ));
 }
+
+#[test]
+fn declared_fields_are_found_whatever_order_they_were_inserted_in() {
+    // Validation merges the payload's keys with the declared ones, relying
+    // on serde_json's sorted map (no `preserve_order`): this guards it.
+    let s = Schema::builtin();
+    let mut p = serde_json::Map::new();
+    for (k, v) in [
+        ("zz_extra", json!(1)),
+        ("tools", json!([])),
+        ("task_id", json!("t")),
+        ("model", json!("m")),
+        ("agent", json!("a")),
+        ("aa_extra", json!(2)),
+    ] {
+        p.insert(k.into(), v);
+    }
+    s.validate(&NewEvent::new("agent_started", p.clone()))
+        .unwrap();
+    p.remove("model");
+    let e = s.validate(&NewEvent::new("agent_started", p)).unwrap_err();
+    assert_eq!(e.field, "model");
+}

@@ -1,0 +1,206 @@
+//! Criterion benchmarks of the pipeline's hot paths.
+//!
+//! - `emit`: the caller-side cost of `Emitter::emit_event` (validation,
+//!   timestamp, enqueue) with the pipeline running.
+//! - `pipeline`: events/s through validation + dispatcher + JSONL log
+//!   (durability `batch`) + metrics, no console, ~300-byte events.
+//! - `report`: reading a JSONL log back and computing the KPIs (MB/s).
+//! - `wire`: serialising one event, `schema`: validating one.
+//!
+//! Run: `cargo bench --bench pipeline`. Figures go in BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use serde_json::{json, Map, Value};
+
+use agentpulse::emitter::Emitter;
+
+// As in the binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use agentpulse::event::{Event, NewEvent, Record};
+use agentpulse::logfile;
+use agentpulse::metrics::{MetricsConfig, MetricsEngine};
+use agentpulse::pipeline::QueuePolicy;
+use agentpulse::schema::Schema;
+use agentpulse::sinks::jsonl::{Durability, JsonlConfig};
+
+/// A realistic `agent_completed` payload: with the envelope, ~300 bytes.
+fn payload(i: u64) -> Map<String, Value> {
+    let agent = ["scribe", "critic", "runner", "medic", "gemini"][(i % 5) as usize];
+    json!({
+        "agent": agent,
+        "task_id": format!("t_{:06}", i / 5),
+        "status": if i % 7 == 0 { "failed" } else { "success" },
+        "duration_ms": 1200 + i % 5000,
+        "cost_usd": 0.0123 + (i % 100) as f64 / 1000.0,
+        "model": "claude-sonnet-4.5",
+        "feature": format!("feature_{}", i % 50),
+        "notes": "wrote 3 tests; 2 assertions refined after critic review",
+    })
+    .as_object()
+    .unwrap()
+    .clone()
+}
+
+fn event(i: u64, ts: f64) -> NewEvent {
+    NewEvent::new("agent_completed", payload(i)).with_timestamp(ts)
+}
+
+fn bench_emit(c: &mut Criterion) {
+    let emitter = Emitter::builder()
+        .no_log()
+        .quiet()
+        .queue_capacity(1 << 20)
+        .build()
+        .unwrap();
+    emitter.start().unwrap();
+    let template = payload(1);
+    let mut g = c.benchmark_group("emit");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("emit_event (caller side)", |b| {
+        b.iter_batched(
+            || NewEvent::new(emitter.schema().intern("agent_completed"), template.clone()),
+            |ev| emitter.emit_event(ev),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+    emitter.stop().unwrap();
+    let s = emitter.stats();
+    eprintln!("emit: accepted {} dropped {}", s.accepted, s.dropped);
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    const N: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let emitter = Emitter::builder()
+        .jsonl(JsonlConfig {
+            dir: dir.path().to_path_buf(),
+            durability: Durability::Batch,
+            ..JsonlConfig::default()
+        })
+        .quiet()
+        .policy(QueuePolicy::Block)
+        .build()
+        .unwrap();
+    emitter.start().unwrap();
+    let ts = agentpulse::event::now_unix();
+    let events: Vec<NewEvent> = (0..N).map(|i| event(i, ts + i as f64 * 1e-4)).collect();
+    let line = Record::new(Event {
+        id: 1,
+        event_type: Arc::from("agent_completed"),
+        timestamp: ts,
+        event_id: None,
+        payload: payload(1),
+    })
+    .line
+    .len();
+    eprintln!("pipeline: event size {line} bytes");
+    let mut g = c.benchmark_group("pipeline");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(N));
+    g.bench_function("validate+jsonl(batch)+metrics, 200k events", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |evs| {
+                for ev in evs {
+                    emitter.emit_event(ev).unwrap();
+                }
+                assert!(emitter.flush());
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+    emitter.stop().unwrap();
+}
+
+fn bench_report(c: &mut Criterion) {
+    // A ~100 MB log written through the real sink.
+    let dir = tempfile::tempdir().unwrap();
+    let emitter = Emitter::builder()
+        .jsonl(JsonlConfig {
+            dir: dir.path().to_path_buf(),
+            durability: Durability::None,
+            ..JsonlConfig::default()
+        })
+        .quiet()
+        .policy(QueuePolicy::Block)
+        .build()
+        .unwrap();
+    emitter.start().unwrap();
+    let ts = agentpulse::event::now_unix() - 3600.0;
+    for i in 0..330_000u64 {
+        emitter.emit_event(event(i, ts + i as f64 * 0.01)).unwrap();
+    }
+    emitter.stop().unwrap();
+    let path = dir.path().join("agent-events.jsonl");
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    let mut g = c.benchmark_group("report");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("read_events + metrics", |b| {
+        b.iter(|| {
+            let mut engine = MetricsEngine::new(MetricsConfig::default());
+            logfile::read_events(&path, |e| engine.observe(&e), |_| {}).unwrap();
+            engine.report()
+        })
+    });
+    g.bench_function("read_events only", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            logfile::read_events(&path, |_| n += 1, |_| {}).unwrap();
+            n
+        })
+    });
+    g.finish();
+}
+
+fn bench_parts(c: &mut Criterion) {
+    let schema = Schema::builtin();
+    let ev = event(3, 1_764_576_000.0);
+    let e = Event {
+        id: 42,
+        event_type: ev.event_type.clone(),
+        timestamp: 1_764_576_000.5,
+        event_id: None,
+        payload: ev.payload.clone(),
+    };
+    let mut g = c.benchmark_group("parts");
+    g.bench_function("schema.validate", |b| b.iter(|| schema.validate(&ev)));
+    g.bench_function("Record::new (serialise once)", |b| {
+        b.iter_batched(|| e.clone(), Record::new, BatchSize::SmallInput)
+    });
+    let mut engine = MetricsEngine::new(MetricsConfig::default());
+    let mut i = 0u64;
+    g.bench_function("metrics.observe", |b| {
+        b.iter_batched(
+            || {
+                i += 1;
+                Event {
+                    id: i,
+                    event_type: Arc::from("agent_completed"),
+                    timestamp: 1_764_576_000.0 + i as f64 * 0.01,
+                    event_id: None,
+                    payload: payload(i),
+                }
+            },
+            |e| engine.observe(&e),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_emit,
+    bench_parts,
+    bench_pipeline,
+    bench_report
+);
+criterion_main!(benches);
