@@ -33,7 +33,7 @@ fn payload(i: u64) -> Map<String, Value> {
     json!({
         "agent": agent,
         "task_id": format!("t_{:06}", i / 5),
-        "status": if i % 7 == 0 { "failed" } else { "success" },
+        "status": if i.is_multiple_of(7) { "failed" } else { "success" },
         "duration_ms": 1200 + i % 5000,
         "cost_usd": 0.0123 + (i % 100) as f64 / 1000.0,
         "model": "claude-sonnet-4.5",
