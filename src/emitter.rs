@@ -36,6 +36,7 @@ use crate::schema::{Schema, ValidationError};
 use crate::sinks::console::{ConsoleSink, Level};
 use crate::sinks::jsonl::{JsonlConfig, JsonlSink};
 use crate::sinks::metrics::{MetricsSink, SharedEngine};
+use crate::sinks::redis_metrics::Increments;
 use crate::sinks::runner::{SinkHandle, SinkStats, WhenFull};
 use crate::sinks::Sink;
 
@@ -136,6 +137,7 @@ struct Parts {
     taps: Vec<Box<dyn Tap>>,
     replay_days: u32,
     dedup_window: usize,
+    increments: Option<Arc<Increments>>,
 }
 
 struct Inner {
@@ -179,6 +181,7 @@ pub struct EmitterBuilder {
     extra_sinks: Vec<(Box<dyn Sink>, WhenFull)>,
     taps: Vec<Box<dyn Tap>>,
     strict: Option<bool>,
+    increments: Option<Arc<Increments>>,
 }
 
 impl Default for EmitterBuilder {
@@ -196,6 +199,7 @@ impl Default for EmitterBuilder {
             extra_sinks: Vec::new(),
             taps: Vec::new(),
             strict: None,
+            increments: None,
         }
     }
 }
@@ -290,6 +294,12 @@ impl EmitterBuilder {
         self
     }
 
+    /// Records per-bucket increments for a Redis flusher.
+    pub fn metrics_increments(mut self, increments: Arc<Increments>) -> Self {
+        self.increments = Some(increments);
+        self
+    }
+
     /// Adds a tap (runs on the dispatcher thread; must not block).
     pub fn tap(mut self, tap: Box<dyn Tap>) -> Self {
         self.taps.push(tap);
@@ -346,6 +356,7 @@ impl EmitterBuilder {
                     taps: self.taps,
                     replay_days: self.replay_days,
                     dedup_window: self.dedup_window,
+                    increments: self.increments,
                 }))),
             }),
         })
@@ -393,6 +404,7 @@ impl Emitter {
             mut taps,
             replay_days,
             dedup_window,
+            increments,
         } = *parts;
         let keep_recent = taps.iter().map(|t| t.replay_capacity()).max().unwrap_or(0);
         let mut recent: std::collections::VecDeque<crate::event::Event> =
@@ -428,8 +440,12 @@ impl Emitter {
             report.bad_lines = rec.bad_lines;
             sinks.push(SinkHandle::spawn(Box::new(sink), 64, WhenFull::Block));
         }
+        let mut metrics_sink = MetricsSink::new(self.inner.engine.clone());
+        if let Some(inc) = increments {
+            metrics_sink = metrics_sink.with_increments(inc);
+        }
         sinks.push(SinkHandle::spawn(
-            Box::new(MetricsSink::new(self.inner.engine.clone())),
+            Box::new(metrics_sink),
             64,
             WhenFull::Block,
         ));

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod emit;
+mod redis_cmds;
 mod report;
 mod serve;
 mod tail;
@@ -35,6 +36,10 @@ enum Command {
     Report(report::Args),
     /// Print a hub's live stream, resuming after disconnects.
     Tail(tail::Args),
+    /// Print bucket metrics stored in Redis.
+    Metrics(redis_cmds::MetricsArgs),
+    /// Recompute the Redis bucket metrics from JSONL logs (idempotent).
+    RebuildMetrics(redis_cmds::RebuildArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -47,6 +52,8 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(cli.config.as_deref(), args),
         Command::Report(args) => report::run(args),
         Command::Tail(args) => tail::run(args),
+        Command::Metrics(args) => redis_cmds::metrics(args),
+        Command::RebuildMetrics(args) => redis_cmds::rebuild(args),
     };
     match result {
         Ok(code) => code,

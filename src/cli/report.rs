@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use agentpulse::config::KPI_NAMES;
 use agentpulse::logfile;
-use agentpulse::metrics::{MetricsConfig, MetricsEngine};
+use agentpulse::metrics::{Granularity, MetricsConfig, MetricsEngine};
+use agentpulse::sinks::redis_metrics::store::value_json;
+use agentpulse::sinks::redis_metrics::Keys;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,10 +20,21 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print the KPIs of every hourly, daily or weekly bucket instead (JSON,
+    /// keyed like the Redis values: `metrics:hourly:2026-12-01T07:00:00`).
+    #[arg(long)]
+    buckets: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut engine = MetricsEngine::new(MetricsConfig::default());
+    let mut config = MetricsConfig::default();
+    if args.buckets.is_some() {
+        // Keep every bucket of the logs, however old.
+        config.retention.hourly = usize::MAX / 4;
+        config.retention.daily = usize::MAX / 4;
+        config.retention.weekly = usize::MAX / 4;
+    }
+    let mut engine = MetricsEngine::new(config);
     let (mut events, mut bad) = (0u64, 0u64);
     for path in &args.files {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -54,6 +67,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if bad > 20 {
         eprintln!("... {} more unreadable lines skipped", bad - 20);
+    }
+    if let Some(name) = &args.buckets {
+        let g = [Granularity::Hourly, Granularity::Daily, Granularity::Weekly]
+            .into_iter()
+            .find(|g| g.as_str() == name)
+            .ok_or_else(|| anyhow::anyhow!("--buckets: expected hourly, daily or weekly"))?;
+        let keys = Keys::default();
+        let out: serde_json::Map<String, Value> = engine
+            .buckets(g)
+            .map(|(start, b)| (keys.value_key(g, start), value_json(b, g)))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
     }
     let report = serde_json::to_value(engine.report())?;
     if args.json {

@@ -14,6 +14,7 @@ use agentpulse::hub::{self, HubConfig};
 use agentpulse::pipeline::QueuePolicy;
 use agentpulse::sinks::console::Level;
 use agentpulse::sinks::jsonl::{Durability, JsonlConfig};
+use agentpulse::sinks::redis_metrics::RedisMetricsConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,6 +36,23 @@ pub struct Args {
     /// Redis URL for the agent-events bridge and bucket metrics.
     #[arg(long, env = "AGENTPULSE_REDIS_URL")]
     redis_url: Option<String>,
+    /// Prefix of the metric keys in Redis.
+    #[arg(long, env = "AGENTPULSE_REDIS_PREFIX", default_value = "metrics:")]
+    redis_prefix: String,
+    /// Milliseconds between metric flushes to Redis.
+    #[arg(long, env = "AGENTPULSE_REDIS_FLUSH_MS", default_value_t = 1000)]
+    redis_flush_ms: u64,
+    /// TTL of hourly / daily / weekly buckets, in days.
+    #[arg(
+        long,
+        env = "AGENTPULSE_REDIS_TTL_DAYS",
+        value_delimiter = ',',
+        default_value = "7,30,90"
+    )]
+    redis_ttl_days: Vec<u64>,
+    /// Do not subscribe to the agent-events channel (metrics only).
+    #[arg(long, env = "AGENTPULSE_NO_REDIS_BRIDGE")]
+    no_redis_bridge: bool,
     /// Require this token on ingest, APIs and streams.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -115,7 +133,16 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         max_connections: args.max_connections,
         max_body_bytes: args.max_body_bytes,
         max_event_bytes: config.limits.max_payload_bytes,
-        redis_url: args.redis_url,
+        redis_metrics: match &args.redis_url {
+            Some(url) => Some(redis_metrics_config(
+                url,
+                &args.redis_prefix,
+                args.redis_flush_ms,
+                &args.redis_ttl_days,
+            )?),
+            None => None,
+        },
+        redis_url: args.redis_url.filter(|_| !args.no_redis_bridge),
         log: (!args.no_log).then_some(jsonl),
         ..HubConfig::default()
     };
@@ -145,6 +172,30 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Redis metrics settings from the command line.
+pub fn redis_metrics_config(
+    url: &str,
+    prefix: &str,
+    flush_ms: u64,
+    ttl_days: &[u64],
+) -> anyhow::Result<RedisMetricsConfig> {
+    let mut rc = RedisMetricsConfig::new(url);
+    rc.keys.prefix = prefix.to_string();
+    if !(10..=600_000).contains(&flush_ms) {
+        anyhow::bail!("--redis-flush-ms: {flush_ms} is outside 10..=600000");
+    }
+    rc.flush_interval = Duration::from_millis(flush_ms);
+    match ttl_days {
+        [h, d, w] if *h > 0 && *d > 0 && *w > 0 => {
+            rc.keys.ttl_hourly = h * 86_400;
+            rc.keys.ttl_daily = d * 86_400;
+            rc.keys.ttl_weekly = w * 86_400;
+        }
+        other => anyhow::bail!("--redis-ttl-days: expected three positive numbers (hourly,daily,weekly), got {other:?}"),
+    }
+    Ok(rc)
 }
 
 async fn wait_for_signal() {

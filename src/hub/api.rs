@@ -198,7 +198,17 @@ async fn metrics_json(
     match query.get("bucket") {
         None => Json(metrics_document(&state)).into_response(),
         Some(b) => match series_query(b, &query) {
-            Ok((g, from, to)) => Json(series(&state, g, from, to)).into_response(),
+            Ok((g, from, to)) => match (&state.store, g) {
+                (Some(store), g) if g != Granularity::Minute => {
+                    match redis_series(store, g, from, to).await {
+                        Ok(v) => Json(v).into_response(),
+                        Err(e) => {
+                            error_response(StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}"))
+                        }
+                    }
+                }
+                _ => Json(series(&state, g, from, to)).into_response(),
+            },
             Err(e) => error_response(StatusCode::BAD_REQUEST, e),
         },
     }
@@ -289,6 +299,36 @@ pub fn series(state: &SharedState, g: Granularity, from: f64, to: f64) -> Value 
     json!({ "bucket": g.as_str(), "source": "memory", "series": out })
 }
 
+/// The stored series of `g` from Redis.
+async fn redis_series(
+    store: &super::StoreHandle,
+    g: Granularity,
+    from: f64,
+    to: f64,
+) -> Result<Value, String> {
+    let mut reader = store.reader.lock().await;
+    if reader.is_none() {
+        let client = redis::Client::open(store.config.url.as_str()).map_err(|e| e.to_string())?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(store.config.timeout)
+            .set_response_timeout(store.config.timeout);
+        let con = tokio::time::timeout(
+            store.config.timeout * 2,
+            redis::aio::ConnectionManager::new_with_config(client, cfg),
+        )
+        .await
+        .map_err(|_| "connection timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        *reader = Some(con);
+    }
+    let con = reader.as_mut().expect("connected");
+    let series =
+        crate::sinks::redis_metrics::store::read_series(con, &store.config.keys, g, from, to)
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(json!({ "bucket": g.as_str(), "source": "redis", "series": series }))
+}
+
 /// `GET /api/config`: what a dashboard needs to know of the configuration.
 async fn config_json(State(state): State<SharedState>, headers: HeaderMap) -> Response {
     if let Err(resp) = super::auth::check_http(&state, &headers) {
@@ -339,11 +379,37 @@ async fn health(State(state): State<SharedState>) -> Response {
     if state.config.redis_url.is_some() {
         let up = state.counters.redis_up.load(Ordering::Relaxed);
         if !up {
-            reasons.push("redis: not connected".into());
+            reasons.push("redis bridge: not connected".into());
         }
         components.insert(
-            "redis".into(),
+            "redis_bridge".into(),
             json!({"status": if up { "ok" } else { "degraded" }}),
+        );
+    }
+    if let Some(store) = &state.store {
+        let s = &store.stats;
+        let up = s.up.load(Ordering::Relaxed);
+        let dropped = s.dropped_events.load(Ordering::Relaxed);
+        let pending = s.pending_events.load(Ordering::Relaxed);
+        if !up {
+            reasons.push(format!(
+                "redis metrics: not connected; increments of {pending} events pending"
+            ));
+        }
+        if dropped > 0 {
+            reasons.push(format!(
+                "redis metrics: increments of {dropped} events dropped (pending bound reached)"
+            ));
+        }
+        components.insert(
+            "redis_metrics".into(),
+            json!({
+                "status": if up && dropped == 0 { "ok" } else { "degraded" },
+                "pending_events": pending,
+                "dropped_events": dropped,
+                "flushes": s.flushes.load(Ordering::Relaxed),
+                "failures": s.failures.load(Ordering::Relaxed),
+            }),
         );
     }
     let status = if reasons.is_empty() { "ok" } else { "degraded" };

@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::emitter::{Emitter, EmitterBuilder, EmitterError, StartReport};
 use crate::sinks::jsonl::JsonlConfig;
+use crate::sinks::redis_metrics::{Flusher, Increments, RedisMetricsConfig, StoreStats};
 
 pub mod api;
 pub mod auth;
@@ -64,8 +65,10 @@ pub struct HubConfig {
     pub max_body_bytes: usize,
     /// Largest single event.
     pub max_event_bytes: usize,
-    /// Redis for the `agent-events` bridge and bucket metrics.
+    /// Redis for the `agent-events` bridge.
     pub redis_url: Option<String>,
+    /// Redis bucket metrics (usually the same URL).
+    pub redis_metrics: Option<RedisMetricsConfig>,
     /// The log, for resuming from ids older than the ring.
     pub log: Option<JsonlConfig>,
     /// How long shutdown waits for clients before closing anyway.
@@ -86,6 +89,7 @@ impl Default for HubConfig {
             max_body_bytes: 16 * 1024 * 1024,
             max_event_bytes: 64 * 1024,
             redis_url: None,
+            redis_metrics: None,
             log: Some(JsonlConfig::default()),
             shutdown_grace: Duration::from_secs(3),
         }
@@ -157,6 +161,18 @@ pub struct HubState {
     pub started: Instant,
     /// The address actually bound.
     pub addr: SocketAddr,
+    /// The Redis bucket store, when configured.
+    pub store: Option<StoreHandle>,
+}
+
+/// The hub's view of the Redis bucket store.
+pub struct StoreHandle {
+    /// The flusher's counters.
+    pub stats: Arc<StoreStats>,
+    /// Its settings.
+    pub config: RedisMetricsConfig,
+    /// A connection for reading series back, made on first use.
+    pub reader: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
 }
 
 /// Shared hub state.
@@ -170,6 +186,7 @@ pub struct RunningHub {
     pub start_report: StartReport,
     state: SharedState,
     server: tokio::task::JoinHandle<Result<(), HubError>>,
+    flusher: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 impl RunningHub {
@@ -200,6 +217,15 @@ impl RunningHub {
         }
         let emitter = state.emitter.clone();
         let _ = tokio::task::spawn_blocking(move || emitter.stop()).await;
+        // Only now are all increments in: the last flush comes after the
+        // pipeline has stopped.
+        if let Some((token, task)) = self.flusher {
+            token.cancel();
+            let limit = state.config.shutdown_grace + Duration::from_secs(5);
+            if tokio::time::timeout(limit, task).await.is_err() {
+                tracing::warn!("redis metrics: final flush did not finish in time");
+            }
+        }
         result
     }
 }
@@ -212,7 +238,14 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningHub, HubError> {
     let ring = Arc::new(Retained::new(config.ring_capacity, 0));
-    let emitter = builder.tap(Box::new(RingTap(ring.clone()))).build()?;
+    let mut builder = builder.tap(Box::new(RingTap(ring.clone())));
+    let mut flusher = None;
+    if let Some(rc) = &config.redis_metrics {
+        let increments = Increments::new(rc.flush_max_events);
+        builder = builder.metrics_increments(increments.clone());
+        flusher = Some(Flusher::new(rc.clone(), increments));
+    }
+    let emitter = builder.build()?;
     let starter = emitter.clone();
     let start_report = tokio::task::spawn_blocking(move || starter.start())
         .await
@@ -222,6 +255,19 @@ pub async fn start(
         .await
         .map_err(|source| HubError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(HubError::Serve)?;
+    let store = match (&flusher, &config.redis_metrics) {
+        (Some(f), Some(rc)) => Some(StoreHandle {
+            stats: f.stats(),
+            config: rc.clone(),
+            reader: tokio::sync::Mutex::new(None),
+        }),
+        _ => None,
+    };
+    let flusher = flusher.map(|f| {
+        let token = CancellationToken::new();
+        let task = tokio::spawn(f.run(token.clone()));
+        (token, task)
+    });
     let state = Arc::new(HubState {
         emitter,
         ring,
@@ -231,6 +277,7 @@ pub async fn start(
         counters: HubCounters::default(),
         started: Instant::now(),
         addr,
+        store,
     });
     if let Some(url) = state.config.redis_url.clone() {
         let st = state.clone();
@@ -249,6 +296,7 @@ pub async fn start(
         start_report,
         state,
         server,
+        flusher,
     })
 }
 

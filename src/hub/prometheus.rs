@@ -131,6 +131,49 @@ pub fn render(state: &SharedState) -> String {
             counter!("agentpulse_redis_errors_total").absolute(c.redis_errors.load(Relaxed));
         }
 
+        if let Some(store) = &state.store {
+            let s = &store.stats;
+            describe_gauge!(
+                "agentpulse_redis_metrics_up",
+                "1 when the last Redis metrics operation succeeded."
+            );
+            gauge!("agentpulse_redis_metrics_up").set(if s.up.load(Relaxed) { 1.0 } else { 0.0 });
+            describe_counter!(
+                "agentpulse_redis_metrics_flushes_total",
+                "Flushes applied to Redis."
+            );
+            counter!("agentpulse_redis_metrics_flushes_total").absolute(s.flushes.load(Relaxed));
+            describe_counter!(
+                "agentpulse_redis_metrics_round_trips_total",
+                "Round trips to Redis for metrics."
+            );
+            counter!("agentpulse_redis_metrics_round_trips_total")
+                .absolute(s.round_trips.load(Relaxed));
+            describe_counter!(
+                "agentpulse_redis_metrics_failures_total",
+                "Failed flush attempts."
+            );
+            counter!("agentpulse_redis_metrics_failures_total").absolute(s.failures.load(Relaxed));
+            describe_counter!(
+                "agentpulse_redis_metrics_dropped_events_total",
+                "Events whose increments were dropped."
+            );
+            counter!("agentpulse_redis_metrics_dropped_events_total")
+                .absolute(s.dropped_events.load(Relaxed));
+            describe_gauge!(
+                "agentpulse_redis_metrics_pending_events",
+                "Events whose increments wait for a flush."
+            );
+            gauge!("agentpulse_redis_metrics_pending_events")
+                .set(s.pending_events.load(Relaxed) as f64);
+            describe_gauge!(
+                "agentpulse_redis_metrics_last_flush_seconds",
+                "Duration of the last flush."
+            );
+            gauge!("agentpulse_redis_metrics_last_flush_seconds")
+                .set(s.last_flush_micros.load(Relaxed) as f64 / 1e6);
+        }
+
         describe_gauge!("agentpulse_kpi", "The six KPIs over the rolling window.");
         let window = serde_json::to_value(&m.kpis.window).unwrap_or_default();
         for name in KPI_NAMES {

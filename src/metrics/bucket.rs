@@ -441,6 +441,11 @@ impl BucketSet {
         self.sets.iter().map(BTreeMap::len).sum()
     }
 
+    /// Removes every bucket of granularity `g`.
+    pub fn clear_granularity(&mut self, g: Granularity) {
+        self.sets[g.index()].clear();
+    }
+
     /// Removes every bucket.
     pub fn clear(&mut self) {
         self.sets.iter_mut().for_each(BTreeMap::clear);

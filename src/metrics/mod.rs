@@ -158,6 +158,7 @@ mod engine;
 mod histogram;
 mod kpi;
 mod name_map;
+pub mod raw;
 #[cfg(test)]
 mod tests;
 

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::redis_metrics::Increments;
 use super::{Sink, SinkError};
 use crate::event::SharedRecord;
 use crate::metrics::MetricsEngine;
@@ -10,15 +11,26 @@ use crate::metrics::MetricsEngine;
 /// A metrics engine shared between the sink thread and readers.
 pub type SharedEngine = Arc<Mutex<MetricsEngine>>;
 
-/// Hands events to a shared [`MetricsEngine`].
+/// Hands events to a shared [`MetricsEngine`], and, when Redis is
+/// configured, records what each event adds to each bucket for the flusher.
 pub struct MetricsSink {
     engine: SharedEngine,
+    increments: Option<Arc<Increments>>,
 }
 
 impl MetricsSink {
     /// A sink feeding `engine`.
     pub fn new(engine: SharedEngine) -> Self {
-        MetricsSink { engine }
+        MetricsSink {
+            engine,
+            increments: None,
+        }
+    }
+
+    /// Also records bucket increments into `increments`.
+    pub fn with_increments(mut self, increments: Arc<Increments>) -> Self {
+        self.increments = Some(increments);
+        self
     }
 }
 
@@ -30,8 +42,17 @@ impl Sink for MetricsSink {
     fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
         // One lock per batch keeps readers' waits short and the cost low.
         let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        for r in batch {
-            engine.observe(&r.event);
+        match &self.increments {
+            None => {
+                for r in batch {
+                    engine.observe(&r.event);
+                }
+            }
+            Some(inc) => inc.add(batch.len() as u64, |set| {
+                for r in batch {
+                    engine.observe_into(&r.event, set);
+                }
+            }),
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::event::SharedRecord;
 pub mod console;
 pub mod jsonl;
 pub mod metrics;
+pub mod redis_metrics;
 pub mod runner;
 
 /// A failure of a sink: what it was doing and the I/O error.

@@ -184,6 +184,7 @@ pub struct Redis {
     pub child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl Redis {
@@ -192,7 +193,20 @@ impl Redis {
     }
 
     pub fn start_on(port: u16) -> Redis {
-        let dir = tempfile::tempdir().unwrap();
+        Redis::spawn(port, tempfile::tempdir().unwrap(), false)
+    }
+
+    /// A server that keeps its data across a kill (AOF, fsync always).
+    pub fn start_persistent() -> Redis {
+        Redis::spawn(free_port(), tempfile::tempdir().unwrap(), true)
+    }
+
+    fn spawn(port: u16, dir: tempfile::TempDir, persistent: bool) -> Redis {
+        let aof: &[&str] = if persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -201,20 +215,35 @@ impl Redis {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
-                "--dir",
             ])
+            .args(aof)
+            .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test.sh installs it)");
-        let r = Redis { child, port, dir };
+        let r = Redis {
+            child,
+            port,
+            dir,
+            persistent,
+        };
         wait_for("redis-server to answer", Duration::from_secs(10), || {
             r.cmd(&["PING"]).filter(|s| s == "PONG")
         });
         r
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port with
+    /// the same data directory.
+    pub fn restart(self) -> Redis {
+        let mut me = self;
+        me.kill();
+        let dir = std::mem::replace(&mut me.dir, tempfile::tempdir().unwrap());
+        let (port, persistent) = (me.port, me.persistent);
+        drop(me);
+        Redis::spawn(port, dir, persistent)
     }
 
     pub fn url(&self) -> String {
@@ -236,6 +265,12 @@ impl Redis {
             return None;
         }
         Some(s)
+    }
+
+    /// The JSON stored at `key`, if any.
+    pub fn get_json(&self, key: &str) -> Option<Value> {
+        let s = self.cmd(&["GET", key])?;
+        serde_json::from_str(&s).ok()
     }
 
     pub fn kill(&mut self) {

@@ -1,0 +1,203 @@
+//! `agentpulse metrics` (read bucket metrics back from Redis) and
+//! `agentpulse rebuild-metrics` (recompute them from logs).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use agentpulse::config::KPI_NAMES;
+use agentpulse::hub::api::parse_time;
+use agentpulse::logfile;
+use agentpulse::metrics::{Granularity, MetricsConfig, MetricsEngine};
+use agentpulse::sinks::redis_metrics::store::{read_series, replace};
+use agentpulse::sinks::redis_metrics::Keys;
+
+#[derive(Debug, clap::Args)]
+pub struct MetricsArgs {
+    /// The Redis holding the buckets.
+    #[arg(long, env = "AGENTPULSE_REDIS_URL")]
+    redis_url: String,
+    /// hourly, daily or weekly.
+    #[arg(long, default_value = "daily")]
+    bucket: String,
+    /// Start (Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, UTC).
+    #[arg(long)]
+    from: Option<String>,
+    /// End (same forms); default now.
+    #[arg(long)]
+    to: Option<String>,
+    /// Key prefix.
+    #[arg(long, env = "AGENTPULSE_REDIS_PREFIX", default_value = "metrics:")]
+    prefix: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    /// JSONL logs (plain or .gz).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The Redis to write.
+    #[arg(long, env = "AGENTPULSE_REDIS_URL")]
+    redis_url: String,
+    /// Key prefix.
+    #[arg(long, env = "AGENTPULSE_REDIS_PREFIX", default_value = "metrics:")]
+    prefix: String,
+    /// TTL of hourly / daily / weekly buckets, in days.
+    #[arg(long, value_delimiter = ',', default_value = "7,30,90")]
+    ttl_days: Vec<u64>,
+}
+
+fn granularity(name: &str) -> anyhow::Result<Granularity> {
+    [Granularity::Hourly, Granularity::Daily, Granularity::Weekly]
+        .into_iter()
+        .find(|g| g.as_str() == name)
+        .ok_or_else(|| anyhow::anyhow!("--bucket: expected hourly, daily or weekly, got {name:?}"))
+}
+
+async fn connect(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url}"))?;
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(3))
+        .set_response_timeout(Duration::from_secs(30))
+        .set_number_of_retries(1);
+    redis::aio::ConnectionManager::new_with_config(client, cfg)
+        .await
+        .with_context(|| format!("cannot reach Redis at {url}"))
+}
+
+pub fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
+    let g = granularity(&args.bucket)?;
+    let to = match &args.to {
+        Some(t) => parse_time(t).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
+        None => agentpulse::event::now_unix(),
+    };
+    let from = match &args.from {
+        Some(f) => parse_time(f).map_err(|e| anyhow::anyhow!("--from: {e}"))?,
+        None => to - 6.0 * g.length_secs() as f64,
+    };
+    let keys = Keys {
+        prefix: args.prefix.clone(),
+        ..Keys::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let series = rt.block_on(async {
+        let mut con = connect(&args.redis_url).await?;
+        anyhow::Ok(read_series(&mut con, &keys, g, from, to).await?)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&Value::Array(series))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{:<20}", "bucket");
+    for k in KPI_NAMES {
+        print!(" {:>12}", short(k));
+    }
+    println!(" {:>8}", "events");
+    for b in &series {
+        print!("{:<20}", b["key"].as_str().unwrap_or(""));
+        match b["kpis"].as_object() {
+            None => println!("  (no data)"),
+            Some(k) => {
+                for name in KPI_NAMES {
+                    print!(
+                        " {:>12.4}",
+                        k.get(name).and_then(Value::as_f64).unwrap_or(0.0)
+                    );
+                }
+                println!(
+                    " {:>8}",
+                    k.get("events").and_then(Value::as_u64).unwrap_or(0)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(kpi: &str) -> &str {
+    match kpi {
+        "agent_utilization" => "utilization",
+        "cost_per_feature" => "cost/feature",
+        "average_retry_count" => "retries",
+        "critic_rejection_rate" => "rejections",
+        "validation_pass_rate" => "pass_rate",
+        "time_to_completion" => "ttc_s",
+        other => other,
+    }
+}
+
+pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
+    let keys = match args.ttl_days.as_slice() {
+        [h, d, w] if *h > 0 && *d > 0 && *w > 0 => Keys {
+            prefix: args.prefix.clone(),
+            ttl_hourly: h * 86_400,
+            ttl_daily: d * 86_400,
+            ttl_weekly: w * 86_400,
+        },
+        other => anyhow::bail!("--ttl-days: expected three positive numbers, got {other:?}"),
+    };
+    // Keep every bucket of the logs, however old: retention is Redis's TTL.
+    let mut config = MetricsConfig::default();
+    config.retention.hourly = usize::MAX / 4;
+    config.retention.daily = usize::MAX / 4;
+    config.retention.weekly = usize::MAX / 4;
+    let mut engine = MetricsEngine::new(config);
+    let total: u64 = args
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+    ) {
+        bar.set_style(style);
+    }
+    let (mut events, mut bad, mut done) = (0u64, 0u64, 0u64);
+    for path in &args.files {
+        bar.set_message(path.display().to_string());
+        let mut seen = 0u64;
+        logfile::read_events(
+            path,
+            |e| {
+                engine.observe(&e);
+                events += 1;
+                seen += 1;
+                if seen.is_multiple_of(65_536) {
+                    bar.set_position(done + seen * 300);
+                }
+            },
+            |_| bad += 1,
+        )
+        .with_context(|| format!("cannot read {}", path.display()))?;
+        done += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        bar.set_position(done);
+    }
+    bar.finish_and_clear();
+    let buckets: Vec<(Granularity, i64, &agentpulse::metrics::BucketStats)> = engine
+        .bucket_set()
+        .iter()
+        .filter(|(g, _, _)| *g != Granularity::Minute)
+        .collect();
+    let n = buckets.len();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut con = connect(&args.redis_url).await?;
+        for chunk in buckets.chunks(200) {
+            replace(&mut con, &keys, chunk).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    eprintln!("rebuilt {n} buckets from {events} events ({bad} unreadable lines skipped)");
+    Ok(ExitCode::SUCCESS)
+}
