@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod emit;
 mod redis_cmds;
 mod report;
@@ -40,6 +41,8 @@ enum Command {
     Metrics(redis_cmds::MetricsArgs),
     /// Recompute the Redis bucket metrics from JSONL logs (idempotent).
     RebuildMetrics(redis_cmds::RebuildArgs),
+    /// Load generator against a running hub.
+    Bench(bench::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
         Command::Tail(args) => tail::run(args),
         Command::Metrics(args) => redis_cmds::metrics(args),
         Command::RebuildMetrics(args) => redis_cmds::rebuild(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -67,6 +67,49 @@ pub(crate) fn check_event_id(ty: &str, id: &str) -> Result<(), ValidationError> 
     Ok(())
 }
 
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    event_type: Option<Value>,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    timestamp: Option<Value>,
+    #[serde(default)]
+    event_id: Option<Value>,
+}
+
+/// Reads one incoming event from its JSON text in a single pass (the
+/// ingest paths' fast way). Input that is not a JSON object with the
+/// expected envelope falls back to [`parse_new_event`]'s precise errors.
+pub fn parse_new_event_bytes(
+    text: &[u8],
+    intern: impl Fn(&str) -> Arc<str>,
+) -> Result<NewEvent, ValidationError> {
+    match serde_json::from_slice::<Envelope>(text) {
+        Ok(env) => {
+            let mut obj = serde_json::Map::new();
+            for (k, v) in [
+                ("event_type", env.event_type),
+                ("payload", env.payload),
+                ("timestamp", env.timestamp),
+                ("event_id", env.event_id),
+            ] {
+                if let Some(v) = v {
+                    obj.insert(k.to_string(), v);
+                }
+            }
+            parse_new_event(Value::Object(obj), intern)
+        }
+        Err(_) => {
+            let value: Value = serde_json::from_slice(text).map_err(|e| {
+                ValidationError::new("event", "event", format!("malformed JSON: {e}"))
+            })?;
+            parse_new_event(value, intern)
+        }
+    }
+}
+
 /// Reads the envelope of one incoming event. `intern` maps a type name to
 /// its shared `Arc<str>` (see [`crate::schema::Schema::intern`]).
 ///

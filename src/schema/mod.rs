@@ -21,7 +21,7 @@ mod fields;
 mod input;
 
 pub use fields::FieldKind;
-pub use input::{parse_new_event, MAX_EVENT_TYPE_LEN};
+pub use input::{parse_new_event, parse_new_event_bytes, MAX_EVENT_TYPE_LEN};
 
 /// Deepest accepted nesting of a payload (objects and arrays).
 pub const MAX_DEPTH: usize = 64;

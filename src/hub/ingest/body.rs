@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::event::NewEvent;
-use crate::schema::{parse_new_event, ValidationError};
+use crate::schema::{parse_new_event, parse_new_event_bytes, ValidationError};
 
 /// One item of a body: its event, or why it is not one.
 pub type Item = Result<NewEvent, ValidationError>;
@@ -142,22 +142,20 @@ fn parse_ndjson(
         if line.is_empty() {
             continue;
         }
-        let item = match serde_json::from_slice::<&RawValue>(line) {
-            Err(e) => Err(ValidationError::new(
-                "event",
-                "event",
-                format!(
+        // One pass over valid lines; a malformed one is parsed again only
+        // to say where it breaks.
+        let item = parse_one(line, max_event_bytes, intern).map_err(|mut e| {
+            e.message = match serde_json::from_slice::<&RawValue>(line) {
+                Err(j) => format!(
                     "line {}: malformed JSON at column {}: {}",
                     i + 1,
-                    e.column(),
-                    strip_position(&e.to_string())
+                    j.column(),
+                    strip_position(&j.to_string())
                 ),
-            )),
-            Ok(raw) => parse_one(raw.get().as_bytes(), max_event_bytes, intern).map_err(|mut e| {
-                e.message = format!("line {}: {}", i + 1, e.message);
-                e
-            }),
-        };
+                Ok(_) => format!("line {}: {}", i + 1, e.message),
+            };
+            e
+        });
         items.push(item);
     }
     items
@@ -175,9 +173,7 @@ fn parse_one(text: &[u8], max_event_bytes: usize, intern: &impl Fn(&str) -> Arc<
             ),
         ));
     }
-    let value: Value = serde_json::from_slice(text)
-        .map_err(|e| ValidationError::new("event", "event", format!("malformed JSON: {e}")))?;
-    parse_new_event(value, intern)
+    parse_new_event_bytes(text, intern)
 }
 
 /// The `event_type` of an oversized event, found cheaply for the error
@@ -346,5 +342,62 @@ mod tests {
             Format::Json
         );
         assert_eq!(Format::from_content_type(None), Format::Json);
+    }
+
+    // The ingest parser's fuzz test: whatever the bytes, it answers without
+    // panicking, and every item of a valid batch is accounted for.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let schema = crate::schema::Schema::builtin();
+            for f in [Format::Json, Format::Ndjson] {
+                if let Ok(items) = parse_body(&bytes, f, 1024, &intern) {
+                    for ev in items.into_iter().flatten() {
+                        let _ = schema.validate(&ev);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn json_shaped_input_never_panics(
+            lines in proptest::collection::vec(
+                (
+                    proptest::option::of("[a-zA-Z0-9_.\\-]{0,70}"),
+                    proptest::option::of(proptest::prelude::any::<f64>()),
+                    "[ -~]{0,40}",
+                    0usize..6,
+                ),
+                0..20,
+            )
+        ) {
+            let body: Vec<String> = lines
+                .iter()
+                .map(|(ty, ts, text, depth)| {
+                    let mut payload = serde_json::json!({ "text": text, "cost_usd": ts });
+                    for _ in 0..*depth {
+                        payload = serde_json::json!({ "nested": payload });
+                    }
+                    let mut v = serde_json::json!({ "payload": payload });
+                    if let Some(t) = ty { v["event_type"] = serde_json::json!(t); }
+                    if let Some(ts) = ts { v["timestamp"] = serde_json::json!(ts); }
+                    v.to_string()
+                })
+                .collect();
+            let nd = body.join("\n");
+            let items = parse_body(nd.as_bytes(), Format::Ndjson, 65_536, &intern);
+            if !nd.trim().is_empty() {
+                proptest::prop_assert_eq!(items.unwrap().len(), lines.len());
+            }
+            let arr = format!("[{}]", body.join(","));
+            let items = parse_body(arr.as_bytes(), Format::Json, 65_536, &intern).unwrap();
+            proptest::prop_assert_eq!(items.len(), lines.len());
+            let schema = crate::schema::Schema::builtin();
+            for ev in items.into_iter().flatten() {
+                let _ = schema.validate(&ev);
+            }
+        }
     }
 }

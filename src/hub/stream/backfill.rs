@@ -6,13 +6,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::filter::Filter;
+use super::ring::{self, StreamItem};
 use super::{gap_message, record_message, send_timed, text, Tx};
-use crate::event::{Record, SharedRecord};
 use crate::hub::SharedState;
 use crate::logfile;
 
 enum Item {
-    Records(Vec<SharedRecord>),
+    Records(Vec<ring::Item>),
     Gap(u64, u64),
 }
 
@@ -69,7 +69,7 @@ pub(super) async fn from_log(
                     }
                     expected = event.id + 1;
                     if filter.matches(&event) {
-                        chunk.push(Arc::new(Record::new(event)));
+                        chunk.push(Arc::new(StreamItem::from_event(&event)));
                         if chunk.len() == chunk.capacity() {
                             let full = std::mem::replace(&mut chunk, Vec::with_capacity(256));
                             stop |= items_tx.blocking_send(Item::Records(full)).is_err();
@@ -111,7 +111,7 @@ pub fn collect(state: &SharedState, since: u64, limit: usize, filter: &Filter) -
     let mut out = Vec::new();
     let read = state
         .ring
-        .read_after(since, limit, |r| filter.matches(&r.event));
+        .read_after(since, limit, |r| filter.matches_item(r));
     if read.missing.is_some() {
         if let Some(log) = &state.config.log {
             let upto = state.ring.oldest_id().map_or(u64::MAX, |o| o - 1);
@@ -128,7 +128,7 @@ pub fn collect(state: &SharedState, since: u64, limit: usize, filter: &Filter) -
                     &path,
                     |e| {
                         if e.id > since && e.id <= upto && out.len() < limit && filter.matches(&e) {
-                            out.push(Record::new(e).message());
+                            out.push(Bytes::from(StreamItem::from_event(&e).message));
                         }
                     },
                     |_| {},
@@ -137,6 +137,11 @@ pub fn collect(state: &SharedState, since: u64, limit: usize, filter: &Filter) -
         }
     }
     let room = limit.saturating_sub(out.len());
-    out.extend(read.records.iter().take(room).map(|r| r.message()));
+    out.extend(
+        read.records
+            .iter()
+            .take(room)
+            .map(|r| Bytes::from(r.message.clone())),
+    );
     out
 }

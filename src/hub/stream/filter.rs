@@ -36,6 +36,26 @@ impl Filter {
         true
     }
 
+    /// Whether a retained stream item passes.
+    pub fn matches_item(&self, item: &super::ring::StreamItem) -> bool {
+        if let Some(types) = &self.types {
+            if !types.contains(&*item.event_type) {
+                return false;
+            }
+        }
+        if let Some(agent) = &self.agent {
+            if item.agent.as_deref() != Some(agent.as_str()) {
+                return false;
+            }
+        }
+        if let Some(task) = &self.task_id {
+            if item.task_id.as_deref() != Some(task.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Whether everything passes.
     pub fn is_empty(&self) -> bool {
         self.types.is_none() && self.agent.is_none() && self.task_id.is_none()

@@ -36,13 +36,14 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 
 use super::{error_response, SharedState};
-use crate::event::{now_unix, SharedRecord};
+use crate::event::now_unix;
 
 pub mod backfill;
 pub mod filter;
 pub mod ring;
 
 use filter::{Filter, StreamParams};
+use ring::StreamItem;
 
 /// Most records taken from the ring per read.
 const READ_CHUNK: usize = 1024;
@@ -99,9 +100,8 @@ fn text(v: serde_json::Value) -> Message {
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
 
-fn record_message(r: &SharedRecord) -> Message {
-    // The wire bytes are JSON text written by serde_json: always UTF-8.
-    Message::Text(Utf8Bytes::try_from(r.message()).expect("wire bytes are UTF-8"))
+fn record_message(r: &StreamItem) -> Message {
+    Message::Text(r.message.clone())
 }
 
 /// A `stream_gap` notice.
@@ -240,7 +240,7 @@ async fn drain(
         }
         let read = state
             .ring
-            .read_after(*cursor, READ_CHUNK, |r| filter.matches(&r.event));
+            .read_after(*cursor, READ_CHUNK, |r| filter.matches_item(r));
         if let Some((from, to)) = read.missing {
             send_timed(tx, text(gap_message(from, to, to, "not_retained")), limit).await?;
         }

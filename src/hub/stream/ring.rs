@@ -9,16 +9,62 @@
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
-use crate::event::SharedRecord;
+use crate::event::{Event, Record, SharedRecord};
 use crate::pipeline::Tap;
 use crate::sinks::runner::Batch;
 
+/// What the stream keeps of an event: its id, what filters look at, and
+/// its wire message, checked as UTF-8 once here rather than once per
+/// client. The payload itself is not kept: the ring holds 100,000 events.
+#[derive(Debug)]
+pub struct StreamItem {
+    /// The event's id.
+    pub id: u64,
+    /// Its type.
+    pub event_type: Arc<str>,
+    /// `payload.agent`, when a string.
+    pub agent: Option<Box<str>>,
+    /// `payload.task_id`, when a string.
+    pub task_id: Option<Box<str>>,
+    /// The wire form (a WebSocket text message).
+    pub message: Utf8Bytes,
+}
+
+impl StreamItem {
+    /// The stream's view of `record`.
+    pub fn new(record: &Record) -> Self {
+        StreamItem::from_parts(&record.event, record.message())
+    }
+
+    /// The stream's view of an event read back from the log.
+    pub fn from_event(event: &Event) -> Self {
+        StreamItem::from_parts(event, Record::new(event.clone()).message())
+    }
+
+    fn from_parts(event: &Event, message: bytes::Bytes) -> Self {
+        StreamItem {
+            id: event.id,
+            event_type: event.event_type.clone(),
+            agent: event.str_field("agent").map(Box::from),
+            task_id: event.str_field("task_id").map(Box::from),
+            // The wire bytes are JSON written by serde_json: always UTF-8.
+            message: Utf8Bytes::try_from(message).expect("wire bytes are UTF-8"),
+        }
+    }
+}
+
+/// A shared stream item.
+pub type Item = Arc<StreamItem>;
+
 struct Entry {
-    record: SharedRecord,
-    /// Bytes of all records pushed up to and including this one.
+    item: Item,
+    /// Bytes of all messages pushed up to and including this one.
     end_bytes: u64,
 }
 
@@ -32,8 +78,8 @@ struct Inner {
 /// What a read found after a cursor.
 #[derive(Debug, Default)]
 pub struct Read {
-    /// Records with ids after the cursor, oldest first (at most `max`).
-    pub records: Vec<SharedRecord>,
+    /// Items with ids after the cursor, oldest first (at most `max`).
+    pub records: Vec<Item>,
     /// Ids after the cursor that the ring no longer holds: `(from, to)`.
     pub missing: Option<(u64, u64)>,
     /// The cursor to read after next time.
@@ -64,23 +110,35 @@ impl Retained {
 
     /// Appends records (in id order) and wakes the readers.
     pub fn push(&self, records: &[SharedRecord]) {
-        let Some(last) = records.last() else { return };
+        // Built outside the lock: readers wait only for the appends.
+        let items: Vec<Item> = records
+            .iter()
+            .map(|r| Arc::new(StreamItem::new(r)))
+            .collect();
+        self.push_items(items);
+    }
+
+    /// Appends items (in id order) and wakes the readers.
+    pub fn push_items(&self, items: Vec<Item>) {
+        let Some(last_id) = items.last().map(|i| i.id) else {
+            return;
+        };
+        // Items pushed out of the ring are dropped after the lock is released.
+        let mut evicted = Vec::new();
         {
             let mut inner = self.inner.write();
-            for r in records {
-                inner.total_bytes += r.line.len() as u64;
+            for item in items {
+                inner.total_bytes += item.message.len() as u64;
                 let end_bytes = inner.total_bytes;
                 if inner.entries.len() == self.capacity {
-                    inner.entries.pop_front();
+                    evicted.extend(inner.entries.pop_front());
                 }
-                inner.entries.push_back(Entry {
-                    record: r.clone(),
-                    end_bytes,
-                });
+                inner.entries.push_back(Entry { item, end_bytes });
             }
-            inner.last_id = last.event.id;
+            inner.last_id = last_id;
         }
-        self.notify.send_replace(last.event.id);
+        self.notify.send_replace(last_id);
+        drop(evicted);
     }
 
     /// Moves the last id forward (the pipeline recovered ids that the ring
@@ -108,7 +166,7 @@ impl Retained {
 
     /// The oldest id still held, if any.
     pub fn oldest_id(&self) -> Option<u64> {
-        self.inner.read().entries.front().map(|e| e.record.event.id)
+        self.inner.read().entries.front().map(|e| e.item.id)
     }
 
     /// How many records are held.
@@ -127,14 +185,14 @@ impl Retained {
         &self,
         cursor: u64,
         max: usize,
-        mut keep: impl FnMut(&SharedRecord) -> bool,
+        mut keep: impl FnMut(&StreamItem) -> bool,
     ) -> Read {
         let inner = self.inner.read();
         let mut read = Read {
             next_cursor: cursor,
             ..Read::default()
         };
-        let Some(first) = inner.entries.front().map(|e| e.record.event.id) else {
+        let Some(first) = inner.entries.front().map(|e| e.item.id) else {
             return read;
         };
         let mut start = 0usize;
@@ -146,9 +204,9 @@ impl Retained {
         }
         let mut scanned = 0usize;
         for e in inner.entries.range(start.min(inner.entries.len())..) {
-            read.next_cursor = e.record.event.id;
-            if keep(&e.record) {
-                read.records.push(e.record.clone());
+            read.next_cursor = e.item.id;
+            if keep(&e.item) {
+                read.records.push(e.item.clone());
                 if read.records.len() >= max {
                     break;
                 }
@@ -169,10 +227,10 @@ impl Retained {
         let Some(front) = inner.entries.front() else {
             return (0, 0);
         };
-        let first = front.record.event.id;
+        let first = front.item.id;
         let count = inner.last_id.saturating_sub(cursor);
         if cursor < first {
-            let before_first = front.end_bytes - front.record.line.len() as u64;
+            let before_first = front.end_bytes - front.item.message.len() as u64;
             return (inner.total_bytes - before_first, count);
         }
         let idx = (cursor - first) as usize;
@@ -225,10 +283,7 @@ mod tests {
         assert_eq!(ring.last_id(), 6);
 
         let r = ring.read_after(4, 10, |_| true);
-        assert_eq!(
-            r.records.iter().map(|r| r.event.id).collect::<Vec<_>>(),
-            [5, 6]
-        );
+        assert_eq!(r.records.iter().map(|r| r.id).collect::<Vec<_>>(), [5, 6]);
         assert_eq!((r.missing, r.next_cursor), (None, 6));
 
         let r = ring.read_after(0, 10, |_| true);
@@ -244,11 +299,8 @@ mod tests {
     fn filters_advance_the_cursor() {
         let ring = Retained::new(100, 0);
         ring.push(&(1..=10).map(rec).collect::<Vec<_>>());
-        let r = ring.read_after(0, 2, |r| &*r.event.event_type == "even");
-        assert_eq!(
-            r.records.iter().map(|r| r.event.id).collect::<Vec<_>>(),
-            [2, 4]
-        );
+        let r = ring.read_after(0, 2, |r| &*r.event_type == "even");
+        assert_eq!(r.records.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 4]);
         assert_eq!(r.next_cursor, 4);
     }
 
@@ -256,7 +308,7 @@ mod tests {
     fn lag_is_measured_in_bytes() {
         let ring = Retained::new(100, 0);
         let recs: Vec<_> = (1..=5).map(rec).collect();
-        let len = recs[0].line.len() as u64;
+        let len = recs[0].message().len() as u64;
         ring.push(&recs);
         assert_eq!(ring.lag(5), (0, 0));
         assert_eq!(ring.lag(3).1, 2);

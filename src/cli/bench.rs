@@ -1,0 +1,370 @@
+//! `agentpulse bench`: a load generator against a running hub.
+//!
+//! - `bench ingest`: HTTP NDJSON ingest throughput.
+//! - `bench fanout`: S stream subscribers, events posted at a fixed rate;
+//!   checks every event reaches every subscriber and reports the
+//!   emit-to-receive latency histogram.
+//! - `bench idle`: opens N idle stream connections and reports the hub's
+//!   resident memory per connection (`--pid` of the hub).
+//!
+//! Bounded in count and time; loopback only. Raise the file limit for many
+//! connections (`ulimit -n 65536`) in the shells of both the hub and this.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// HTTP NDJSON ingest throughput.
+    Ingest {
+        /// The hub.
+        #[arg(long, default_value = "http://127.0.0.1:3010")]
+        hub: String,
+        /// Events to send in all.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Events per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
+    /// Fan-out: subscribers, a fixed event rate, latency histogram.
+    Fanout {
+        /// The hub.
+        #[arg(long, default_value = "http://127.0.0.1:3010")]
+        hub: String,
+        /// Stream subscribers.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Events per second posted.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Idle connections: the hub's memory per connection.
+    Idle {
+        /// The hub.
+        #[arg(long, default_value = "http://127.0.0.1:3010")]
+        hub: String,
+        /// Connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// The hub's process id (for its RSS).
+        #[arg(long)]
+        pid: u32,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.what {
+        What::Ingest {
+            hub,
+            events,
+            batch,
+            connections,
+        } => ingest(&hub, events, batch.max(1), connections.max(1)),
+        What::Fanout {
+            hub,
+            subscribers,
+            rate,
+            seconds,
+        } => fanout(&hub, subscribers, rate.max(1), seconds.clamp(1, 600)),
+        What::Idle {
+            hub,
+            connections,
+            pid,
+        } => idle(&hub, connections, pid),
+    }
+}
+
+/// One NDJSON line of ~300 bytes, like the criterion benchmarks'.
+fn line(i: u64, sent_ns: u128) -> String {
+    let agent = ["scribe", "critic", "runner", "medic", "gemini"][(i % 5) as usize];
+    format!(
+        concat!(
+            r#"{{"event_type":"agent_completed","payload":{{"agent":"{}","task_id":"t_{:06}","#,
+            r#""status":"success","duration_ms":{},"cost_usd":0.0123,"model":"claude-sonnet-4.5","#,
+            r#""feature":"feature_{}","sent_ns":{},"notes":"wrote 3 tests; refined after review"}}}}"#
+        ),
+        agent,
+        i / 5,
+        1200 + i % 5000,
+        i % 50,
+        sent_ns
+    )
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn ingest(hub: &str, events: u64, batch: usize, connections: usize) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/events", hub.trim_end_matches('/'));
+    // Bodies are built before the clock starts: only sending is measured.
+    let per_conn = events / connections as u64;
+    let bodies: Vec<Vec<Vec<u8>>> = (0..connections)
+        .map(|c| {
+            let start = c as u64 * per_conn;
+            (start..start + per_conn)
+                .collect::<Vec<_>>()
+                .chunks(batch)
+                .map(|ids| {
+                    let mut b = String::with_capacity(ids.len() * 320);
+                    for &i in ids {
+                        b.push_str(&line(i, 0));
+                        b.push('\n');
+                    }
+                    b.into_bytes()
+                })
+                .collect()
+        })
+        .collect();
+    let bytes: usize = bodies.iter().flatten().map(Vec::len).sum();
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = bodies
+        .into_iter()
+        .map(|bodies| {
+            let url = url.clone();
+            let sent = sent.clone();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(60))
+                    .build();
+                for body in bodies {
+                    let n = body.iter().filter(|&&b| b == b'\n').count() as u64;
+                    let resp = agent
+                        .post(&url)
+                        .set("Content-Type", "application/x-ndjson")
+                        .send_bytes(&body)
+                        .context("posting a batch")?;
+                    if resp.status() != 200 {
+                        bail!("hub answered {}", resp.status());
+                    }
+                    let mut sink = Vec::new();
+                    resp.into_reader().read_to_end(&mut sink)?;
+                    sent.fetch_add(n, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = sent.load(Ordering::Relaxed);
+    println!(
+        "ingest: {n} events in {secs:.2} s = {:.0} events/s ({:.1} MB/s), batch {batch}, {connections} connections",
+        n as f64 / secs,
+        bytes as f64 / secs / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fanout(hub: &str, subscribers: usize, rate: u64, seconds: u64) -> anyhow::Result<ExitCode> {
+    let ws = format!(
+        "{}/stream",
+        hub.trim_end_matches('/').replacen("http://", "ws://", 1)
+    );
+    let url = format!("{}/events", hub.trim_end_matches('/'));
+    let total = rate * seconds;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (latencies, counts) = rt.block_on(async {
+        let mut subs = Vec::new();
+        let ready = Arc::new(tokio::sync::Barrier::new(subscribers + 1));
+        for _ in 0..subscribers {
+            let (mut conn, _) = tokio_tungstenite::connect_async(ws.as_str())
+                .await
+                .with_context(|| format!("connecting to {ws}"))?;
+            // The welcome message.
+            conn.next().await;
+            let ready = ready.clone();
+            subs.push(tokio::spawn(async move {
+                ready.wait().await;
+                let mut lat: Vec<u32> = Vec::with_capacity(total as usize);
+                let mut got = 0u64;
+                let deadline = tokio::time::sleep(Duration::from_secs(seconds + 30));
+                tokio::pin!(deadline);
+                while got < total {
+                    let msg = tokio::select! {
+                        m = conn.next() => m,
+                        _ = &mut deadline => break,
+                    };
+                    let Some(Ok(Message::Text(t))) = msg else {
+                        if matches!(msg, Some(Ok(Message::Ping(_)))) {
+                            continue;
+                        }
+                        break;
+                    };
+                    let now = now_ns();
+                    if let Some(sent) = sent_ns(t.as_bytes()) {
+                        got += 1;
+                        lat.push(((now.saturating_sub(sent)) / 1000).min(u32::MAX as u128) as u32);
+                    }
+                }
+                (lat, got)
+            }));
+        }
+        ready.wait().await;
+        // The sender: a batch every 10 ms, stamped just before it is sent.
+        let per_tick = (rate / 100).max(1);
+        let sender = std::thread::spawn(move || -> anyhow::Result<u64> {
+            let agent = ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(30))
+                .build();
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let mut tick = 0u64;
+            while sent < total {
+                let due = start + Duration::from_millis(tick * 10);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                tick += 1;
+                let n = per_tick.min(total - sent);
+                let stamp = now_ns();
+                let mut body = String::with_capacity(n as usize * 330);
+                for i in sent..sent + n {
+                    body.push_str(&line(i, stamp));
+                    body.push('\n');
+                }
+                agent
+                    .post(&url)
+                    .set("Content-Type", "application/x-ndjson")
+                    .send_string(&body)?;
+                sent += n;
+            }
+            Ok(sent)
+        });
+        let mut latencies = Vec::new();
+        let mut counts = Vec::new();
+        for s in subs {
+            let (lat, got) = s.await?;
+            latencies.extend(lat);
+            counts.push(got);
+        }
+        sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+        anyhow::Ok((latencies, counts))
+    })?;
+    let delivered: u64 = counts.iter().sum();
+    let complete = counts.iter().filter(|&&c| c == total).count();
+    let mut lat = latencies;
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+    };
+    println!(
+        "fanout: {subscribers} subscribers, {rate} events/s for {seconds} s: {delivered} of {} deliveries ({complete}/{subscribers} subscribers got all {total}), {:.0} deliveries/s",
+        total * subscribers as u64,
+        delivered as f64 / seconds as f64
+    );
+    println!(
+        "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0)
+    );
+    println!("histogram (ms, deliveries):");
+    let edges = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, f64::INFINITY];
+    let mut lo = 0.0;
+    for hi in edges {
+        let n = lat
+            .iter()
+            .filter(|&&u| {
+                let ms = u as f64 / 1000.0;
+                ms >= lo && ms < hi
+            })
+            .count();
+        println!("  [{lo:>5} .. {hi:>5}) {n}");
+        lo = hi;
+    }
+    Ok(if complete == subscribers {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The `sent_ns` number in a message, found without parsing the JSON.
+fn sent_ns(msg: &[u8]) -> Option<u128> {
+    let key = b"\"sent_ns\":";
+    let at = msg.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = msg[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&msg[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+fn idle(hub: &str, connections: usize, pid: u32) -> anyhow::Result<ExitCode> {
+    let ws = format!(
+        "{}/stream",
+        hub.trim_end_matches('/').replacen("http://", "ws://", 1)
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let before = rss_kib(pid)?;
+    let conns = rt.block_on(async {
+        let mut conns = Vec::with_capacity(connections);
+        for i in 0..connections {
+            let (mut c, _) = tokio_tungstenite::connect_async(ws.as_str())
+                .await
+                .with_context(|| format!("connection {i}"))?;
+            c.next().await;
+            conns.push(c);
+        }
+        anyhow::Ok(conns)
+    })?;
+    // Let the hub settle, then read its memory.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_kib(pid)?;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / connections as f64;
+    println!(
+        "idle: {connections} connections: hub RSS {before} KiB -> {after} KiB, {:.1} KiB per connection",
+        per / 1024.0
+    );
+    drop(conns);
+    Ok(ExitCode::SUCCESS)
+}
