@@ -43,6 +43,11 @@ use crate::sinks::Sink;
 /// Default queue length between producers and the dispatcher.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 
+/// How far ahead of the clock an event may be stamped (clock skew between
+/// machines is tolerated; a timestamp in the far future would move the
+/// metrics' notion of now).
+pub const MAX_FUTURE_SECS: f64 = 86_400.0;
+
 /// Default number of `event_id`s remembered for deduplication.
 pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
 
@@ -511,14 +516,32 @@ impl Emitter {
         self.emit_event(NewEvent::new(event_type, payload))
     }
 
+    /// Schema validation plus the checks that need the clock.
+    fn check(&self, event: &NewEvent, now: f64) -> Result<(), ValidationError> {
+        self.inner.schema.validate(event)?;
+        if let Some(ts) = event.timestamp {
+            if ts > now + MAX_FUTURE_SECS {
+                return Err(ValidationError::new(
+                    &*event.event_type,
+                    "timestamp",
+                    format!(
+                        "{ts} is more than a day ahead of the hub's clock ({now:.0}); check the sender's clock"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Emits a prepared event (with its own timestamp or dedup key).
     pub fn emit_event(&self, mut event: NewEvent) -> Result<(), EmitError> {
-        if let Err(e) = self.inner.schema.validate(&event) {
+        let now = self.inner.clock.now();
+        if let Err(e) = self.check(&event, now) {
             self.count_rejected();
             return Err(e.into());
         }
         if event.timestamp.is_none() {
-            event.timestamp = Some(self.inner.clock.now());
+            event.timestamp = Some(now);
         }
         self.enqueue(Command::One(event))
     }
@@ -526,12 +549,13 @@ impl Emitter {
     /// Emits an event, waiting for room in the queue whatever the policy:
     /// for async producers that want backpressure.
     pub async fn emit_async(&self, mut event: NewEvent) -> Result<(), EmitError> {
-        if let Err(e) = self.inner.schema.validate(&event) {
+        let now = self.inner.clock.now();
+        if let Err(e) = self.check(&event, now) {
             self.count_rejected();
             return Err(e.into());
         }
         if event.timestamp.is_none() {
-            event.timestamp = Some(self.inner.clock.now());
+            event.timestamp = Some(now);
         }
         let ty = event.event_type.to_string();
         self.inner
@@ -607,7 +631,7 @@ impl Emitter {
         let mut valid = Vec::with_capacity(events.len());
         let mut results = Vec::with_capacity(events.len());
         for mut ev in events {
-            match self.inner.schema.validate(&ev) {
+            match self.check(&ev, now) {
                 Ok(()) => {
                     ev.timestamp.get_or_insert(now);
                     valid.push(ev);

@@ -329,3 +329,18 @@ fn metrics_follow_the_events() {
     assert_eq!(m["pipeline"]["accepted"], 4);
     e.stop().unwrap();
 }
+
+#[test]
+fn events_stamped_far_in_the_future_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = started(dir.path());
+    let now = agentpulse::event::now_unix();
+    let ok = NewEvent::new("note", Default::default()).with_timestamp(now + 3600.0);
+    e.emit_event(ok).unwrap();
+    let far = NewEvent::new("note", Default::default()).with_timestamp(now + 3.0 * 86_400.0);
+    let err = e.emit_event(far).unwrap_err().to_string();
+    assert!(err.starts_with("note.timestamp: "), "{err}");
+    assert!(err.contains("more than a day ahead"), "{err}");
+    e.stop().unwrap();
+    assert_eq!(log_events(dir.path()).len(), 1);
+}

@@ -130,14 +130,17 @@
 //!   completion failed, finished flag. Tasks with no event for more than
 //!   `task_idle_eviction_secs` (default one day) before the newest event
 //!   timestamp seen are evicted and counted (`evicted_tasks`); the check runs
-//!   every 1 024 events or when the newest timestamp advanced by a minute. A
-//!   later event of an evicted task starts it afresh.
+//!   every 1 024 events or when the newest timestamp advanced by a minute,
+//!   and not before an eighth as many events as there are tasks have passed
+//!   since the last one (so its cost per event stays bounded). A later
+//!   event of an evicted task starts it afresh.
 //! - Per feature: its cost and the part already attributed, evicted the
 //!   same way.
 //! - `open_tasks` counts the tasks in memory that have not finished.
 //! - The engine has no clock: "now" for retention and eviction is the newest
 //!   event timestamp seen. An event stamped far in the future therefore
-//!   moves both; the pipeline, which has a clock, should refuse such events.
+//!   moves both; the pipeline therefore refuses events stamped more than a
+//!   day ahead of its clock.
 //!
 //! # Files
 //!
