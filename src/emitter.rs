@@ -69,6 +69,13 @@ pub enum EmitError {
         /// The dropped event's type.
         event_type: String,
     },
+    /// The events were taken but the log has not confirmed them in time
+    /// (a failing disk): the sender should retry with the same `event_id`s.
+    #[error("events up to id {id} are accepted but not yet written to the log; retry with the same event_id")]
+    NotDurable {
+        /// The highest id waited for.
+        id: u64,
+    },
 }
 
 /// The emitter could not be set up or started.
@@ -154,6 +161,9 @@ struct Inner {
     clock: SharedClock,
     engine: SharedEngine,
     sink_stats: Mutex<Vec<(&'static str, Arc<SinkStats>)>>,
+    /// The log's watermark: ids up to it are written (or synced, per the
+    /// durability setting). `None` without a log or with durability `none`.
+    durable: Mutex<Option<tokio::sync::watch::Receiver<u64>>>,
     state: Mutex<State>,
 }
 
@@ -353,6 +363,7 @@ impl EmitterBuilder {
                 clock: self.clock,
                 engine: Arc::new(Mutex::new(engine)),
                 sink_stats: Mutex::new(Vec::new()),
+                durable: Mutex::new(None),
                 state: Mutex::new(State::Built(Box::new(Parts {
                     rx,
                     jsonl,
@@ -443,7 +454,12 @@ impl Emitter {
             next_id = rec.last_id + 1;
             report.replayed = rec.replayed;
             report.bad_lines = rec.bad_lines;
-            sinks.push(SinkHandle::spawn(Box::new(sink), 64, WhenFull::Block));
+            let handle = SinkHandle::spawn(Box::new(sink), 64, WhenFull::Block);
+            if jcfg.durability != crate::sinks::jsonl::Durability::None {
+                *self.inner.durable.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(handle.watermark());
+            }
+            sinks.push(handle);
         }
         let mut metrics_sink = MetricsSink::new(self.inner.engine.clone());
         if let Some(inc) = increments {
@@ -598,7 +614,33 @@ impl Emitter {
         let outcomes = rx.await.map_err(|_| EmitError::Stopped {
             event_type: "batch".into(),
         })?;
+        let highest = outcomes.iter().map(|o| o.id()).max().unwrap_or(0);
+        self.wait_durable(highest).await?;
         Ok(merge_outcomes(&mut results, outcomes))
+    }
+
+    /// Waits until the log holds every id up to `id` (per the durability
+    /// setting), at most 10 s. Without a log, or with durability `none`,
+    /// returns at once.
+    pub async fn wait_durable(&self, id: u64) -> Result<(), EmitError> {
+        let rx = self
+            .inner
+            .durable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(mut rx) = rx else { return Ok(()) };
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            rx.wait_for(|w| *w >= id).await.is_ok()
+        })
+        .await;
+        // When the sink thread is gone (the pipeline stopped, which
+        // flushes), its last watermark is the answer.
+        if waited == Ok(true) || *rx.borrow() >= id {
+            Ok(())
+        } else {
+            Err(EmitError::NotDurable { id })
+        }
     }
 
     /// [`Emitter::ingest`] for synchronous callers (blocks the thread).

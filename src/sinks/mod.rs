@@ -68,6 +68,13 @@ pub trait Sink: Send + 'static {
         Duration::from_millis(100)
     }
 
+    /// Whether everything handed in so far has reached the destination as
+    /// far as the sink promises (for a file: written, and synced when the
+    /// durability setting says so). Acknowledgements of ingest wait for it.
+    fn caught_up(&self) -> bool {
+        true
+    }
+
     /// Events this sink had to give up on (its retry buffer overflowed).
     fn dropped(&self) -> u64 {
         0

@@ -54,6 +54,7 @@ pub struct SinkHandle {
     tx: SyncSender<Msg>,
     when_full: WhenFull,
     stats: Arc<SinkStats>,
+    watermark: tokio::sync::watch::Receiver<u64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -64,17 +65,25 @@ impl SinkHandle {
         let stats = Arc::new(SinkStats::default());
         let name = sink.name();
         let thread_stats = stats.clone();
+        let (wm_tx, watermark) = tokio::sync::watch::channel(0);
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || run(sink, rx, thread_stats))
+            .spawn(move || run(sink, rx, thread_stats, wm_tx))
             .expect("spawn sink thread");
         SinkHandle {
             name,
             tx,
             when_full,
             stats,
+            watermark,
             thread: Some(thread),
         }
+    }
+
+    /// The id up to which everything handed to the sink has reached its
+    /// destination (see [`Sink::caught_up`]).
+    pub fn watermark(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watermark.clone()
     }
 
     /// The sink's name.
@@ -130,7 +139,14 @@ impl SinkHandle {
     }
 }
 
-fn run(mut sink: Box<dyn Sink>, rx: Receiver<Msg>, stats: Arc<SinkStats>) {
+fn run(
+    mut sink: Box<dyn Sink>,
+    rx: Receiver<Msg>,
+    stats: Arc<SinkStats>,
+    watermark: tokio::sync::watch::Sender<u64>,
+) {
+    // The last id handed in; published once the sink has caught up to it.
+    let mut handed = 0u64;
     let name = sink.name();
     let interval = sink.tick_interval();
     let mut last_tick = Instant::now();
@@ -153,6 +169,9 @@ fn run(mut sink: Box<dyn Sink>, rx: Receiver<Msg>, stats: Arc<SinkStats>) {
                 stats
                     .events
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if let Some(last) = batch.last() {
+                    handed = last.event.id;
+                }
                 match sink.write_batch(&batch) {
                     Ok(()) => clear_error(&stats),
                     Err(e) => report("write failed", e, &stats),
@@ -179,6 +198,9 @@ fn run(mut sink: Box<dyn Sink>, rx: Receiver<Msg>, stats: Arc<SinkStats>) {
             stats
                 .dropped_by_sink
                 .store(sink.dropped(), Ordering::Relaxed);
+            if sink.caught_up() && *watermark.borrow() < handed {
+                watermark.send_replace(handed);
+            }
             let _ = ack.send(());
             return;
         }
@@ -191,6 +213,9 @@ fn run(mut sink: Box<dyn Sink>, rx: Receiver<Msg>, stats: Arc<SinkStats>) {
         stats
             .dropped_by_sink
             .store(sink.dropped(), Ordering::Relaxed);
+        if sink.caught_up() && *watermark.borrow() < handed {
+            watermark.send_replace(handed);
+        }
     }
 }
 

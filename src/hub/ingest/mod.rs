@@ -104,6 +104,8 @@ pub async fn take(state: &SharedState, items: Vec<Item>) -> (StatusCode, Value) 
         }
     }
     let pre_rejected = slots.iter().filter(|s| s.is_err()).count() as u64;
+    // Answered once the accepted events are in the log (per its
+    // durability setting): an acknowledged event survives a crash.
     let results = match state.emitter.ingest(events).await {
         Ok(r) => r,
         Err(e) => {

@@ -607,10 +607,22 @@ impl Sink for JsonlSink {
             }
             self.enforce_bound();
         }
-        if result.is_ok() && self.config.durability == Durability::Always {
-            result = self.flush_inner();
+        // Unless durability is `none`, a batch is with the OS (or, for
+        // `always`, on disk) before the sink returns: acknowledgements wait
+        // for this (see `caught_up`), so an acknowledged event survives a
+        // crash of the hub.
+        if result.is_ok() {
+            result = match self.config.durability {
+                Durability::Always => self.flush_inner(),
+                Durability::Batch => self.write_pending(),
+                Durability::None => Ok(()),
+            };
         }
         self.report(result)
+    }
+
+    fn caught_up(&self) -> bool {
+        self.pending.is_empty() && !(self.config.durability == Durability::Always && self.unsynced)
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
