@@ -85,3 +85,32 @@ test('a hub that starts over with new ids: the page notices and reloads its hist
     await hub.stop();
   }
 });
+
+test('stream gaps: a notice, and the skipped ids fetched from /api/events, each shown once', async () => {
+  // With a 1-byte client queue the hub skips this client past every event it
+  // has not sent yet (a slow_consumer gap), so every event reaches the page
+  // through the gap-filling path.
+  const hub = await startHub({ extra: ['--client-queue-bytes', '1'] });
+  try {
+    const page = await openPage(browser, hub);
+    await waitForConnected(page);
+    const ids = [];
+    for (let b = 0; b < 5; b++) {
+      const r = await post(hub, byTime(taskFlow(`t_g${b}`, `gap-${b}`, Date.now() / 1000 - 100)));
+      ids.push(...r.ids);
+    }
+    await waitForLastId(page, ids.at(-1), 10000);
+    await page.waitForSelector('[data-testid="gap-notice"]', { timeout: 2000 });
+    assert.match(await page.textContent('[data-testid="gap-notice"]'), /Stream gap: the hub skipped \d+ events/);
+    const counts = await rowCounts(page);
+    for (const id of ids) assert.equal(counts[id], 1, `event ${id} shown once`);
+    assert.equal(Object.keys(counts).length, ids.length);
+    assert.ok(page.requests.some((u) => u.pathname === '/api/events' && u.searchParams.has('since')), 'filled over HTTP');
+    assert.equal(page.sockets.length, 1, 'no reconnect needed');
+    assert.equal(await page.getAttribute('[data-testid="conn"]', 'data-state'), 'connected');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  } finally {
+    await hub.stop();
+  }
+});
