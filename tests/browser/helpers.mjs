@@ -118,6 +118,12 @@ export async function waitForLastId(page, id, timeout = 5000) {
   await page.waitForFunction((want) => Number(document.querySelector('[data-testid="last-id"]').textContent) >= want, id, { timeout });
 }
 
+/** Waits until the feed shows id `id` and the panels have rendered with it applied. */
+export async function waitForRendered(page, id, timeout = 5000) {
+  await page.waitForFunction((want) => Number(document.querySelector('[data-testid="last-id"]').textContent) >= want
+    && window.agentpulse.stats().renderedId >= want, id, { timeout });
+}
+
 export async function waitForConnected(page, timeout = 10000) {
   await page.waitForSelector('[data-testid="conn"][data-state="connected"]', { timeout });
 }
