@@ -44,6 +44,8 @@ test('without a token the page asks for it, then connects', async () => {
     const page = await openPage(browser, hub);
     await page.waitForSelector('[data-testid="token-form"]', { state: 'visible', timeout: 5000 });
     assert.equal(await page.getAttribute('[data-testid="conn"]', 'data-state'), 'auth');
+    assert.match(await page.textContent('[data-testid="token-form"]'), /requires a token/);
+    assert.doesNotMatch(await page.textContent('[data-testid="token-form"]'), /refused/);
     // A wrong token is refused and asked for again.
     await page.fill('[data-testid="token-input"]', 'wrong');
     await page.click('[data-testid="token-submit"]');
