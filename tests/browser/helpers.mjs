@@ -22,6 +22,10 @@ export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--
 /** Serve the page from dashboard/index.html instead of the binary (for editing the page without rebuilding). */
 export const PAGE_FROM_DISK = process.env.AGENTPULSE_DASHBOARD_FROM_DISK === '1';
 
+// Hubs still running when this process exits (a failed or interrupted test) are killed.
+const running = new Set();
+process.on('exit', () => { for (const p of running) p.kill('SIGKILL'); });
+
 export function tempDir(prefix = 'agentpulse-browser-') {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
@@ -35,6 +39,8 @@ export async function startHub({ port = 0, logDir, token, extra = [], timeoutMs 
   logDir = logDir || tempDir('agentpulse-log-');
   const args = ['serve', '--quiet', '--port', String(port), '--log-dir', logDir, ...(token ? ['--token', token] : []), ...extra];
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AGENTPULSE_LOG: 'warn' } });
+  running.add(proc);
+  proc.once('exit', () => running.delete(proc));
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; if (stderr.length > 20000) stderr = stderr.slice(-20000); });
   const addr = await new Promise((resolve, reject) => {
