@@ -7,9 +7,10 @@ uses its own (the emitter's background thread has one, and every
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
-import zlib
+import socket
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -108,7 +109,7 @@ class HubTransport:
                 data = resp.read()
             except (OSError, http.client.HTTPException) as e:
                 self.close()
-                if reused and not isinstance(e, TimeoutError):
+                if reused and not isinstance(e, (TimeoutError, socket.timeout)):
                     continue  # a stale keep-alive connection: once more, fresh
                 raise TransportError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
             if resp.will_close:
@@ -120,7 +121,7 @@ class HubTransport:
         decoded answer (``None`` when it is not a JSON object)."""
         headers = {"Content-Type": "application/x-ndjson"}
         if self._compress_min is not None and len(ndjson) >= self._compress_min:
-            ndjson = zlib.compress(ndjson, 1, wbits=31)  # gzip framing
+            ndjson = gzip.compress(ndjson, compresslevel=1, mtime=0)
             headers["Content-Encoding"] = "gzip"
         status, data = self.request("POST", "/events", ndjson, headers)
         return status, decode_object(data)
