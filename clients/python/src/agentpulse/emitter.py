@@ -126,7 +126,8 @@ class Emitter:
     ``ValueError`` here; nothing later raises into the caller except
     :meth:`get_metrics`.
 
-    The background thread starts with the first event. Unless
+    The background thread starts with the first event and runs until
+    :meth:`close`: close the emitters you create (or use ``with``). Unless
     ``flush_at_exit`` is false, the interpreter's exit closes the emitter,
     waiting at most ``exit_timeout`` seconds for undelivered events. Use it
     as a context manager to close it at the end of a block.
@@ -263,10 +264,10 @@ class Emitter:
                     self._dropped += 1
                     dropped = self._dropped
                 else:
-                    self._queue.append(item)
-                    self._enqueued += 1
                     if self._thread is None:
                         self._start()
+                    self._queue.append(item)
+                    self._enqueued += 1
                     dropped = 0
             if dropped:
                 if self._warn_drop.ready():
@@ -308,8 +309,8 @@ class Emitter:
     def _start(self) -> None:
         """Starts the background thread (called with the lock held)."""
         t = threading.Thread(target=self._run, name="agentpulse-emitter", daemon=True)
+        t.start()  # may raise (at interpreter shutdown): tried again next time
         self._thread = t
-        t.start()
 
     # ------------------------------------------------------------- control
 
@@ -342,19 +343,15 @@ class Emitter:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._closed = True
-            target = self._enqueued
             thread = self._thread
             if not self._stopping:
-                self._stopping = True
+                self._stopping = True  # the thread sends at once, then ends
                 self._stop_deadline = deadline
         self._wake.set()
-        self._kick.set()
-        if thread is None or thread is threading.current_thread():
-            return self._done >= target
-        lost = self._lost
-        done = self._wait_done(target, timeout)
-        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return done and self._lost == lost
+        delivered = self.flush(timeout)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return delivered
 
     @property
     def closed(self) -> bool:
