@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 import pytest
 
@@ -54,6 +54,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _drain(pipe: IO[bytes]) -> None:
+    with pipe:
+        pipe.read()
+
+
 class Hub:
     """One ``agentpulse serve`` process; ``restart()`` keeps port and log dir."""
 
@@ -86,11 +91,12 @@ class Hub:
         m = _LISTENING.match(line)
         if not m:
             self.stop()
+            proc.stdout.close()
             raise RuntimeError(f"hub did not start: first line {line!r}; see {self.log_dir}.stderr")
         self.url = m.group(1)
         self.port = int(self.url.rsplit(":", 1)[1])
         # Keep reading stdout so that the hub can never block on it.
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from conftest import wait_until
 
 
@@ -12,7 +14,7 @@ def test_events_arrive_with_their_payloads(hub, make_emitter):
     em = make_emitter(hub.url)
     before = time.time()
     sent = [
-        ("task_queued", {"task_id": "t_1", "feature": "checkout", "est_cost": 0.45, "timestamp": before}),
+        ("task_queued", {"task_id": "t_1", "feature": "checkout", "est_cost": 0.45, "timestamp": 1729012418.123}),
         ("agent_started", {"agent": "scribe", "task_id": "t_1", "model": "m", "tools": ["read", "write"]}),
         ("agent_completed", {"agent": "scribe", "task_id": "t_1", "status": "success", "duration_ms": 2500, "cost_usd": 0.12}),
         ("note", {"text": "héllo ✓", "nested": {"a": [1, 2.5, None, True]}}),
@@ -30,6 +32,18 @@ def test_events_arrive_with_their_payloads(hub, make_emitter):
         assert before <= ev["timestamp"] <= time.time()
     st = em.stats()
     assert (st.sent, st.rejected, st.dropped, st.lost, st.retries, st.queued) == (len(sent), 0, 0, 0, 0, 0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hub bug: serde_json is built without `float_roundtrip`, so about 1 float "
+    "in 8 with 16-17 significant digits comes back 1 ULP off (e.g. time.time() values)",
+)
+def test_floats_round_trip_exactly(hub, make_emitter):
+    em = make_emitter(hub.url)
+    em.emit("note", {"x": 1796110967.4733875})  # sent exactly: json uses repr()
+    assert em.flush(timeout=10)
+    assert hub.wait_events(1)[0]["payload"]["x"] == 1796110967.4733875
 
 
 def test_payload_is_copied_at_call_time(hub, make_emitter):

@@ -116,3 +116,19 @@ def test_example_agent(hub, child_env):
     assert len({e["payload"]["task_id"] for e in events}) == 1
     assert events[-1]["payload"]["result"]["passed"] is True
     assert "validation_pass_rate" in proc.stdout and "100.0%" in proc.stdout
+
+
+def test_configure_replaces_the_process_emitter(hub, monkeypatch):
+    import agentpulse
+
+    monkeypatch.setattr(agentpulse, "_default", None)
+    first = agentpulse.configure(hub.url, token="", flush_at_exit=False, flush_interval=60)
+    assert agentpulse.get_emitter() is first
+    a = agentpulse.emit_event("note", {"n": 1})
+    second = agentpulse.configure(hub.url, token="", flush_at_exit=False)
+    assert first.closed and agentpulse.get_emitter() is second
+    b = agentpulse.emit_event("note", {"n": 2})
+    assert second.flush(timeout=10)
+    # The first emitter's close delivered its queued event.
+    assert [e["event_id"] for e in hub.wait_events(2)] == [a, b]
+    second.close(timeout=1)
