@@ -28,6 +28,16 @@ except ImportError:  # run from a checkout without installing the SDK
     from agentpulse import KPI_NAMES, AgentPulseError, emit_event, get_emitter
 
 MODEL = "claude-sonnet-4.5"
+# Utilization is busy time over the whole window (60 min by default) and
+# the number of agents: a few seconds of work is a small percentage.
+FORMATS = {
+    "agent_utilization": "{:.4%}",
+    "cost_per_feature": "${:.3f}",
+    "average_retry_count": "{:.2f}",
+    "critic_rejection_rate": "{:.1%}",
+    "validation_pass_rate": "{:.1%}",
+    "time_to_completion": "{:.3f} s",
+}
 
 
 class Agent:
@@ -102,9 +112,7 @@ def main() -> int:
     print(f"task {task_id}: events delivered to {emitter.hub_url} ({emitter.stats().sent} sent)")
     print("KPIs over the hub's window:")
     for name in KPI_NAMES:
-        value = metrics[name]
-        shown = f"{value:.1%}" if name.endswith(("rate", "utilization")) else f"{value:.3f}"
-        print(f"  {name:<24} {shown}")
+        print(f"  {name:<24} {FORMATS[name].format(metrics[name])}")
     return 0
 
 
