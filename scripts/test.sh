@@ -28,6 +28,7 @@ need_pkg() { # need_pkg COMMAND PACKAGE...
 }
 
 need_pkg redis-server redis-server
+need_pkg chromium chromium
 
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
   NEXTEST=""
@@ -41,11 +42,28 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
-log "tests"
+status=0
+log "Rust tests"
 if [ -n "$NEXTEST" ]; then
-  cargo nextest run --locked --no-fail-fast
+  cargo nextest run --locked --no-fail-fast || status=1
 else
-  cargo test --locked --no-fail-fast
+  cargo test --locked --no-fail-fast || status=1
 fi
 # Doc tests are not run by nextest.
-cargo test --locked --doc
+cargo test --locked --doc || status=1
+
+# The browser and Python suites run the debug binary the Rust tests built.
+cargo build --locked --bin agentpulse
+export AGENTPULSE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/agentpulse"
+
+log "browser tests (dashboard, headless Chromium)"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+node --test tests/browser/ || status=1
+
+log "Python SDK tests"
+clients/python/run_tests.sh -q || status=1
+
+if [ "$status" -ne 0 ]; then
+  log "FAILED"
+fi
+exit "$status"

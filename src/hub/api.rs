@@ -83,7 +83,16 @@ async fn root(State(state): State<SharedState>, req: Request) -> Response {
 
 /// The dashboard page (embedded).
 pub async fn dashboard() -> Response {
-    Html(include_str!("../../dashboard/index.html")).into_response()
+    (
+        [
+            // A page of another site may not frame the dashboard.
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(include_str!("../../dashboard/index.html")),
+    )
+        .into_response()
 }
 
 /// `GET /api/events?since=&limit=&types=&agent=&task_id=`: retained events,
