@@ -52,7 +52,7 @@ fn increments() -> (BucketSet, usize) {
                 "agent_started",
                 json!({"agent": a, "task_id": id, "model": "m", "tools": []}),
             );
-            let status = if (task + k as u64) % 9 == 0 {
+            let status = if (task + k as u64).is_multiple_of(9) {
                 "failed"
             } else if *a == "critic" {
                 "approved"
@@ -66,9 +66,9 @@ fn increments() -> (BucketSet, usize) {
         }
         push(
             "validation_complete",
-            json!({"task_id": id, "result": {"passed": task % 7 != 0}, "cost": 0.2}),
+            json!({"task_id": id, "result": {"passed": !task.is_multiple_of(7)}, "cost": 0.2}),
         );
-        if task % 20 == 0 {
+        if task.is_multiple_of(20) {
             push(
                 "hitl_escalated",
                 json!({"task_id": id, "attempts": 2, "last_error": "x", "priority": "high"}),
