@@ -124,18 +124,20 @@ pub const METRIC_NAMES: [&str; 14] = [
 ];
 
 impl Kpi {
+    /// Every KPI, in [`METRIC_NAMES`] order.
+    pub const ALL: [Kpi; 8] = [
+        Kpi::AgentUtilization,
+        Kpi::CostPerFeature,
+        Kpi::AverageRetryCount,
+        Kpi::CriticRejectionRate,
+        Kpi::ValidationPassRate,
+        Kpi::TimeToCompletion,
+        Kpi::TimeToCompletionP50,
+        Kpi::TimeToCompletionP95,
+    ];
+
     fn from_name(name: &str) -> Option<Kpi> {
-        Some(match name {
-            "agent_utilization" => Kpi::AgentUtilization,
-            "cost_per_feature" => Kpi::CostPerFeature,
-            "average_retry_count" => Kpi::AverageRetryCount,
-            "critic_rejection_rate" => Kpi::CriticRejectionRate,
-            "validation_pass_rate" => Kpi::ValidationPassRate,
-            "time_to_completion" => Kpi::TimeToCompletion,
-            "time_to_completion_p50" => Kpi::TimeToCompletionP50,
-            "time_to_completion_p95" => Kpi::TimeToCompletionP95,
-            _ => return None,
-        })
+        Kpi::ALL.into_iter().find(|k| k.name() == name)
     }
 
     /// The metric's name.
@@ -169,14 +171,16 @@ impl Kpi {
 }
 
 impl Counter {
+    /// Every counter, in [`METRIC_NAMES`] order.
+    pub const ALL: [Counter; 4] = [
+        Counter::Events,
+        Counter::EventsRejected,
+        Counter::EventsDropped,
+        Counter::EventsDuplicate,
+    ];
+
     fn from_name(name: &str) -> Option<Counter> {
-        Some(match name {
-            "events" => Counter::Events,
-            "events_rejected" => Counter::EventsRejected,
-            "events_dropped" => Counter::EventsDropped,
-            "events_duplicate" => Counter::EventsDuplicate,
-            _ => return None,
-        })
+        Counter::ALL.into_iter().find(|c| c.name() == name)
     }
 
     /// The metric's name.
@@ -201,13 +205,15 @@ impl Counter {
 }
 
 impl AgentField {
+    /// Every per-agent figure.
+    pub const ALL: [AgentField; 3] = [
+        AgentField::Utilization,
+        AgentField::Failures,
+        AgentField::CostUsd,
+    ];
+
     fn from_name(name: &str) -> Option<AgentField> {
-        Some(match name {
-            "agent_utilization" => AgentField::Utilization,
-            "agent_failures" => AgentField::Failures,
-            "agent_cost_usd" => AgentField::CostUsd,
-            _ => return None,
-        })
+        AgentField::ALL.into_iter().find(|a| a.name() == name)
     }
 
     /// The metric's name (without the label).
@@ -1090,6 +1096,20 @@ mod tests {
         assert_eq!(read(r#"agent_failures{agent="medic"}"#), (3.0, Some(8)));
         assert_eq!(read(r#"agent_cost_usd{agent="medic"}"#), (1.25, Some(8)));
         assert_eq!(read(r#"agent_cost_usd{agent="ghost"}"#), (0.0, Some(0)));
+    }
+
+    #[test]
+    fn metric_names_list_every_metric() {
+        use std::collections::BTreeSet;
+        let names: BTreeSet<&str> = (Kpi::ALL.iter().map(|k| k.name()))
+            .chain(Counter::ALL.iter().map(|c| c.name()))
+            .chain(AgentField::ALL.iter().map(|a| a.name()))
+            .collect();
+        let listed: BTreeSet<&str> = METRIC_NAMES.into_iter().collect();
+        assert_eq!(listed.len(), METRIC_NAMES.len());
+        assert_eq!(names, listed);
+        // The contract's six KPIs come first, in its order.
+        assert_eq!(METRIC_NAMES[..6], crate::config::KPI_NAMES);
     }
 
     #[test]
