@@ -9,10 +9,16 @@
 //! - `limits.max_payload_bytes` (default 65536): largest accepted payload.
 //! - an `emit:` entry may be `field: kind` instead of a bare `field`, to give
 //!   its type explicitly (kinds: see [`crate::schema::FieldKind`]).
+//! - `alerts:` entries take `min_samples` and `repeat_interval` besides the
+//!   original `condition`, `action` and `message`; `notifiers:` says what an
+//!   alert's `action` does and `budgets:` declares spending limits. All three
+//!   are documented in [`crate::alerts`], and checked at load: a bad rule
+//!   fails with its position (`alerts[2].condition: ...`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The content of the original project's `observability.yaml`, the built-in
@@ -64,9 +70,17 @@ pub struct Config {
     /// Which metrics are tracked and how they are aggregated.
     #[serde(default)]
     pub metrics: MetricsSection,
-    /// Alert rules, kept as written; evaluated by the alerting layer.
+    /// Alert rules, kept as written (so `/api/config` shows them verbatim);
+    /// checked at load and parsed by [`crate::alerts::parse_rules`].
     #[serde(default)]
     pub alerts: Vec<Value>,
+    /// What each alert `action` does: action name → notifiers. An action
+    /// with no entry notifies the console only ([`Config::notifiers_for`]).
+    #[serde(default)]
+    pub notifiers: BTreeMap<String, Vec<NotifierConfig>>,
+    /// Spending limits, tracked by [`crate::alerts::BudgetTracker`].
+    #[serde(default)]
+    pub budgets: Vec<BudgetConfig>,
     /// Refuse undeclared event types.
     #[serde(default)]
     pub strict: bool,
@@ -182,6 +196,176 @@ fn default_max_payload() -> usize {
     64 * 1024
 }
 
+/// A length of time in seconds, written `30s`, `5m`, `1h`, `1d` or as a
+/// number of seconds (`90`, `"90"`, `2.5`). Always finite and > 0.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct Seconds(pub f64);
+
+impl Seconds {
+    /// The longest accepted: 365 days.
+    pub const MAX: f64 = 365.0 * 86_400.0;
+
+    /// Reads a YAML/JSON value: a number of seconds or a string `<n>[s|m|h|d]`.
+    /// The error says what was expected.
+    pub fn parse(v: &Value) -> Result<Seconds, String> {
+        let expected = "expected a duration such as 30s, 5m, 1h, 1d or a number of seconds";
+        let secs = match v {
+            Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+            Value::String(s) => {
+                let t = s.trim();
+                let (num, unit) = match t.char_indices().last() {
+                    Some((i, c @ ('s' | 'm' | 'h' | 'd'))) => (&t[..i], c),
+                    _ => (t, 's'),
+                };
+                let num = num.trim_end();
+                // Only plain decimal numbers: no `inf`, `nan`, signs or exponents.
+                if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+                    return Err(format!("{expected}, got {s:?}"));
+                }
+                let n: f64 = num.parse().map_err(|_| format!("{expected}, got {s:?}"))?;
+                n * match unit {
+                    'm' => 60.0,
+                    'h' => 3_600.0,
+                    'd' => 86_400.0,
+                    _ => 1.0,
+                }
+            }
+            other => return Err(format!("{expected}, got {other}")),
+        };
+        if !(secs.is_finite() && secs > 0.0) {
+            return Err(format!("must be more than 0 seconds, got {v}"));
+        }
+        if secs > Seconds::MAX {
+            return Err(format!("must be at most 365 days, got {v}"));
+        }
+        Ok(Seconds(secs))
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        Seconds::parse(&v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One notifier of an action (`notifiers.<action>[i]`), chosen by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NotifierConfig {
+    /// `type: console`: a line on the hub's standard error.
+    Console {},
+    /// `type: webhook`: an HTTP POST of the alert.
+    Webhook {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// Body format (default `json`).
+        #[serde(default)]
+        format: WebhookFormat,
+        /// Per-attempt timeout (default chosen by the notifier).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<Seconds>,
+        /// Further attempts after a failure (default chosen by the notifier).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retries: Option<u32>,
+    },
+    /// `type: command`: runs a program (no shell), the alert on its stdin.
+    Command {
+        /// Program and arguments; the first item is the program.
+        command: Vec<String>,
+    },
+}
+
+/// The body a webhook notifier sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The alert event as JSON.
+    #[default]
+    Json,
+    /// A Slack incoming-webhook body (`{"text": ...}`).
+    Slack,
+}
+
+/// The notifiers of an action that has no `notifiers:` entry.
+pub const DEFAULT_NOTIFIERS: &[NotifierConfig] = &[NotifierConfig::Console {}];
+
+/// The largest `retries` a webhook notifier accepts.
+pub const MAX_WEBHOOK_RETRIES: u32 = 10;
+
+/// What a budget's spend is grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetScope {
+    /// All spend together.
+    Global,
+    /// Per feature (the `feature` of the task's `task_queued`).
+    Feature,
+    /// Per `task_id`.
+    Task,
+    /// Per `agent`.
+    Agent,
+}
+
+impl BudgetScope {
+    /// The lowercase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BudgetScope::Global => "global",
+            BudgetScope::Feature => "feature",
+            BudgetScope::Task => "task",
+            BudgetScope::Agent => "agent",
+        }
+    }
+}
+
+/// The period over which a budget's spend is summed (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    /// From 00:00 UTC.
+    Day,
+    /// ISO week, from Monday 00:00 UTC.
+    Week,
+    /// Calendar month, from the 1st 00:00 UTC.
+    Month,
+    /// Never resets.
+    Lifetime,
+}
+
+impl BudgetPeriod {
+    /// The lowercase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "day",
+            BudgetPeriod::Week => "week",
+            BudgetPeriod::Month => "month",
+            BudgetPeriod::Lifetime => "lifetime",
+        }
+    }
+}
+
+/// One `budgets:` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// What the spend is grouped by.
+    pub scope: BudgetScope,
+    /// Over which period it is summed.
+    pub period: BudgetPeriod,
+    /// The limit in USD: finite and > 0.
+    pub limit_usd: f64,
+    /// Fraction of the limit at which `budget_warning` is emitted, in
+    /// (0, 1] (default 0.8).
+    #[serde(default = "default_warn_at")]
+    pub warn_at: f64,
+}
+
+fn default_warn_at() -> f64 {
+    0.8
+}
+
 /// The six KPI names of the contract.
 pub const KPI_NAMES: [&str; 6] = [
     "agent_utilization",
@@ -269,8 +453,80 @@ impl Config {
         if self.limits.max_payload_bytes == 0 {
             return Err(invalid("limits.max_payload_bytes must be > 0".into()));
         }
+        crate::alerts::parse_rules(self).map_err(|e| invalid(e.to_string()))?;
+        self.check_notifiers().map_err(invalid)?;
+        self.check_budgets().map_err(invalid)?;
         // Building the schema checks the event declarations.
         crate::schema::Schema::from_config(self).map(|_| ())
+    }
+
+    fn check_notifiers(&self) -> Result<(), String> {
+        for (name, list) in &self.notifiers {
+            if !crate::alerts::is_action_name(name) {
+                return Err(format!(
+                    "notifiers: bad action name {name:?} ({})",
+                    crate::alerts::ACTION_NAME_RULE
+                ));
+            }
+            for (i, n) in list.iter().enumerate() {
+                let at = format!("notifiers.{name}[{i}]");
+                match n {
+                    NotifierConfig::Console {} => {}
+                    NotifierConfig::Webhook { url, retries, .. } => {
+                        let rest = url
+                            .strip_prefix("http://")
+                            .or_else(|| url.strip_prefix("https://"));
+                        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                            return Err(format!(
+                                "{at}.url: expected an http:// or https:// URL with a host, got {url:?}"
+                            ));
+                        }
+                        if retries.is_some_and(|r| r > MAX_WEBHOOK_RETRIES) {
+                            return Err(format!("{at}.retries: at most {MAX_WEBHOOK_RETRIES}"));
+                        }
+                    }
+                    NotifierConfig::Command { command } => {
+                        if command.first().is_none_or(|p| p.is_empty()) {
+                            return Err(format!(
+                                "{at}.command: expected [program, args...] with a non-empty program"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_budgets(&self) -> Result<(), String> {
+        for (i, b) in self.budgets.iter().enumerate() {
+            if !(b.limit_usd.is_finite()
+                && b.limit_usd > 0.0
+                && b.limit_usd <= crate::metrics::MAX_AMOUNT)
+            {
+                return Err(format!(
+                    "budgets[{i}].limit_usd: expected a number > 0 and <= 1e12, got {}",
+                    b.limit_usd
+                ));
+            }
+            if !(b.warn_at > 0.0 && b.warn_at <= 1.0) {
+                return Err(format!(
+                    "budgets[{i}].warn_at: expected a fraction in (0, 1], got {}",
+                    b.warn_at
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The notifiers of alert action `action`: its `notifiers:` entry, or
+    /// the console alone ([`DEFAULT_NOTIFIERS`]) when it has none. An
+    /// explicit empty list (`notify_admin: []`) silences the action.
+    pub fn notifiers_for(&self, action: &str) -> &[NotifierConfig] {
+        self.notifiers
+            .get(action)
+            .map(Vec::as_slice)
+            .unwrap_or(DEFAULT_NOTIFIERS)
     }
 
     /// The first destination of `kind`, if any.
@@ -324,5 +580,145 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("events[0]"), "{e}");
+    }
+
+    const ALERTING: &str = r#"
+alerts:
+  - condition: "critic_rejection_rate > 0.50"
+    action: notify_admin
+    message: "Critic rejecting >50% of tests"
+    min_samples: 5
+    repeat_interval: 1h
+  - condition: "events_dropped>0"
+    action: warn_user
+notifiers:
+  notify_admin:
+    - type: webhook
+      url: http://127.0.0.1:9999/hook
+      format: slack
+      timeout: 5s
+      retries: 3
+    - type: command
+      command: ["/usr/bin/logger", "-t", "agentpulse"]
+  warn_user:
+    - type: console
+  quiet: []
+budgets:
+  - scope: global
+    period: day
+    limit_usd: 50
+    warn_at: 0.8
+  - scope: feature
+    period: month
+    limit_usd: 5.5
+"#;
+
+    #[test]
+    fn alerting_sections() {
+        let c = Config::from_yaml(ALERTING, "a.yaml").unwrap();
+        assert_eq!(c.alerts.len(), 2);
+        assert_eq!(
+            c.notifiers_for("notify_admin"),
+            [
+                NotifierConfig::Webhook {
+                    url: "http://127.0.0.1:9999/hook".into(),
+                    format: WebhookFormat::Slack,
+                    timeout: Some(Seconds(5.0)),
+                    retries: Some(3),
+                },
+                NotifierConfig::Command {
+                    command: vec!["/usr/bin/logger".into(), "-t".into(), "agentpulse".into()],
+                },
+            ]
+        );
+        assert_eq!(c.notifiers_for("warn_user"), [NotifierConfig::Console {}]);
+        assert_eq!(c.notifiers_for("quiet"), []);
+        // An action without notifiers goes to the console.
+        assert_eq!(c.notifiers_for("unheard_of"), DEFAULT_NOTIFIERS);
+        assert_eq!(
+            c.budgets,
+            [
+                BudgetConfig {
+                    scope: BudgetScope::Global,
+                    period: BudgetPeriod::Day,
+                    limit_usd: 50.0,
+                    warn_at: 0.8,
+                },
+                BudgetConfig {
+                    scope: BudgetScope::Feature,
+                    period: BudgetPeriod::Month,
+                    limit_usd: 5.5,
+                    warn_at: 0.8,
+                },
+            ]
+        );
+        // The built-in file has neither section.
+        let b = Config::builtin();
+        assert!(b.notifiers.is_empty() && b.budgets.is_empty());
+        assert_eq!(b.notifiers_for("notify_admin"), DEFAULT_NOTIFIERS);
+    }
+
+    #[test]
+    fn bad_alerting_sections_fail_at_load_with_their_position() {
+        let err = |yaml: &str| Config::from_yaml(yaml, "x.yaml").unwrap_err().to_string();
+        let e = err("alerts:\n  - {condition: \"events > 1\", action: a}\n  - {condition: \"critic_rejection > 0.5\", action: a}\n");
+        assert!(
+            e.starts_with(
+                r#"invalid config x.yaml: alerts[1].condition: unknown metric "critic_rejection" (known: "#
+            ),
+            "{e}"
+        );
+        let e = err("alerts:\n  - {condition: cost_per_feature, action: a}\n");
+        assert!(
+            e.contains(r#"alerts[0].condition: expected an operator after "cost_per_feature""#),
+            "{e}"
+        );
+        let e = err("alerts:\n  - {condition: events > 1, action: a, repeat_interval: 1y}\n");
+        assert!(
+            e.contains("alerts[0].repeat_interval: expected a duration"),
+            "{e}"
+        );
+        let e = err("alerts:\n  - {condition: events > 1, action: \"\"}\n");
+        assert!(e.contains("alerts[0].action: bad action name"), "{e}");
+
+        let e = err("notifiers:\n  a:\n    - type: webhook\n      url: ftp://x\n");
+        assert!(e.contains("notifiers.a[0].url: expected an http"), "{e}");
+        let e =
+            err("notifiers:\n  a:\n    - type: webhook\n      url: http://x\n      retries: 11\n");
+        assert!(e.contains("notifiers.a[0].retries: at most 10"), "{e}");
+        let e = err("notifiers:\n  a:\n    - type: command\n      command: []\n");
+        assert!(
+            e.contains("notifiers.a[0].command: expected [program"),
+            "{e}"
+        );
+        let e = err("notifiers:\n  a:\n    - type: pager\n");
+        assert!(e.contains("notifiers") && e.contains("pager"), "{e}");
+        let e = err("notifiers:\n  a:\n    - type: console\n      colour: red\n");
+        assert!(e.contains("colour"), "{e}");
+        let e =
+            err("notifiers:\n  a:\n    - type: webhook\n      url: http://x\n      timeout: -1s\n");
+        assert!(e.contains("expected a duration"), "{e}");
+        let e = err("notifiers:\n  \"a b\":\n    - type: console\n");
+        assert!(e.contains(r#"notifiers: bad action name "a b""#), "{e}");
+
+        let e = err("budgets:\n  - {scope: global, period: day, limit_usd: 0}\n");
+        assert!(
+            e.contains("budgets[0].limit_usd: expected a number > 0"),
+            "{e}"
+        );
+        let e = err("budgets:\n  - {scope: global, period: day, limit_usd: 1, warn_at: 1.5}\n");
+        assert!(
+            e.contains("budgets[0].warn_at: expected a fraction in (0, 1]"),
+            "{e}"
+        );
+        let e = err("budgets:\n  - {scope: galaxy, period: day, limit_usd: 1}\n");
+        assert!(
+            e.contains("budgets[0].scope") && e.contains("galaxy"),
+            "{e}"
+        );
+        let e = err("budgets:\n  - {scope: task, period: year, limit_usd: 1}\n");
+        assert!(e.contains("budgets[0].period") && e.contains("year"), "{e}");
+        let e = err("budgets:\n  - {scope: task, period: day, limit: 1}\n");
+        assert!(e.contains("limit"), "{e}");
     }
 }

@@ -25,6 +25,7 @@
 //! The wire format is documented in [`event`].
 #![deny(missing_docs)]
 
+pub mod alerts;
 pub mod clock;
 pub mod config;
 pub mod emitter;
