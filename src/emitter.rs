@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use crate::alerts::{AlertEngine, BudgetTracker};
 use crate::clock::{self, SharedClock};
 use crate::config::{Config, ConfigError};
 use crate::event::NewEvent;
@@ -33,9 +34,11 @@ use crate::pipeline::dedup::DedupWindow;
 use crate::pipeline::dispatcher::Dispatcher;
 use crate::pipeline::{recovery, Command, Outcome, PipelineStats, QueuePolicy, StatsSnapshot, Tap};
 use crate::schema::{Schema, ValidationError};
+use crate::sinks::alerts::{AlertState, AlertsSink, SharedAlerts};
 use crate::sinks::console::{ConsoleSink, Level};
 use crate::sinks::jsonl::{JsonlConfig, JsonlSink};
 use crate::sinks::metrics::{MetricsSink, SharedEngine};
+use crate::sinks::notify::{NotifySink, NotifyStats};
 use crate::sinks::redis_metrics::Increments;
 use crate::sinks::runner::{SinkHandle, SinkStats, WhenFull};
 use crate::sinks::Sink;
@@ -161,6 +164,12 @@ struct Inner {
     clock: SharedClock,
     engine: SharedEngine,
     sink_stats: Mutex<Vec<(&'static str, Arc<SinkStats>)>>,
+    /// Alert rules and budgets, shared with the HTTP APIs.
+    alerts: SharedAlerts,
+    /// Notifier counters.
+    notify_stats: Arc<NotifyStats>,
+    /// The last id found in the log at start: durable by definition.
+    recovered_last_id: std::sync::atomic::AtomicU64,
     /// The log's watermark: ids up to it are written (or synced, per the
     /// durability setting). `None` without a log or with durability `none`.
     durable: Mutex<Option<tokio::sync::watch::Receiver<u64>>>,
@@ -348,6 +357,14 @@ impl EmitterBuilder {
             }
             None => None,
         };
+        let rules = crate::alerts::parse_rules(&config).map_err(|e| ConfigError::Invalid {
+            origin: config.origin.clone(),
+            message: e.to_string(),
+        })?;
+        let alerts = Arc::new(Mutex::new(AlertState {
+            engine: AlertEngine::new(rules),
+            budgets: BudgetTracker::new(config.budgets.clone()),
+        }));
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let engine = MetricsEngine::new(MetricsConfig {
             window_minutes: config.metrics.aggregate.window_minutes,
@@ -363,6 +380,9 @@ impl EmitterBuilder {
                 clock: self.clock,
                 engine: Arc::new(Mutex::new(engine)),
                 sink_stats: Mutex::new(Vec::new()),
+                alerts,
+                notify_stats: Arc::new(NotifyStats::default()),
+                recovered_last_id: std::sync::atomic::AtomicU64::new(0),
                 durable: Mutex::new(None),
                 state: Mutex::new(State::Built(Box::new(Parts {
                     rx,
@@ -452,6 +472,9 @@ impl Emitter {
             )?;
             drop(engine);
             next_id = rec.last_id + 1;
+            self.inner
+                .recovered_last_id
+                .store(rec.last_id, std::sync::atomic::Ordering::Relaxed);
             report.replayed = rec.replayed;
             report.bad_lines = rec.bad_lines;
             let handle = SinkHandle::spawn(Box::new(sink), 64, WhenFull::Block);
@@ -472,6 +495,48 @@ impl Emitter {
         ));
         if let Some(c) = console {
             sinks.push(SinkHandle::spawn(Box::new(c), 16, WhenFull::DropNewest));
+        }
+        let has_alerts = {
+            let a = self.inner.alerts.lock().unwrap_or_else(|e| e.into_inner());
+            !a.engine.rules().is_empty() || a.budgets.budgets().next().is_some()
+        };
+        if has_alerts {
+            // What rules and budgets produce comes back in through the
+            // queue, from a thread of its own: the alerts sink never waits
+            // on the pipeline that feeds it.
+            let (fb_tx, fb_rx) = std::sync::mpsc::channel::<NewEvent>();
+            let queue = self.inner.tx.clone();
+            let now = self.inner.clock.clone();
+            std::thread::Builder::new()
+                .name("agentpulse-feedback".into())
+                .spawn(move || {
+                    for mut ev in fb_rx {
+                        ev.timestamp.get_or_insert_with(|| now.now());
+                        if queue.blocking_send(Command::One(ev)).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(EmitterError::Recovery)?;
+            sinks.push(SinkHandle::spawn(
+                Box::new(AlertsSink::new(
+                    self.inner.alerts.clone(),
+                    self.inner.engine.clone(),
+                    self.inner.stats.clone(),
+                    self.inner.clock.clone(),
+                    fb_tx,
+                )),
+                64,
+                WhenFull::Block,
+            ));
+            sinks.push(SinkHandle::spawn(
+                Box::new(NotifySink::new(
+                    self.inner.config.clone(),
+                    self.inner.notify_stats.clone(),
+                )),
+                64,
+                WhenFull::DropNewest,
+            ));
         }
         for (s, when_full) in extra_sinks {
             sinks.push(SinkHandle::spawn(s, 64, when_full));
@@ -630,6 +695,15 @@ impl Emitter {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let Some(mut rx) = rx else { return Ok(()) };
+        // A duplicate of an event logged before this start is on disk.
+        if id
+            <= self
+                .inner
+                .recovered_last_id
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
         let waited = tokio::time::timeout(Duration::from_secs(10), async {
             rx.wait_for(|w| *w >= id).await.is_ok()
         })
@@ -775,6 +849,16 @@ impl Emitter {
     /// The pipeline's counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// Alert rules and budgets (for `/api/alerts` and `/api/budgets`).
+    pub fn alerts(&self) -> &SharedAlerts {
+        &self.inner.alerts
+    }
+
+    /// Notifier counters.
+    pub fn notify_stats(&self) -> &Arc<NotifyStats> {
+        &self.inner.notify_stats
     }
 
     /// The metrics engine (for readers that need more than the snapshot).

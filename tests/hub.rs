@@ -591,18 +591,27 @@ fn metrics_series_and_config_for_dashboards() {
         {"event_type":"validation_complete","timestamp": now - 10.0,"payload":{"task_id":"t","result":{"passed":true},"cost":0.5,"duration_ms":1,"screenshots":0}},
     ]);
     assert_eq!(hub.post(&batch.to_string(), "application/json").0, 200);
-    let (s, m) = hub.get_json("/api/metrics?bucket=minute");
-    assert_eq!(s, 200, "{m}");
-    let series = m["series"].as_array().unwrap();
-    assert_eq!(series.len(), 60);
-    let last = series.last().unwrap();
-    assert_eq!(last["kpis"]["validation_pass_rate"], 1.0, "{last}");
-    assert_eq!(
-        series
+    // Metrics are computed off the ingest path: wait until both are in.
+    let m = wait_for("both events in the minute series", T, || {
+        let (s, m) = hub.get_json("/api/metrics?bucket=minute");
+        assert_eq!(s, 200, "{m}");
+        let n: u64 = m["series"]
+            .as_array()
+            .unwrap()
             .iter()
             .map(|b| b["events"].as_u64().unwrap())
-            .sum::<u64>(),
-        2
+            .sum();
+        (n == 2).then_some(m)
+    });
+    let series = m["series"].as_array().unwrap();
+    assert_eq!(series.len(), 60);
+    let validated = series
+        .iter()
+        .find(|b| b["kpis"]["samples"]["validations"] == 1)
+        .unwrap();
+    assert_eq!(
+        validated["kpis"]["validation_pass_rate"], 1.0,
+        "{validated}"
     );
     let (s, e) = hub.get_json("/api/metrics?bucket=yearly");
     assert_eq!(s, 400, "{e}");
@@ -617,4 +626,28 @@ fn metrics_series_and_config_for_dashboards() {
     assert_eq!(s, 200);
     assert_eq!(c["window_minutes"], 60);
     assert_eq!(c["alerts"][0]["condition"], "critic_rejection_rate > 0.50");
+}
+
+/// Regression: a retry answered as a duplicate of an event logged before a
+/// restart used to wait for a log watermark that the new process never
+/// reaches, and time out with 503.
+#[test]
+fn a_retry_after_a_restart_is_answered_as_a_duplicate_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let keyed = json!({"event_type":"note","event_id":"sdk-42","payload":{}}).to_string();
+    let mut hub = Hub::start_on(dir.path(), port, &["--durability", "always"]);
+    let (s, a) = hub.post(&keyed, "application/json");
+    assert_eq!((s, ids(&a)), (200, vec![1]));
+    assert!(hub.terminate().success());
+    drop(hub);
+    let hub = Hub::start_on(dir.path(), port, &["--durability", "always"]);
+    let started = std::time::Instant::now();
+    let (s, a) = hub.post(&keyed, "application/json");
+    assert_eq!(
+        (s, ids(&a), a["duplicates"].as_u64()),
+        (200, vec![1], Some(1)),
+        "{a}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

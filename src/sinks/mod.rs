@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use crate::event::SharedRecord;
 
+pub mod alerts;
 pub mod console;
 pub mod jsonl;
 pub mod metrics;
+pub mod notify;
 pub mod redis_metrics;
 pub mod runner;
 

@@ -119,8 +119,13 @@ fn open_fails_when_parent_is_a_file() {
 
 #[test]
 fn writes_on_flush_and_on_tick_after_flush_interval() {
+    // Durability `none` buffers; `batch` and `always` write every batch.
     let dir = tempfile::tempdir().unwrap();
-    let (mut sink, _, clock) = open_at(config(dir.path()), LAST_SECOND - 3600.0);
+    let c = JsonlConfig {
+        durability: Durability::None,
+        ..config(dir.path())
+    };
+    let (mut sink, _, clock) = open_at(c, LAST_SECOND - 3600.0);
     let path = sink.active_path().to_owned();
 
     sink.write_batch(&records(1..=2)).unwrap();
@@ -136,6 +141,26 @@ fn writes_on_flush_and_on_tick_after_flush_interval() {
     sink.tick().unwrap();
     assert_eq!(ids_in(&path), [1, 2, 3]);
     assert_eq!(sink.pending_bytes(), 0);
+}
+
+#[test]
+fn with_durability_batch_every_batch_is_written_before_the_sink_returns() {
+    // Ingest acknowledgements wait for `caught_up`: an acknowledged event
+    // must be in the file (with the OS), so that it survives a crash.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sink, _, _) = open_at(config(dir.path()), LAST_SECOND - 3600.0);
+    let path = sink.active_path().to_owned();
+    sink.write_batch(&records(1..=2)).unwrap();
+    assert_eq!(ids_in(&path), [1, 2]);
+    assert!(sink.caught_up());
+    let none = tempfile::tempdir().unwrap();
+    let c = JsonlConfig {
+        durability: Durability::None,
+        ..config(none.path())
+    };
+    let (mut sink, _, _) = open_at(c, LAST_SECOND - 3600.0);
+    sink.write_batch(&records(1..=2)).unwrap();
+    assert!(!sink.caught_up());
 }
 
 #[test]
@@ -368,7 +393,11 @@ fn torn_line_is_moved_aside_on_open() {
 fn directory_replaced_by_a_file_then_restored() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("logs");
-    let (mut sink, _, clock) = open_at(config(&dir), LAST_SECOND - 3600.0);
+    let c = JsonlConfig {
+        durability: Durability::None,
+        ..config(&dir)
+    };
+    let (mut sink, _, clock) = open_at(c, LAST_SECOND - 3600.0);
     sink.write_batch(&records(1..=2)).unwrap();
     sink.flush().unwrap();
 

@@ -1,0 +1,108 @@
+//! The alerts sink: evaluates the schema's alert rules as metrics change and
+//! tracks budgets over the event stream ([`crate::alerts`], pure), and feeds
+//! the events they produce (`alert_triggered`, `alert_resolved`,
+//! `budget_warning`, `budget_exceeded`) back into the pipeline, so that they
+//! reach the console, the log, the stream and the notifiers like any other.
+//!
+//! Rules are evaluated after every batch and on every tick (each second),
+//! so a window that slides past its samples resolves an alert without new
+//! events. The produced events go through an unbounded channel to a small
+//! feedback thread: this sink never waits on the pipeline that feeds it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Sink, SinkError};
+use crate::alerts::{AlertEngine, BudgetTracker, MetricInput};
+use crate::clock::SharedClock;
+use crate::event::{NewEvent, SharedRecord};
+use crate::pipeline::PipelineStats;
+use crate::sinks::metrics::SharedEngine;
+
+/// Alert and budget state, shared with the HTTP APIs.
+pub struct AlertState {
+    /// The rules and their active alerts and history.
+    pub engine: AlertEngine,
+    /// Spend per budget scope and period.
+    pub budgets: BudgetTracker,
+}
+
+/// Shared alert state.
+pub type SharedAlerts = Arc<Mutex<AlertState>>;
+
+/// Evaluates rules and budgets; see the module doc.
+pub struct AlertsSink {
+    state: SharedAlerts,
+    metrics: SharedEngine,
+    stats: Arc<PipelineStats>,
+    clock: SharedClock,
+    feedback: std::sync::mpsc::Sender<NewEvent>,
+}
+
+impl AlertsSink {
+    /// A sink evaluating `state` against `metrics`, sending what it
+    /// produces to `feedback`.
+    pub fn new(
+        state: SharedAlerts,
+        metrics: SharedEngine,
+        stats: Arc<PipelineStats>,
+        clock: SharedClock,
+        feedback: std::sync::mpsc::Sender<NewEvent>,
+    ) -> Self {
+        AlertsSink {
+            state,
+            metrics,
+            stats,
+            clock,
+            feedback,
+        }
+    }
+
+    fn evaluate(&self, state: &mut AlertState, now: f64) {
+        if state.engine.rules().is_empty() {
+            return;
+        }
+        let snapshot = self
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot(now);
+        let input = MetricInput::new(&snapshot, self.stats.snapshot());
+        for alert in state.engine.evaluate(&input, now) {
+            let _ = self.feedback.send(alert.to_new_event());
+        }
+    }
+}
+
+impl Sink for AlertsSink {
+    fn name(&self) -> &'static str {
+        "alerts"
+    }
+
+    fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
+        let now = self.clock.now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for r in batch {
+            for ev in state.budgets.observe_at(&r.event, now) {
+                let _ = self.feedback.send(ev);
+            }
+        }
+        self.evaluate(&mut state, now);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), SinkError> {
+        let now = self.clock.now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.evaluate(&mut state, now);
+        Ok(())
+    }
+
+    fn tick_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
