@@ -12,6 +12,7 @@ mod report;
 mod serve;
 mod tail;
 mod validate;
+mod validate_config;
 
 /// agentpulse: real-time observability for multi-agent LLM systems.
 #[derive(Debug, Parser)]
@@ -33,6 +34,8 @@ enum Command {
     Emit(emit::Args),
     /// Check JSONL logs against the schema; reports every bad line.
     Validate(validate::Args),
+    /// Check a configuration file (schema, alerts, notifiers, budgets).
+    ValidateConfig(validate_config::Args),
     /// Compute the six KPIs from JSONL logs, offline.
     Report(report::Args),
     /// Print a hub's live stream, resuming after disconnects.
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
         Command::Emit(args) => emit::run(cli.config.as_deref(), args),
         Command::Validate(args) => validate::run(cli.config.as_deref(), args),
         Command::Report(args) => report::run(args),
+        Command::ValidateConfig(args) => validate_config::run(cli.config.as_deref(), args),
         Command::Tail(args) => tail::run(args),
         Command::Metrics(args) => redis_cmds::metrics(args),
         Command::RebuildMetrics(args) => redis_cmds::rebuild(args),

@@ -40,6 +40,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/events", get(events))
         .route("/api/metrics", get(metrics_json))
         .route("/api/config", get(config_json))
+        .route("/api/alerts", get(alerts_json))
+        .route("/api/budgets", get(budgets_json))
+        .route("/api/budgets/check", get(budget_check))
         .route("/metrics", get(prometheus))
         .route("/health", get(health))
         .fallback(not_found)
@@ -336,6 +339,88 @@ async fn redis_series(
             .await
             .map_err(|e| e.to_string())?;
     Ok(json!({ "bucket": g.as_str(), "source": "redis", "series": series }))
+}
+
+/// `GET /api/alerts`: `{"active":[...],"history":[...]}` (history newest
+/// last, at most 1,000 transitions).
+async fn alerts_json(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    if let Err(resp) = super::auth::check_http(&state, &headers) {
+        return resp;
+    }
+    let a = state
+        .emitter
+        .alerts()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let notify = state.emitter.notify_stats();
+    Json(json!({
+        "rules": a.engine.rules().len(),
+        "active": a.engine.active(),
+        "history": a.engine.history(),
+        "notifications": {
+            "delivered": notify.delivered.load(Ordering::Relaxed),
+            "failed": notify.failed.load(Ordering::Relaxed),
+            "dropped": notify.dropped.load(Ordering::Relaxed),
+        },
+    }))
+    .into_response()
+}
+
+/// `GET /api/budgets`: each budget and key with spend, limit, remaining and
+/// state (`ok`, `warning`, `exceeded`).
+async fn budgets_json(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    if let Err(resp) = super::auth::check_http(&state, &headers) {
+        return resp;
+    }
+    let a = state
+        .emitter
+        .alerts()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    Json(json!({
+        "budgets": a.budgets.snapshot(crate::event::now_unix()),
+        "stats": a.budgets.stats(),
+    }))
+    .into_response()
+}
+
+/// `GET /api/budgets/check?cost=0.4&feature=X&task=T&agent=A`: whether that
+/// spend would exceed a budget (`allowed`, and the budgets it would exceed).
+async fn budget_check(
+    State(state): State<SharedState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(resp) = super::auth::check_http(&state, &headers) {
+        return resp;
+    }
+    let cost = match query.get("cost").map(|c| c.parse::<f64>()) {
+        Some(Ok(c)) => c,
+        Some(Err(_)) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("cost: expected a number, got {:?}", query["cost"]),
+            )
+        }
+        None => return error_response(StatusCode::BAD_REQUEST, "cost: missing"),
+    };
+    let keys = crate::alerts::CheckKeys {
+        feature: query.get("feature").map(String::as_str),
+        task: query
+            .get("task")
+            .or_else(|| query.get("task_id"))
+            .map(String::as_str),
+        agent: query.get("agent").map(String::as_str),
+    };
+    let a = state
+        .emitter
+        .alerts()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match a.budgets.check(keys, cost, crate::event::now_unix()) {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => error_response(StatusCode::BAD_REQUEST, format!("cost: {e}")),
+    }
 }
 
 /// `GET /api/config`: what a dashboard needs to know of the configuration.
