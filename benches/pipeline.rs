@@ -150,18 +150,6 @@ fn bench_report(c: &mut Criterion) {
             engine.report()
         })
     });
-    g.bench_function(
-        "read_events_pipelined + metrics (the report command)",
-        |b| {
-            let paths = vec![path.clone()];
-            b.iter(|| {
-                let mut engine = MetricsEngine::new(MetricsConfig::default());
-                logfile::read_events_pipelined(&paths, |e| engine.observe(&e), |_| {}, |_| {})
-                    .unwrap();
-                engine.report()
-            })
-        },
-    );
     g.bench_function("read_events only", |b| {
         b.iter(|| {
             let mut n = 0u64;

@@ -316,69 +316,6 @@ pub fn read_events(
     Ok(stats)
 }
 
-/// Reads the logs at `paths` in order like [`read_events`], but parses on a
-/// background thread and hands events to `on_event` on the calling thread
-/// in batches, so that parsing and the caller's work overlap. `on_bytes`
-/// gets the bytes read so far, for a progress bar. Stops at the first file
-/// that cannot be read, naming it.
-pub fn read_events_pipelined(
-    paths: &[PathBuf],
-    mut on_event: impl FnMut(Event),
-    mut on_error: impl FnMut(LineError),
-    mut on_bytes: impl FnMut(u64),
-) -> io::Result<ReadStats> {
-    enum Msg {
-        Events(Vec<Event>),
-        Error(LineError),
-        Bytes(u64),
-    }
-    const BATCH: usize = 4096;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(8);
-    std::thread::scope(|scope| {
-        let reader = scope.spawn(move || -> io::Result<ReadStats> {
-            let mut total = ReadStats::default();
-            let mut done_bytes = 0u64;
-            for path in paths {
-                let mut batch = Vec::with_capacity(BATCH);
-                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                let stats = read_events(
-                    path,
-                    |e| {
-                        batch.push(e);
-                        if batch.len() == BATCH {
-                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                            let _ = tx.send(Msg::Events(full));
-                        }
-                    },
-                    |err| {
-                        let _ = tx.send(Msg::Error(err));
-                    },
-                )
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-                if !batch.is_empty() {
-                    let _ = tx.send(Msg::Events(batch));
-                }
-                done_bytes += size;
-                let _ = tx.send(Msg::Bytes(done_bytes));
-                total.lines += stats.lines;
-                total.events += stats.events;
-                total.errors += stats.errors;
-            }
-            Ok(total)
-        });
-        for msg in rx {
-            match msg {
-                Msg::Events(events) => events.into_iter().for_each(&mut on_event),
-                Msg::Error(e) => on_error(e),
-                Msg::Bytes(n) => on_bytes(n),
-            }
-        }
-        reader
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("log reader panicked")))
-    })
-}
-
 /// The last complete line of the log at `path` that parses as an event,
 /// skipping a torn tail and unparseable lines. A plain file is read
 /// backwards in blocks from its end; a `.gz` one has to be read through.
