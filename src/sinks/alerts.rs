@@ -4,7 +4,8 @@
 //! `budget_warning`, `budget_exceeded`) back into the pipeline, so that they
 //! reach the console, the log, the stream and the notifiers like any other.
 //!
-//! Rules are evaluated after every batch and on every tick (each second),
+//! Rules are evaluated after batches (at most ten times a second) and on
+//! every tick (each second),
 //! so a window that slides past its samples resolves an alert without new
 //! events. The produced events go through an unbounded channel to a small
 //! feedback thread: this sink never waits on the pipeline that feeds it.
@@ -37,7 +38,14 @@ pub struct AlertsSink {
     stats: Arc<PipelineStats>,
     clock: SharedClock,
     feedback: std::sync::mpsc::Sender<NewEvent>,
+    /// When rules were last evaluated (Unix seconds).
+    last_eval: f64,
 }
+
+/// Rules are evaluated at most this often (seconds): a snapshot of the
+/// window costs a merge of its minute buckets, and at thousands of batches
+/// a second evaluating each one would cost more than the events.
+const MIN_EVAL_INTERVAL: f64 = 0.1;
 
 impl AlertsSink {
     /// A sink evaluating `state` against `metrics`, sending what it
@@ -55,13 +63,15 @@ impl AlertsSink {
             stats,
             clock,
             feedback,
+            last_eval: f64::NEG_INFINITY,
         }
     }
 
-    fn evaluate(&self, state: &mut AlertState, now: f64) {
-        if state.engine.rules().is_empty() {
+    fn evaluate(&mut self, state: &mut AlertState, now: f64) {
+        if state.engine.rules().is_empty() || now - self.last_eval < MIN_EVAL_INTERVAL {
             return;
         }
+        self.last_eval = now;
         let snapshot = self
             .metrics
             .lock()
@@ -81,7 +91,8 @@ impl Sink for AlertsSink {
 
     fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
         let now = self.clock.now();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.clone();
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         for r in batch {
             for ev in state.budgets.observe_at(&r.event, now) {
                 let _ = self.feedback.send(ev);
@@ -97,7 +108,8 @@ impl Sink for AlertsSink {
 
     fn tick(&mut self) -> Result<(), SinkError> {
         let now = self.clock.now();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.clone();
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         self.evaluate(&mut state, now);
         Ok(())
     }

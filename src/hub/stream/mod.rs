@@ -83,7 +83,9 @@ pub async fn handler(
     };
     let st = state.clone();
     ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        // Messages of a drain are gathered into one write (a 0 here means
+        // one syscall per message).
+        .write_buffer_size(16 * 1024)
         .max_message_size(state.config.max_body_bytes)
         .on_upgrade(move |socket| {
             let tasks = st.tasks.clone();
