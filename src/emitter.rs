@@ -449,6 +449,7 @@ impl Emitter {
         let mut dedup = DedupWindow::new(dedup_window);
         let mut sinks = Vec::new();
         let mut next_id = 1;
+        let mut ids = None;
         if let Some(jcfg) = jsonl {
             // Open first: it repairs a torn last line before we read back.
             let (sink, open) = JsonlSink::open(jcfg.clone(), self.inner.clock.clone())?;
@@ -471,7 +472,10 @@ impl Emitter {
                 },
             )?;
             drop(engine);
-            next_id = rec.last_id + 1;
+            let reservation = crate::pipeline::ids::IdReservation::load(&jcfg.dir, &jcfg.file_name);
+            // Past the log and past any ids handed out before a crash.
+            next_id = rec.last_id.max(reservation.reserved()) + 1;
+            ids = Some(reservation);
             self.inner
                 .recovered_last_id
                 .store(rec.last_id, std::sync::atomic::Ordering::Relaxed);
@@ -569,6 +573,7 @@ impl Emitter {
             taps,
             stats: self.inner.stats.clone(),
             clock: self.inner.clock.clone(),
+            ids,
         };
         let thread = std::thread::Builder::new()
             .name("agentpulse-dispatch".into())

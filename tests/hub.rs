@@ -651,3 +651,28 @@ fn a_retry_after_a_restart_is_answered_as_a_duplicate_at_once() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Ids are never reused, even when a crash loses events that were already
+/// given ids (and shown on the stream) before they reached the log.
+#[test]
+fn ids_are_not_reused_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    // `none`: the log is written every 100 ms, so a kill loses the tail.
+    let hub = Hub::start_on(dir.path(), port, &["--durability", "none"]);
+    let c = ws::connect(&hub.ws_url("/stream"), &[]);
+    c.next(T);
+    let body: Vec<String> = (0..3).map(note).collect();
+    assert_eq!(hub.post(&body.join("\n"), "application/x-ndjson").0, 200);
+    let seen: Vec<u64> = (0..3)
+        .map(|_| c.next_event(T)["id"].as_u64().unwrap())
+        .collect();
+    drop(hub); // SIGKILL
+    let hub = Hub::start_on(dir.path(), port, &["--durability", "none"]);
+    let (_, a) = hub.post(&note(99), "application/json");
+    let id = a["ids"][0].as_u64().unwrap();
+    assert!(
+        id > *seen.iter().max().unwrap(),
+        "id {id} reused after the crash"
+    );
+}

@@ -27,6 +27,8 @@ pub(crate) struct Dispatcher {
     pub taps: Vec<Box<dyn Tap>>,
     pub stats: Arc<PipelineStats>,
     pub clock: SharedClock,
+    /// Ids reserved ahead on disk (with a log only).
+    pub ids: Option<super::ids::IdReservation>,
 }
 
 impl Dispatcher {
@@ -110,6 +112,11 @@ impl Dispatcher {
         for tap in &mut self.taps {
             tap.on_stop();
         }
+        if let Some(ids) = &mut self.ids {
+            if let Err(e) = ids.release(self.next_id - 1) {
+                tracing::error!("cannot release event ids: {e}");
+            }
+        }
         for ack in flushes.drain(..) {
             ack();
         }
@@ -123,6 +130,13 @@ impl Dispatcher {
             }
         }
         let id = self.next_id;
+        if let Some(ids) = &mut self.ids {
+            if let Err(e) = ids.ensure(id) {
+                // Go on: losing the reservation only risks reusing ids
+                // after a crash, not losing events.
+                tracing::error!("cannot reserve event ids: {e}");
+            }
+        }
         self.next_id += 1;
         if let Some(key) = &ev.event_id {
             self.dedup.insert(key, id);

@@ -21,6 +21,7 @@ use crate::sinks::runner::Batch;
 
 pub mod dedup;
 pub(crate) mod dispatcher;
+pub mod ids;
 pub mod recovery;
 
 /// What became of one accepted-for-processing event.

@@ -2,7 +2,7 @@
 // responsive and the feed keeps up.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHub, post, launch, openPage, waitForLastId, waitForConnected } from './helpers.mjs';
+import { startHub, post, getJson, until, launch, openPage, waitForLastId, waitForConnected } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -59,7 +59,12 @@ test('5,000 events in 5 s: frames keep coming (< 200 ms apart) and the feed show
     assert.ok(gaps.max < 200, `longest gap between frames: ${gaps.max.toFixed(0)} ms`);
     assert.ok(maxRoundTrip < 500, `longest page.evaluate round trip: ${maxRoundTrip} ms`);
     assert.equal(rows, 2000, 'the feed is capped at 2,000 rows');
-    assert.equal(stats.applied, 5000);
+    // The hub may add its own events (the built-in alert rules fire on this
+    // workload): the page applied exactly what the hub accepted.
+    const accepted = (await getJson(hub, '/api/metrics')).pipeline.accepted;
+    assert.ok(accepted >= 5000, `hub accepted ${accepted}`);
+    await until('the page to apply every accepted event', async () =>
+      (await page.evaluate(() => window.agentpulse.stats())).applied === accepted, { timeout: 5000 });
     assert.deepEqual(page.errors, []);
     await page.context().close();
   } finally {

@@ -200,7 +200,7 @@ impl Retained {
             read.missing = Some((cursor + 1, first - 1));
             read.next_cursor = first - 1;
         } else {
-            start = (cursor + 1 - first) as usize;
+            start = inner.after(cursor);
         }
         let mut scanned = 0usize;
         for e in inner.entries.range(start.min(inner.entries.len())..) {
@@ -233,11 +233,34 @@ impl Retained {
             let before_first = front.end_bytes - front.item.message.len() as u64;
             return (inner.total_bytes - before_first, count);
         }
-        let idx = (cursor - first) as usize;
-        match inner.entries.get(idx) {
-            Some(e) => (inner.total_bytes - e.end_bytes, count),
-            None => (0, 0),
+        match inner.after(cursor) {
+            0 => (0, 0),
+            idx => {
+                let e = &inner.entries[idx - 1];
+                (inner.total_bytes - e.end_bytes, count)
+            }
         }
+    }
+}
+
+impl Inner {
+    /// The index of the first entry with an id after `cursor`. Ids are
+    /// increasing but not always contiguous (after a crash they jump past
+    /// the reserved ones), so this searches rather than subtracts.
+    fn after(&self, cursor: u64) -> usize {
+        let first = match self.entries.front() {
+            Some(e) => e.item.id,
+            None => return 0,
+        };
+        // The common case, contiguous ids: one look.
+        let guess = cursor.saturating_add(1).saturating_sub(first) as usize;
+        if guess < self.entries.len()
+            && self.entries[guess].item.id == cursor + 1
+            && (guess == 0 || self.entries[guess - 1].item.id <= cursor)
+        {
+            return guess;
+        }
+        self.entries.partition_point(|e| e.item.id <= cursor)
     }
 }
 
@@ -314,6 +337,28 @@ mod tests {
         assert_eq!(ring.lag(3).1, 2);
         assert!(ring.lag(3).0 >= 2 * len - 2);
         assert_eq!(ring.lag(0).1, 5);
+    }
+
+    #[test]
+    fn ids_with_a_gap_are_found_by_search() {
+        // After a crash ids jump past the reservation.
+        let ring = Retained::new(100, 0);
+        ring.push(&[rec(1), rec(2), rec(3)]);
+        ring.push(&[rec(1_000_004), rec(1_000_005)]);
+        let after = |c| {
+            ring.read_after(c, 10, |_| true)
+                .records
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(after(2), [3, 1_000_004, 1_000_005]);
+        assert_eq!(after(3), [1_000_004, 1_000_005]);
+        assert_eq!(after(500), [1_000_004, 1_000_005]);
+        assert_eq!(after(1_000_004), [1_000_005]);
+        assert!(after(1_000_005).is_empty());
+        assert_eq!(ring.lag(1_000_005), (0, 0));
+        assert!(ring.lag(3).0 > 0);
     }
 
     #[test]
