@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
-need_pkg() { # need_pkg COMMAND PACKAGE...
+need_pkg() { # need_pkg COMMAND PACKAGE... (apt-get options may come first among the packages)
   command -v "$1" >/dev/null 2>&1 && return 0
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
@@ -29,6 +29,8 @@ need_pkg() { # need_pkg COMMAND PACKAGE...
 
 need_pkg redis-server redis-server
 need_pkg chromium chromium
+# promtool checks the /metrics exposition (tests/hub.rs).
+need_pkg promtool --no-install-recommends prometheus
 
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
   NEXTEST=""

@@ -676,3 +676,57 @@ fn ids_are_not_reused_after_a_crash() {
         "id {id} reused after the crash"
     );
 }
+
+#[test]
+fn silent_clients_are_dropped_after_two_ping_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--ping-interval", "0.3"]);
+    // A raw socket: it completes the handshake and never answers a ping.
+    let mut silent = std::net::TcpStream::connect(hub.addr).unwrap();
+    write!(
+        silent,
+        "GET /stream HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        hub.addr
+    )
+    .unwrap();
+    // A well-behaved client (tungstenite answers pings) stays.
+    let live = ws::connect(&hub.ws_url("/stream"), &[]);
+    live.next(T);
+    wait_for("the silent client to be dropped", T, || {
+        let (_, m) = hub.get_json("/api/metrics");
+        (m["hub"]["dropped_clients"].as_u64() == Some(1)).then_some(())
+    });
+    // Its socket is closed by the hub: reading reaches the end.
+    silent.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut closed = false;
+    for _ in 0..100 {
+        match std::io::Read::read(&mut silent, &mut buf) {
+            Ok(0) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(closed);
+    // The live client still gets events.
+    hub.post(&note(1), "application/json");
+    assert_eq!(live.next_event(T)["payload"]["i"], 1);
+}
+
+#[test]
+fn the_connection_limit_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--max-connections", "2"]);
+    let a = ws::connect(&hub.ws_url("/stream"), &[]);
+    let b = ws::connect(&hub.ws_url("/ingest"), &[]);
+    a.next(T);
+    let e = ws::try_connect(&hub.ws_url("/stream"), &[]).err().unwrap();
+    assert!(e.contains("503"), "{e}");
+    drop(b);
+    wait_for("a slot to free up", T, || {
+        ws::try_connect(&hub.ws_url("/stream"), &[]).ok()
+    });
+}
