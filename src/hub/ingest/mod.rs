@@ -135,6 +135,19 @@ pub async fn take(state: &SharedState, items: Vec<Item>) -> (StatusCode, Value) 
     (status, body)
 }
 
+/// The answer to a body that could not be read at all (counted).
+fn refuse_body(state: &SharedState, e: BodyError) -> (StatusCode, Value) {
+    state
+        .counters
+        .ingest_rejected
+        .fetch_add(1, Ordering::Relaxed);
+    let status = match e {
+        BodyError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, json!({ "error": e.to_string() }))
+}
+
 /// `POST /events`.
 pub async fn post_events(
     State(state): State<SharedState>,
@@ -174,15 +187,8 @@ pub async fn post_events(
     }) {
         Ok(items) => items,
         Err(e) => {
-            state
-                .counters
-                .ingest_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            let status = match e {
-                BodyError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            return error_response(status, e.to_string());
+            let (status, body) = refuse_body(&state, e);
+            return (status, Json(body)).into_response();
         }
     };
     let (status, body) = take(&state, items).await;
@@ -268,16 +274,6 @@ pub async fn ingest_message(state: &SharedState, bytes: &[u8]) -> (StatusCode, V
     };
     match parsed {
         Ok(items) => take(state, items).await,
-        Err(e) => {
-            state
-                .counters
-                .ingest_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            let status = match e {
-                BodyError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            (status, json!({ "error": e.to_string() }))
-        }
+        Err(e) => refuse_body(state, e),
     }
 }
