@@ -87,20 +87,13 @@ pub fn parse_new_event_bytes(
     intern: impl Fn(&str) -> Arc<str>,
 ) -> Result<NewEvent, ValidationError> {
     match serde_json::from_slice::<Envelope>(text) {
-        Ok(env) => {
-            let mut obj = serde_json::Map::new();
-            for (k, v) in [
-                ("event_type", env.event_type),
-                ("payload", env.payload),
-                ("timestamp", env.timestamp),
-                ("event_id", env.event_id),
-            ] {
-                if let Some(v) = v {
-                    obj.insert(k.to_string(), v);
-                }
-            }
-            parse_new_event(Value::Object(obj), intern)
-        }
+        Ok(env) => from_parts(
+            env.event_type,
+            env.payload,
+            env.timestamp,
+            env.event_id,
+            intern,
+        ),
         Err(_) => {
             let value: Value = serde_json::from_slice(text).map_err(|e| {
                 ValidationError::new("event", "event", format!("malformed JSON: {e}"))
@@ -126,7 +119,24 @@ pub fn parse_new_event(
             format!("expected a JSON object, got {}", show(&value)),
         ));
     };
-    let event_type = match obj.remove("event_type") {
+    from_parts(
+        obj.remove("event_type"),
+        obj.remove("payload"),
+        obj.remove("timestamp"),
+        obj.remove("event_id"),
+        intern,
+    )
+}
+
+/// Builds an event from the four envelope values (absent ones `None`).
+fn from_parts(
+    event_type: Option<Value>,
+    payload: Option<Value>,
+    timestamp: Option<Value>,
+    event_id: Option<Value>,
+    intern: impl Fn(&str) -> Arc<str>,
+) -> Result<NewEvent, ValidationError> {
+    let event_type = match event_type {
         Some(Value::String(s)) => {
             check_type_name(&s).map_err(|why| ValidationError::new("event", "event_type", why))?;
             intern(&s)
@@ -141,7 +151,7 @@ pub fn parse_new_event(
         None => return Err(ValidationError::new("event", "event_type", "missing")),
     };
     let ty = &*event_type;
-    let payload = match obj.remove("payload") {
+    let payload = match payload {
         Some(Value::Object(p)) => p,
         None | Some(Value::Null) => Default::default(),
         Some(other) => {
@@ -152,7 +162,7 @@ pub fn parse_new_event(
             ))
         }
     };
-    let timestamp = match obj.remove("timestamp") {
+    let timestamp = match timestamp {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => {
             let ts = n.as_f64().unwrap_or(f64::NAN);
@@ -167,7 +177,7 @@ pub fn parse_new_event(
             ))
         }
     };
-    let event_id = match obj.remove("event_id") {
+    let event_id = match event_id {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
             check_event_id(ty, &s)?;
