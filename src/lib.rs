@@ -21,10 +21,14 @@
 //! - **Where metrics are computed**: [`metrics`] (pure, no I/O).
 //! - **Reading logs back**: [`logfile`] (recovery at start, `validate`,
 //!   `report`, resume from old ids).
+//! - **Sending from another process**: [`client`] ([`Client`]: batched,
+//!   non-blocking, at-least-once delivery to a hub over its `/ingest`
+//!   WebSocket or `POST /events`).
 //!
 //! The wire format is documented in [`event`].
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod emitter;
@@ -36,5 +40,6 @@ pub mod pipeline;
 pub mod schema;
 pub mod sinks;
 
+pub use client::Client;
 pub use emitter::{emit_event, get_emitter, Emitter, EmitterBuilder};
 pub use event::{Event, NewEvent};
