@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod demo;
 mod emit;
 mod redis_cmds;
 mod report;
@@ -43,6 +44,9 @@ enum Command {
     RebuildMetrics(redis_cmds::RebuildArgs),
     /// Load generator against a running hub.
     Bench(bench::Args),
+    /// Play the original example's workflows (or a seeded fleet) and print
+    /// the resulting KPIs.
+    Demo(demo::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -58,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Metrics(args) => redis_cmds::metrics(args),
         Command::RebuildMetrics(args) => redis_cmds::rebuild(args),
         Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(cli.config.as_deref(), args),
     };
     match result {
         Ok(code) => code,
