@@ -533,7 +533,9 @@ pub fn run(config: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitC
             if let Some(t) = &args.token {
                 b = b.token(t.as_str());
             }
-            Target::Hub(b.build()?)
+            let client = b.build()?;
+            super::replay::check_reachable(client.hub_url())?;
+            Target::Hub(client)
         }
         None => {
             let dir = match &args.log_dir {
@@ -620,7 +622,7 @@ pub fn run(config: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitC
             json!({"log": log, "recorded": s.accepted, "rejected": s.rejected, "dropped": s.dropped})
         }
         Target::Hub(client) => {
-            let delivered = client.flush(Duration::from_secs(60));
+            let delivered = super::replay::drain(client, Duration::from_secs(30));
             let s = client.stats();
             client.close(Duration::from_secs(1));
             if !delivered || s.rejected > 0 {

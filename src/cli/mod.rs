@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod claude_hook;
 mod demo;
 mod emit;
 mod redis_cmds;
+mod replay;
 mod report;
 mod serve;
 mod tail;
@@ -47,6 +49,12 @@ enum Command {
     /// Play the original example's workflows (or a seeded fleet) and print
     /// the resulting KPIs.
     Demo(demo::Args),
+    /// Send the events of JSONL logs to a running hub, in order, with their
+    /// timestamps (replaying twice counts nothing twice).
+    Replay(replay::Args),
+    /// Claude Code hook command: turn the hook JSON on stdin into events
+    /// and send them to a hub.
+    ClaudeHook(claude_hook::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -63,6 +71,8 @@ pub fn main() -> ExitCode {
         Command::RebuildMetrics(args) => redis_cmds::rebuild(args),
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(cli.config.as_deref(), args),
+        Command::Replay(args) => replay::run(args),
+        Command::ClaudeHook(args) => claude_hook::run(args),
     };
     match result {
         Ok(code) => code,
