@@ -143,6 +143,9 @@ pub enum ClientError {
     /// The background thread could not be started.
     #[error("cannot start the client's thread: {0}")]
     Thread(String),
+    /// A query to the hub failed ([`Client::get_metrics`]).
+    #[error("{0}")]
+    Query(String),
 }
 
 /// Counters of one client, since its creation.
@@ -517,6 +520,43 @@ impl Client {
     /// emits fail with [`ClientError::Closed`]. Safe to call more than once.
     pub fn close(&self, timeout: Duration) -> bool {
         close(&self.handle.shared, &self.handle.thread, timeout)
+    }
+
+    /// The hub's `GET /api/metrics` document, with the six KPIs of its
+    /// rolling `window` copied to the top level (`doc["validation_pass_rate"]`),
+    /// as the Python SDK's `get_metrics`. This client's queued events are
+    /// flushed first (at most `timeout`), so the metrics include them once
+    /// the hub's engine has taken them (a few milliseconds after the hub
+    /// acknowledged them). Blocks the calling thread.
+    pub fn get_metrics(&self, timeout: Duration) -> Result<Value, ClientError> {
+        self.flush(timeout);
+        let settings = &self.handle.shared.settings;
+        let url = format!("{}/api/metrics", settings.endpoints.base);
+        let mut req = ureq::get(&url).timeout(timeout.max(Duration::from_millis(100)));
+        if let Some(t) = &settings.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let text = match req.call() {
+            Ok(r) => r.into_string(),
+            Err(ureq::Error::Status(code, r)) => {
+                let body = r.into_string().unwrap_or_default();
+                return Err(ClientError::Query(format!(
+                    "GET {url}: HTTP {code}: {body:.200}"
+                )));
+            }
+            Err(e) => return Err(ClientError::Query(format!("GET {url}: {e}"))),
+        }
+        .map_err(|e| ClientError::Query(format!("GET {url}: {e}")))?;
+        let mut doc: Value = serde_json::from_str(&text)
+            .map_err(|e| ClientError::Query(format!("GET {url}: not JSON: {e}")))?;
+        let window = doc["window"].clone();
+        if !window.is_object() {
+            return Err(ClientError::Query(format!("GET {url}: no `window` object")));
+        }
+        for name in crate::config::KPI_NAMES {
+            doc[name] = window[name].clone();
+        }
+        Ok(doc)
     }
 
     /// Whether [`Client::close`] was called.
