@@ -550,6 +550,19 @@ fn read_log(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+#[test]
+fn new_subcommands_have_help() {
+    for sub in ["demo", "replay", "claude-hook"] {
+        let (code, out, _) = run_bin(&[sub, "--help"], None);
+        assert_eq!(code, 0, "{sub} --help");
+        assert!(out.contains("Usage"), "{sub}: {out}");
+    }
+    let (_, out, _) = run_bin(&["--help"], None);
+    for sub in ["demo", "replay", "claude-hook"] {
+        assert!(out.contains(sub), "{out}");
+    }
+}
+
 // ------------------------------------------------------------ demo
 
 const START: &str = "1700000000";

@@ -239,11 +239,13 @@ impl ClientBuilder {
         self
     }
 
-    /// Backoff between attempts: `initial` doubling up to `max` (defaults
-    /// 100 ms and 5 s), each wait with jitter (between half and all of it).
+    /// Backoff between attempts: `initial` (at least 1 ms) doubling up to
+    /// `max` (defaults 100 ms and 5 s), each wait with jitter (between half
+    /// and all of it).
     pub fn retry(mut self, initial: Duration, max: Duration) -> Self {
-        self.retry_initial = initial;
-        self.retry_max = max.max(initial);
+        // Never zero: a refused connection must not become a busy loop.
+        self.retry_initial = initial.max(Duration::from_millis(1));
+        self.retry_max = max.max(self.retry_initial);
         self
     }
 

@@ -282,7 +282,10 @@ impl Worker {
                     self.disconnect(&format!("unexpected message from the hub: {t}"));
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    self.disconnect("the hub closed the connection");
+                    // Nothing in flight: just reconnect when there is work.
+                    tracing::debug!("agentpulse client: the hub closed an idle connection");
+                    self.conn = None;
+                    self.shared.lock().transport = None;
                 }
                 Some(Ok(_)) => {}
             }
