@@ -1024,6 +1024,15 @@ pub fn init_global(emitter: Emitter) -> Result<(), Emitter> {
 /// `AGENTPULSE_QUIET` is set) and the log in `logs/` (or
 /// `AGENTPULSE_LOG_DIR`). Call `get_emitter().stop()` before the program
 /// exits so that everything emitted is written.
+///
+/// **Hub mode.** When `AGENTPULSE_HUB_URL` is set (e.g.
+/// `http://127.0.0.1:3010`, with `AGENTPULSE_TOKEN` if the hub has a token),
+/// the global emitter still validates every event in the process (errors
+/// come back at once), but writes no log and prints nothing: it forwards
+/// each event to that hub through a [`crate::Client`]
+/// ([`crate::client::ForwardSink`]). `flush()` and `stop()` then wait (at
+/// most 5 s) for the hub's answers. Its `get_metrics()` covers only this
+/// process's events; the hub's `/api/metrics` has the whole picture.
 pub fn get_emitter() -> &'static Emitter {
     GLOBAL.get_or_init(|| {
         let emitter = default_from_env();
@@ -1047,6 +1056,26 @@ fn default_from_env() -> Emitter {
             Ok(c) => b = b.config(c),
             Err(e) => tracing::error!("agentpulse: {e}; using the built-in config"),
         }
+    }
+    // Hub mode (see `get_emitter`): forward instead of logging locally.
+    match crate::client::Client::from_env() {
+        Some(Ok(client)) => {
+            let sink = crate::client::ForwardSink::new(client);
+            return match b
+                .no_log()
+                .quiet()
+                .sink(Box::new(sink), WhenFull::Block)
+                .build()
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!("agentpulse: {e}; using the built-in config");
+                    Emitter::builder().build().expect("built-in config")
+                }
+            };
+        }
+        Some(Err(e)) => tracing::error!("agentpulse: {e}; recording events locally instead"),
+        None => {}
     }
     if let Some(dir) = std::env::var_os("AGENTPULSE_LOG_DIR") {
         b = b.log_dir(PathBuf::from(dir));

@@ -18,14 +18,20 @@
 //! - **Where they go out**: [`sinks`] (console, JSONL log, metrics, each on
 //!   its own thread) and [`hub::stream`] (the live WebSocket stream, fed
 //!   from an in-memory ring).
-//! - **Where metrics are computed**: [`metrics`] (pure, no I/O).
+//! - **Where metrics are computed**: [`metrics`] (pure, no I/O); alert
+//!   rules and budgets over them: [`alerts`] (pure), run by
+//!   `sinks::alerts` and delivered by `sinks::notify`.
 //! - **Reading logs back**: [`logfile`] (recovery at start, `validate`,
 //!   `report`, resume from old ids).
+//! - **Sending from another process**: [`client`] ([`Client`]: batched,
+//!   non-blocking, at-least-once delivery to a hub over its `/ingest`
+//!   WebSocket or `POST /events`).
 //!
 //! The wire format is documented in [`event`].
 #![deny(missing_docs)]
 
 pub mod alerts;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod emitter;
@@ -37,5 +43,6 @@ pub mod pipeline;
 pub mod schema;
 pub mod sinks;
 
+pub use client::Client;
 pub use emitter::{emit_event, get_emitter, Emitter, EmitterBuilder};
 pub use event::{Event, NewEvent};

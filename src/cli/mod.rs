@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod claude_hook;
+mod demo;
 mod emit;
 mod redis_cmds;
+mod replay;
 mod report;
 mod serve;
 mod tail;
@@ -46,6 +49,15 @@ enum Command {
     RebuildMetrics(redis_cmds::RebuildArgs),
     /// Load generator against a running hub.
     Bench(bench::Args),
+    /// Play the original example's workflows (or a seeded fleet) and print
+    /// the resulting KPIs.
+    Demo(demo::Args),
+    /// Send the events of JSONL logs to a running hub, in order, with their
+    /// timestamps (replaying twice counts nothing twice).
+    Replay(replay::Args),
+    /// Claude Code hook command: turn the hook JSON on stdin into events
+    /// and send them to a hub.
+    ClaudeHook(claude_hook::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -62,6 +74,9 @@ pub fn main() -> ExitCode {
         Command::Metrics(args) => redis_cmds::metrics(args),
         Command::RebuildMetrics(args) => redis_cmds::rebuild(args),
         Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(cli.config.as_deref(), args),
+        Command::Replay(args) => replay::run(args),
+        Command::ClaudeHook(args) => claude_hook::run(args),
     };
     match result {
         Ok(code) => code,
