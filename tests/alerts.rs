@@ -259,3 +259,33 @@ fn validate_config_checks_a_file_without_starting() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("alerts[0].condition"));
 }
+
+#[test]
+fn slack_webhooks_and_commands_are_notified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, hooks) = receiver(false);
+    let out = dir.path().join("alert.json");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "alerts:\n  - condition: \"events >= 2\"\n    action: page\n    message: \"two events\"\nnotifiers:\n  page:\n    - type: webhook\n      url: {url}\n      format: slack\n    - type: command\n      command: [\"sh\", \"-c\", \"cat > {}\"]\n",
+            out.display()
+        ),
+    );
+    let hub = Hub::start(dir.path(), &["--config", cfg.to_str().unwrap()]);
+    for i in 0..2 {
+        hub.post(
+            &json!({"event_type":"note","payload":{"i":i}}).to_string(),
+            "application/json",
+        );
+    }
+    let slack = hooks.recv_timeout(T).expect("slack webhook called");
+    let text = slack["text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("[agentpulse ALERT] two events"), "{slack}");
+    let written = wait_for("the command's output", T, || {
+        std::fs::read_to_string(&out).ok().filter(|s| !s.is_empty())
+    });
+    let v: Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(v["event_type"], "alert_triggered");
+    assert_eq!(v["payload"]["message"], "two events");
+}
