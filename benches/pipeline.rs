@@ -73,13 +73,13 @@ fn bench_emit(c: &mut Criterion) {
     eprintln!("emit: accepted {} dropped {}", s.accepted, s.dropped);
 }
 
-fn bench_pipeline(c: &mut Criterion) {
-    const N: u64 = 200_000;
-    let dir = tempfile::tempdir().unwrap();
+/// A started emitter writing its log into `dir`, no console, blocking when
+/// full (a benchmark must not drop).
+fn logging_emitter(dir: &std::path::Path, durability: Durability) -> Emitter {
     let emitter = Emitter::builder()
         .jsonl(JsonlConfig {
-            dir: dir.path().to_path_buf(),
-            durability: Durability::Batch,
+            dir: dir.to_path_buf(),
+            durability,
             ..JsonlConfig::default()
         })
         .quiet()
@@ -87,6 +87,13 @@ fn bench_pipeline(c: &mut Criterion) {
         .build()
         .unwrap();
     emitter.start().unwrap();
+    emitter
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    const N: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let emitter = logging_emitter(dir.path(), Durability::Batch);
     let ts = agentpulse::event::now_unix();
     let events: Vec<NewEvent> = (0..N).map(|i| event(i, ts + i as f64 * 1e-4)).collect();
     let line = Record::new(Event {
@@ -122,17 +129,7 @@ fn bench_pipeline(c: &mut Criterion) {
 fn bench_report(c: &mut Criterion) {
     // A ~100 MB log written through the real sink.
     let dir = tempfile::tempdir().unwrap();
-    let emitter = Emitter::builder()
-        .jsonl(JsonlConfig {
-            dir: dir.path().to_path_buf(),
-            durability: Durability::None,
-            ..JsonlConfig::default()
-        })
-        .quiet()
-        .policy(QueuePolicy::Block)
-        .build()
-        .unwrap();
-    emitter.start().unwrap();
+    let emitter = logging_emitter(dir.path(), Durability::None);
     let ts = agentpulse::event::now_unix() - 3600.0;
     for i in 0..330_000u64 {
         emitter.emit_event(event(i, ts + i as f64 * 0.01)).unwrap();

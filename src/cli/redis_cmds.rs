@@ -13,7 +13,7 @@ use agentpulse::hub::api::parse_time;
 use agentpulse::logfile;
 use agentpulse::metrics::{Granularity, MetricsConfig, MetricsEngine};
 use agentpulse::sinks::redis_metrics::store::{read_series, replace};
-use agentpulse::sinks::redis_metrics::Keys;
+use agentpulse::sinks::redis_metrics::{connect as connect_redis, Keys};
 
 #[derive(Debug, clap::Args)]
 pub struct MetricsArgs {
@@ -53,26 +53,21 @@ pub struct RebuildArgs {
     ttl_days: Vec<u64>,
 }
 
-fn granularity(name: &str) -> anyhow::Result<Granularity> {
-    [Granularity::Hourly, Granularity::Daily, Granularity::Weekly]
-        .into_iter()
-        .find(|g| g.as_str() == name)
-        .ok_or_else(|| anyhow::anyhow!("--bucket: expected hourly, daily or weekly, got {name:?}"))
+/// A granularity stored in Redis (minutes are not).
+pub(crate) fn stored_granularity(option: &str, name: &str) -> anyhow::Result<Granularity> {
+    Granularity::from_name(name)
+        .filter(|g| *g != Granularity::Minute)
+        .ok_or_else(|| anyhow::anyhow!("{option}: expected hourly, daily or weekly, got {name:?}"))
 }
 
 async fn connect(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url}"))?;
-    let cfg = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(3))
-        .set_response_timeout(Duration::from_secs(30))
-        .set_number_of_retries(1);
-    redis::aio::ConnectionManager::new_with_config(client, cfg)
+    connect_redis(url, Duration::from_secs(3), Duration::from_secs(30))
         .await
-        .with_context(|| format!("cannot reach Redis at {url}"))
+        .map_err(anyhow::Error::msg)
 }
 
 pub fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
-    let g = granularity(&args.bucket)?;
+    let g = stored_granularity("--bucket", &args.bucket)?;
     let to = match &args.to {
         Some(t) => parse_time(t).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
         None => agentpulse::event::now_unix(),
@@ -135,21 +130,10 @@ fn short(kpi: &str) -> &str {
 }
 
 pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    let keys = match args.ttl_days.as_slice() {
-        [h, d, w] if *h > 0 && *d > 0 && *w > 0 => Keys {
-            prefix: args.prefix.clone(),
-            ttl_hourly: h * 86_400,
-            ttl_daily: d * 86_400,
-            ttl_weekly: w * 86_400,
-        },
-        other => anyhow::bail!("--ttl-days: expected three positive numbers, got {other:?}"),
-    };
+    let keys = Keys::with_ttl_days(&args.prefix, &args.ttl_days)
+        .map_err(|e| anyhow::anyhow!("--ttl-days: {e}"))?;
     // Keep every bucket of the logs, however old: retention is Redis's TTL.
-    let mut config = MetricsConfig::default();
-    config.retention.hourly = usize::MAX / 4;
-    config.retention.daily = usize::MAX / 4;
-    config.retention.weekly = usize::MAX / 4;
-    let mut engine = MetricsEngine::new(config);
+    let mut engine = MetricsEngine::new(MetricsConfig::keeping_every_bucket());
     let total: u64 = args
         .files
         .iter()

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use agentpulse::config::KPI_NAMES;
 use agentpulse::logfile;
-use agentpulse::metrics::{Granularity, MetricsConfig, MetricsEngine};
+use agentpulse::metrics::{MetricsConfig, MetricsEngine};
 use agentpulse::sinks::redis_metrics::store::value_json;
 use agentpulse::sinks::redis_metrics::Keys;
 
@@ -27,14 +27,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut config = MetricsConfig::default();
-    if args.buckets.is_some() {
-        // Keep every bucket of the logs, however old.
-        config.retention.hourly = usize::MAX / 4;
-        config.retention.daily = usize::MAX / 4;
-        config.retention.weekly = usize::MAX / 4;
-    }
-    let mut engine = MetricsEngine::new(config);
+    let mut engine = MetricsEngine::new(if args.buckets.is_some() {
+        MetricsConfig::keeping_every_bucket()
+    } else {
+        MetricsConfig::default()
+    });
     let (mut events, mut bad) = (0u64, 0u64);
     for path in &args.files {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -72,10 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("... {} more unreadable lines skipped", bad - 20);
     }
     if let Some(name) = &args.buckets {
-        let g = [Granularity::Hourly, Granularity::Daily, Granularity::Weekly]
-            .into_iter()
-            .find(|g| g.as_str() == name)
-            .ok_or_else(|| anyhow::anyhow!("--buckets: expected hourly, daily or weekly"))?;
+        let g = super::redis_cmds::stored_granularity("--buckets", name)?;
         let keys = Keys::default();
         let out: serde_json::Map<String, Value> = engine
             .buckets(g)

@@ -14,7 +14,7 @@ use agentpulse::hub::{self, HubConfig};
 use agentpulse::pipeline::QueuePolicy;
 use agentpulse::sinks::console::Level;
 use agentpulse::sinks::jsonl::{Durability, JsonlConfig};
-use agentpulse::sinks::redis_metrics::RedisMetricsConfig;
+use agentpulse::sinks::redis_metrics::{Keys, RedisMetricsConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -182,19 +182,12 @@ pub fn redis_metrics_config(
     ttl_days: &[u64],
 ) -> anyhow::Result<RedisMetricsConfig> {
     let mut rc = RedisMetricsConfig::new(url);
-    rc.keys.prefix = prefix.to_string();
     if !(10..=600_000).contains(&flush_ms) {
         anyhow::bail!("--redis-flush-ms: {flush_ms} is outside 10..=600000");
     }
     rc.flush_interval = Duration::from_millis(flush_ms);
-    match ttl_days {
-        [h, d, w] if *h > 0 && *d > 0 && *w > 0 => {
-            rc.keys.ttl_hourly = h * 86_400;
-            rc.keys.ttl_daily = d * 86_400;
-            rc.keys.ttl_weekly = w * 86_400;
-        }
-        other => anyhow::bail!("--redis-ttl-days: expected three positive numbers (hourly,daily,weekly), got {other:?}"),
-    }
+    rc.keys = Keys::with_ttl_days(prefix, ttl_days)
+        .map_err(|e| anyhow::anyhow!("--redis-ttl-days: {e}"))?;
     Ok(rc)
 }
 

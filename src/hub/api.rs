@@ -231,12 +231,9 @@ pub fn series_query(
     bucket: &str,
     query: &HashMap<String, String>,
 ) -> Result<(Granularity, f64, f64), String> {
-    let g = Granularity::ALL
-        .into_iter()
-        .find(|g| g.as_str() == bucket)
-        .ok_or_else(|| {
-            format!("bucket: expected minute, hourly, daily or weekly, got {bucket:?}")
-        })?;
+    let g = Granularity::from_name(bucket).ok_or_else(|| {
+        format!("bucket: expected minute, hourly, daily or weekly, got {bucket:?}")
+    })?;
     let to = match query.get("to") {
         Some(t) => parse_time(t).map_err(|e| format!("to: {e}"))?,
         None => crate::event::now_unix(),
@@ -320,18 +317,8 @@ async fn redis_series(
 ) -> Result<Value, String> {
     let mut reader = store.reader.lock().await;
     if reader.is_none() {
-        let client = redis::Client::open(store.config.url.as_str()).map_err(|e| e.to_string())?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(store.config.timeout)
-            .set_response_timeout(store.config.timeout);
-        let con = tokio::time::timeout(
-            store.config.timeout * 2,
-            redis::aio::ConnectionManager::new_with_config(client, cfg),
-        )
-        .await
-        .map_err(|_| "connection timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-        *reader = Some(con);
+        let t = store.config.timeout;
+        *reader = Some(crate::sinks::redis_metrics::connect(&store.config.url, t, t).await?);
     }
     let con = reader.as_mut().expect("connected");
     let series =

@@ -49,6 +49,11 @@ impl Granularity {
         }
     }
 
+    /// The granularity named `name` (`minute`, `hourly`, `daily`, `weekly`).
+    pub fn from_name(name: &str) -> Option<Granularity> {
+        Granularity::ALL.into_iter().find(|g| g.as_str() == name)
+    }
+
     /// The lowercase name of the granularity (`minute`, `hourly`, ...).
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -100,7 +100,18 @@ impl Default for MetricsConfig {
 }
 
 impl MetricsConfig {
-    /// The defaults with a window of `window_minutes`.
+    /// Defaults, but keeping every hourly, daily and weekly bucket however
+    /// old (for offline reports and rebuilds of whole logs).
+    pub fn keeping_every_bucket() -> Self {
+        let mut c = MetricsConfig::default();
+        // Large, yet far from overflowing when multiplied by a bucket length.
+        c.retention.hourly = usize::MAX / 4;
+        c.retention.daily = usize::MAX / 4;
+        c.retention.weekly = usize::MAX / 4;
+        c
+    }
+
+    /// Defaults with a rolling window of `window_minutes`.
     pub fn with_window_minutes(window_minutes: u32) -> Self {
         MetricsConfig {
             window_minutes,

@@ -18,42 +18,26 @@ pub struct Filter {
 impl Filter {
     /// Whether `event` passes.
     pub fn matches(&self, event: &Event) -> bool {
-        if let Some(types) = &self.types {
-            if !types.contains(&*event.event_type) {
-                return false;
-            }
-        }
-        if let Some(agent) = &self.agent {
-            if event.str_field("agent") != Some(agent.as_str()) {
-                return false;
-            }
-        }
-        if let Some(task) = &self.task_id {
-            if event.str_field("task_id") != Some(task.as_str()) {
-                return false;
-            }
-        }
-        true
+        self.matches_fields(
+            &event.event_type,
+            event.str_field("agent"),
+            event.str_field("task_id"),
+        )
     }
 
     /// Whether a retained stream item passes.
     pub fn matches_item(&self, item: &super::ring::StreamItem) -> bool {
-        if let Some(types) = &self.types {
-            if !types.contains(&*item.event_type) {
-                return false;
-            }
-        }
-        if let Some(agent) = &self.agent {
-            if item.agent.as_deref() != Some(agent.as_str()) {
-                return false;
-            }
-        }
-        if let Some(task) = &self.task_id {
-            if item.task_id.as_deref() != Some(task.as_str()) {
-                return false;
-            }
-        }
-        true
+        self.matches_fields(
+            &item.event_type,
+            item.agent.as_deref(),
+            item.task_id.as_deref(),
+        )
+    }
+
+    fn matches_fields(&self, event_type: &str, agent: Option<&str>, task_id: Option<&str>) -> bool {
+        self.types.as_ref().is_none_or(|t| t.contains(event_type))
+            && self.agent.as_deref().is_none_or(|a| agent == Some(a))
+            && self.task_id.as_deref().is_none_or(|t| task_id == Some(t))
     }
 
     /// Whether everything passes.

@@ -290,20 +290,8 @@ impl Flusher {
 
     async fn connect(&self, con: &mut Option<ConnectionManager>) -> Result<(), String> {
         if con.is_none() {
-            let client =
-                redis::Client::open(self.config.url.as_str()).map_err(|e| e.to_string())?;
-            let cfg = ConnectionManagerConfig::new()
-                .set_connection_timeout(self.config.timeout)
-                .set_response_timeout(self.config.timeout)
-                .set_number_of_retries(1);
-            let m = tokio::time::timeout(
-                self.config.timeout * 2,
-                ConnectionManager::new_with_config(client, cfg),
-            )
-            .await
-            .map_err(|_| "connection timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-            *con = Some(m);
+            let t = self.config.timeout;
+            *con = Some(connect(&self.config.url, t, t).await?);
         }
         Ok(())
     }
@@ -335,6 +323,27 @@ impl Flusher {
             Err(_) => Err("timed out".into()),
         }
     }
+}
+
+/// A connection manager for `url` (it reconnects by itself), made within
+/// `connect_timeout`; each command then times out after `response_timeout`.
+pub async fn connect(
+    url: &str,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("bad Redis URL {url}: {e}"))?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(connect_timeout)
+        .set_response_timeout(response_timeout)
+        .set_number_of_retries(1);
+    tokio::time::timeout(
+        connect_timeout * 2,
+        ConnectionManager::new_with_config(client, cfg),
+    )
+    .await
+    .map_err(|_| format!("cannot reach Redis at {url}: connection timed out"))?
+    .map_err(|e| format!("cannot reach Redis at {url}: {e}"))
 }
 
 /// Checks that Redis answers (for start-up reporting).

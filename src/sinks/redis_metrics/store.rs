@@ -61,6 +61,22 @@ impl Keys {
         format!("{}:raw", self.value_key(g, start))
     }
 
+    /// Keys under `prefix` with the TTLs of hourly, daily and weekly buckets
+    /// given in days (as the command-line options take them).
+    pub fn with_ttl_days(prefix: &str, ttl_days: &[u64]) -> Result<Keys, String> {
+        match ttl_days {
+            [h, d, w] if *h > 0 && *d > 0 && *w > 0 => Ok(Keys {
+                prefix: prefix.to_string(),
+                ttl_hourly: h * 86_400,
+                ttl_daily: d * 86_400,
+                ttl_weekly: w * 86_400,
+            }),
+            other => Err(format!(
+                "expected three positive numbers of days (hourly,daily,weekly), got {other:?}"
+            )),
+        }
+    }
+
     /// The TTL of buckets of `g` (None for minutes: not stored).
     pub fn ttl(&self, g: Granularity) -> Option<u64> {
         match g {
