@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Query, Request, State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -31,11 +31,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/events", post(ingest::post_events))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new().gzip(true));
-    Router::new()
-        .route("/", get(root))
-        .route("/agent-events", get(stream::handler))
-        .route("/stream", get(stream::handler))
-        .route("/ingest", get(ingest::ws_ingest))
+    // Ingest and the APIs need the token when one is set (WebSockets check
+    // it themselves: browsers can only send it in the query or subprotocol).
+    let protected = Router::new()
         .merge(ingest)
         .route("/api/events", get(events))
         .route("/api/metrics", get(metrics_json))
@@ -44,10 +42,31 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/budgets", get(budgets_json))
         .route("/api/budgets/check", get(budget_check))
         .route("/metrics", get(prometheus))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/", get(root))
+        .route("/agent-events", get(stream::handler))
+        .route("/stream", get(stream::handler))
+        .route("/ingest", get(ingest::ws_ingest))
+        .merge(protected)
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<SharedState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match super::auth::check_http(&state, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused,
+    }
 }
 
 async fn not_found(req: Request) -> Response {
@@ -103,11 +122,7 @@ pub async fn dashboard() -> Response {
 async fn events(
     State(state): State<SharedState>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(resp) = super::auth::check_http(&state, &headers) {
-        return resp;
-    }
     let params = match StreamParams::from_query(&query) {
         Ok(p) => p,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
@@ -202,11 +217,7 @@ pub fn metrics_document(state: &SharedState) -> Value {
 async fn metrics_json(
     State(state): State<SharedState>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(resp) = super::auth::check_http(&state, &headers) {
-        return resp;
-    }
     match query.get("bucket") {
         None => Json(metrics_document(&state)).into_response(),
         Some(b) => match series_query(b, &query) {
@@ -330,10 +341,7 @@ async fn redis_series(
 
 /// `GET /api/alerts`: `{"active":[...],"history":[...]}` (history newest
 /// last, at most 1,000 transitions).
-async fn alerts_json(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    if let Err(resp) = super::auth::check_http(&state, &headers) {
-        return resp;
-    }
+async fn alerts_json(State(state): State<SharedState>) -> Response {
     let a = state
         .emitter
         .alerts()
@@ -355,10 +363,7 @@ async fn alerts_json(State(state): State<SharedState>, headers: HeaderMap) -> Re
 
 /// `GET /api/budgets`: each budget and key with spend, limit, remaining and
 /// state (`ok`, `warning`, `exceeded`).
-async fn budgets_json(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    if let Err(resp) = super::auth::check_http(&state, &headers) {
-        return resp;
-    }
+async fn budgets_json(State(state): State<SharedState>) -> Response {
     let a = state
         .emitter
         .alerts()
@@ -376,11 +381,7 @@ async fn budgets_json(State(state): State<SharedState>, headers: HeaderMap) -> R
 async fn budget_check(
     State(state): State<SharedState>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(resp) = super::auth::check_http(&state, &headers) {
-        return resp;
-    }
     let cost = match query.get("cost").map(|c| c.parse::<f64>()) {
         Some(Ok(c)) => c,
         Some(Err(_)) => {
@@ -411,10 +412,7 @@ async fn budget_check(
 }
 
 /// `GET /api/config`: what a dashboard needs to know of the configuration.
-async fn config_json(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    if let Err(resp) = super::auth::check_http(&state, &headers) {
-        return resp;
-    }
+async fn config_json(State(state): State<SharedState>) -> Response {
     let c = state.emitter.config();
     Json(json!({
         "window_minutes": c.metrics.aggregate.window_minutes,
@@ -505,10 +503,7 @@ async fn health(State(state): State<SharedState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-async fn prometheus(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    if let Err(resp) = super::auth::check_http(&state, &headers) {
-        return resp;
-    }
+async fn prometheus(State(state): State<SharedState>) -> Response {
     let text = super::prometheus::render(&state);
     (
         [(

@@ -158,9 +158,6 @@ pub async fn post_events(
         .counters
         .ingest_requests
         .fetch_add(1, Ordering::Relaxed);
-    if let Err(resp) = super::auth::check_http(&state, &headers) {
-        return resp;
-    }
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
