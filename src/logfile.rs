@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 
-use crate::event::Event;
+use crate::event::{Event, WireError};
 use crate::sinks::jsonl::rotated_files;
 
 /// Size of the chunks read from a file (grows for longer lines).
@@ -279,6 +279,26 @@ fn is_blank(line: &[u8]) -> bool {
 pub fn read_events(
     path: impl AsRef<Path>,
     mut on_event: impl FnMut(Event),
+    on_error: impl FnMut(LineError),
+) -> io::Result<ReadStats> {
+    read_lines(
+        path,
+        |line| {
+            on_event(Event::from_wire(line)?);
+            Ok(())
+        },
+        on_error,
+    )
+}
+
+/// [`read_events`] with the parsing left to `on_line`, which gets every
+/// complete non-blank line (without its `\n`) and answers whether it read
+/// as an event: e.g. to read only some fields, borrowing from the line
+/// (`metrics::EventFields::from_wire`). Its errors, and a torn last line,
+/// go to `on_error`.
+pub fn read_lines(
+    path: impl AsRef<Path>,
+    mut on_line: impl FnMut(&[u8]) -> Result<(), WireError>,
     mut on_error: impl FnMut(LineError),
 ) -> io::Result<ReadStats> {
     let path = path.as_ref();
@@ -290,7 +310,7 @@ pub fn read_events(
             return ControlFlow::Continue(());
         }
         let result = if line.terminated {
-            Event::from_wire(line.bytes).map_err(|e| e.to_string())
+            on_line(line.bytes).map_err(|e| e.to_string())
         } else {
             Err(format!(
                 "torn last line ({} bytes without a newline)",
@@ -298,10 +318,7 @@ pub fn read_events(
             ))
         };
         match result {
-            Ok(event) => {
-                stats.events += 1;
-                on_event(event);
-            }
+            Ok(()) => stats.events += 1,
             Err(message) => {
                 stats.errors += 1;
                 on_error(LineError {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use agentpulse::config::KPI_NAMES;
 use agentpulse::hub::api::parse_time;
 use agentpulse::logfile;
-use agentpulse::metrics::{Granularity, MetricsConfig, MetricsEngine};
+use agentpulse::metrics::{EventFields, Granularity, MetricsConfig, MetricsEngine};
 use agentpulse::sinks::redis_metrics::store::{read_series, replace};
 use agentpulse::sinks::redis_metrics::{connect as connect_redis, Keys};
 
@@ -149,15 +149,16 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     for path in &args.files {
         bar.set_message(path.display().to_string());
         let mut seen = 0u64;
-        logfile::read_events(
+        logfile::read_lines(
             path,
-            |e| {
-                engine.observe(&e);
+            |line| {
+                engine.observe_fields(&EventFields::from_wire(line)?);
                 events += 1;
                 seen += 1;
                 if seen.is_multiple_of(65_536) {
                     bar.set_position(done + seen * 300);
                 }
+                Ok(())
             },
             |_| bad += 1,
         )

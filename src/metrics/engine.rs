@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use foldhash::quality::RandomState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::bucket::{AgentRun, BucketSet, BucketStats, Contribution, Granularity};
+use super::input::EventFields;
 use super::kpi::{AgentKpis, BucketView, CurrentBuckets, FeatureReport, MetricsSnapshot, Report};
 use crate::event::{Event, NewEvent};
 
@@ -203,8 +205,11 @@ pub struct MetricsEngine {
     config: MetricsConfig,
     buckets: BucketSet,
     totals: BucketStats,
-    tasks: HashMap<Arc<str>, TaskState>,
-    features: HashMap<Arc<str>, FeatureState>,
+    tasks: HashMap<Arc<str>, TaskState, RandomState>,
+    features: HashMap<Arc<str>, FeatureState, RandomState>,
+    /// At most the oldest `last_seen` of any task or feature: until the
+    /// eviction cutoff passes it, a sweep would find nothing to evict.
+    oldest_seen: f64,
     /// Interned event types, agent and feature names: bucket keys share one
     /// allocation per name and match by pointer.
     names: Interner,
@@ -232,8 +237,9 @@ impl MetricsEngine {
             config: config.normalised(),
             buckets: BucketSet::new(),
             totals: BucketStats::new(),
-            tasks: HashMap::new(),
-            features: HashMap::new(),
+            tasks: HashMap::default(),
+            features: HashMap::default(),
+            oldest_seen: f64::INFINITY,
             names: Interner::default(),
             newest_ts: f64::NEG_INFINITY,
             horizon: [i64::MIN; 4],
@@ -251,14 +257,20 @@ impl MetricsEngine {
 
     /// Observes one event.
     pub fn observe(&mut self, event: &Event) {
-        self.observe_impl(event, None);
+        self.observe_impl(&EventFields::from_event(event), None);
     }
 
     /// Observes one event and applies exactly the same bucket contributions
     /// to `extra` as well (not the totals), e.g. to accumulate the
     /// increments since a last flush.
     pub fn observe_into(&mut self, event: &Event, extra: &mut BucketSet) {
-        self.observe_impl(event, Some(extra));
+        self.observe_impl(&EventFields::from_event(event), Some(extra));
+    }
+
+    /// Observes one event given by the fields the engine reads (e.g. read
+    /// straight from a log line with [`EventFields::from_wire`]).
+    pub fn observe_fields(&mut self, event: &EventFields<'_>) {
+        self.observe_impl(event, None);
     }
 
     /// The kept buckets of granularity `g`, in start order.
@@ -386,13 +398,15 @@ impl MetricsEngine {
         }
     }
 
-    fn observe_impl(&mut self, event: &Event, mut extra: Option<&mut BucketSet>) {
+    fn observe_impl(&mut self, event: &EventFields<'_>, mut extra: Option<&mut BucketSet>) {
         let ts = event.timestamp;
         if !(ts.is_finite() && (0.0..=MAX_TIMESTAMP).contains(&ts)) {
             self.ignored_events += 1;
             return;
         }
         self.advance(ts);
+        // Any task or feature this event creates is last seen at `ts`.
+        self.oldest_seen = self.oldest_seen.min(ts);
         let (contribution, span) = self.contribution(event, ts);
         for g in Granularity::ALL {
             let start = g.bucket_start(ts);
@@ -470,19 +484,18 @@ impl MetricsEngine {
     /// to its bucket, plus the busy span it closes, if any.
     fn contribution(
         &mut self,
-        event: &Event,
+        fields: &EventFields<'_>,
         ts: f64,
     ) -> (Contribution, Option<(Arc<str>, f64, f64)>) {
-        let fields = Fields::of(&event.payload);
         let mut c = Contribution {
-            event_type: Some(self.names.get(&event.event_type)),
+            event_type: Some(self.names.get(&fields.event_type)),
             ts,
-            agent: fields.agent.map(|a| self.names.get(a)),
+            agent: fields.agent.as_deref().map(|a| self.names.get(a)),
             ..Contribution::default()
         };
-        let task_id = fields.task_id;
+        let task_id = fields.task_id.as_deref();
         let mut span = None;
-        match &*event.event_type {
+        match &*fields.event_type {
             "task_queued" => {
                 let Some(id) = task_id else { return (c, None) };
                 let task = task_entry!(self.tasks, id, ts);
@@ -490,7 +503,7 @@ impl MetricsEngine {
                     task.queued_at = Some(ts);
                 }
                 if task.feature.is_none() {
-                    if let Some(f) = fields.feature {
+                    if let Some(f) = fields.feature.as_deref() {
                         let f = self.names.get(f);
                         feature_entry(&mut self.features, &f, ts);
                         task.feature = Some(Arc::clone(&f));
@@ -520,7 +533,7 @@ impl MetricsEngine {
                 starts.push(ts);
             }
             "agent_completed" => {
-                let status = fields.status;
+                let status = fields.status.as_deref();
                 let failed = status.is_some_and(is_failed_status);
                 let cost = amount(fields.cost_usd);
                 let duration_ms = amount(fields.duration_ms);
@@ -567,7 +580,7 @@ impl MetricsEngine {
                 }
             }
             "validation_complete" => {
-                c.validation_passed = Some(validation_passed(fields.result));
+                c.validation_passed = Some(fields.result_passed);
                 let cost = amount(fields.cost);
                 c.cost = cost.unwrap_or(0.0);
                 let Some(id) = task_id else { return (c, None) };
@@ -597,14 +610,13 @@ impl MetricsEngine {
                     task.finished = true;
                     let attempts = fields
                         .attempts
-                        .and_then(Value::as_f64)
                         .filter(|a| a.is_finite() && *a >= 0.0)
                         .map_or(0, |a| a.min(f64::from(u32::MAX)) as u64);
                     c.finished_retries = Some(task.retries.max(attempts));
                 }
             }
             CRITIC_DECISION => {
-                c.critic_rejected = fields.rejected.and_then(Value::as_bool);
+                c.critic_rejected = fields.rejected;
             }
             _ => {}
         }
@@ -617,10 +629,28 @@ impl MetricsEngine {
         self.events_since_sweep = 0;
         self.last_sweep_ts = self.newest_ts;
         let cutoff = self.newest_ts - self.config.task_idle_eviction_secs;
-        let before = self.tasks.len();
-        self.tasks.retain(|_, t| t.last_seen >= cutoff);
-        self.evicted_tasks += (before - self.tasks.len()) as u64;
-        self.features.retain(|_, f| f.last_seen >= cutoff);
+        // Visiting every task is what makes a sweep costly: skipped when
+        // nothing can be old enough yet.
+        if self.oldest_seen < cutoff {
+            let before = self.tasks.len();
+            let mut oldest = f64::INFINITY;
+            self.tasks.retain(|_, t| {
+                let keep = t.last_seen >= cutoff;
+                if keep {
+                    oldest = oldest.min(t.last_seen);
+                }
+                keep
+            });
+            self.evicted_tasks += (before - self.tasks.len()) as u64;
+            self.features.retain(|_, f| {
+                let keep = f.last_seen >= cutoff;
+                if keep {
+                    oldest = oldest.min(f.last_seen);
+                }
+                keep
+            });
+            self.oldest_seen = oldest;
+        }
         self.names.sweep();
     }
 }
@@ -696,7 +726,7 @@ fn cache_slot(name: &str) -> usize {
 
 /// The attribution state of feature `f`, created if new, marked as seen.
 fn feature_entry<'m>(
-    features: &'m mut HashMap<Arc<str>, FeatureState>,
+    features: &'m mut HashMap<Arc<str>, FeatureState, RandomState>,
     f: &Arc<str>,
     ts: f64,
 ) -> &'m mut FeatureState {
@@ -726,49 +756,9 @@ fn find_name<T>(items: &[T], name: &Arc<str>, key: impl Fn(&T) -> &Arc<str>) -> 
         .or_else(|| items.iter().position(|x| **key(x) == **name))
 }
 
-/// The payload fields the engine reads, gathered in one pass over the
-/// payload (cheaper than a lookup per field). A field of the wrong type is
-/// absent.
-#[derive(Default)]
-struct Fields<'a> {
-    agent: Option<&'a str>,
-    task_id: Option<&'a str>,
-    feature: Option<&'a str>,
-    status: Option<&'a str>,
-    cost_usd: Option<&'a Value>,
-    cost: Option<&'a Value>,
-    duration_ms: Option<&'a Value>,
-    attempts: Option<&'a Value>,
-    result: Option<&'a Value>,
-    rejected: Option<&'a Value>,
-}
-
-impl<'a> Fields<'a> {
-    fn of(payload: &'a Map<String, Value>) -> Self {
-        let mut f = Fields::default();
-        for (k, v) in payload {
-            match k.as_str() {
-                "agent" => f.agent = v.as_str(),
-                "task_id" => f.task_id = v.as_str(),
-                "feature" => f.feature = v.as_str(),
-                "status" => f.status = v.as_str(),
-                "cost_usd" => f.cost_usd = Some(v),
-                "cost" => f.cost = Some(v),
-                "duration_ms" => f.duration_ms = Some(v),
-                "attempts" => f.attempts = Some(v),
-                "result" => f.result = Some(v),
-                "rejected" => f.rejected = Some(v),
-                _ => {}
-            }
-        }
-        f
-    }
-}
-
 /// A cost or duration: a finite number in `[0, MAX_AMOUNT]`.
-fn amount(v: Option<&Value>) -> Option<f64> {
-    v.and_then(Value::as_f64)
-        .filter(|x| x.is_finite() && (0.0..=MAX_AMOUNT).contains(x))
+fn amount(v: Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite() && (0.0..=MAX_AMOUNT).contains(x))
 }
 
 /// Whether an `agent_completed` status is a failure.
@@ -787,19 +777,4 @@ fn critic_verdict(status: &str) -> Option<bool> {
     } else {
         None
     }
-}
-
-/// Whether a `validation_complete.result` passed: `passed == true`, or
-/// `test_passed == true` with `browser_launched` and `test_executed` true
-/// when present.
-pub fn validation_passed(result: Option<&Value>) -> bool {
-    let Some(r) = result.and_then(Value::as_object) else {
-        return false;
-    };
-    let is_true = |k: &str| r.get(k).and_then(Value::as_bool) == Some(true);
-    let true_if_present = |k: &str| r.get(k).is_none_or(|v| v.as_bool() == Some(true));
-    is_true("passed")
-        || (is_true("test_passed")
-            && true_if_present("browser_launched")
-            && true_if_present("test_executed"))
 }

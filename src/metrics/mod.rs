@@ -159,6 +159,7 @@
 mod bucket;
 mod engine;
 mod histogram;
+mod input;
 mod kpi;
 mod name_map;
 pub mod raw;
@@ -167,10 +168,11 @@ mod tests;
 
 pub use bucket::{AgentStats, BucketSet, BucketStats, FeatureStats, Granularity};
 pub use engine::{
-    critic_decision_event, is_failed_status, validation_passed, MetricsConfig, MetricsEngine,
-    Retention, CRITIC_DECISION, FAILED_STATUSES, MAX_AMOUNT, MAX_TIMESTAMP,
+    critic_decision_event, is_failed_status, MetricsConfig, MetricsEngine, Retention,
+    CRITIC_DECISION, FAILED_STATUSES, MAX_AMOUNT, MAX_TIMESTAMP,
 };
 pub use histogram::{LogHistogram, RELATIVE_ERROR};
+pub use input::{validation_passed, EventFields};
 pub use kpi::{
     AgentKpis, BucketView, CurrentBuckets, FeatureReport, Kpis, MetricsSnapshot, Report, Samples,
 };
