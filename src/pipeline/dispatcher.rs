@@ -39,33 +39,16 @@ impl Dispatcher {
         let mut replies: Vec<(super::Reply, Vec<Outcome>)> = Vec::new();
         let mut flushes = Vec::new();
         let mut stopping = false;
+        let mut cmds = Vec::with_capacity(MAX_BATCH);
         while !stopping {
-            let Some(first) = rx.blocking_recv() else {
+            // Taken in bulk: the queue's capacity is given back once per
+            // batch, not once per event (each give-back takes a lock that
+            // the producers' `try_send` contends with).
+            if rx.blocking_recv_many(&mut cmds, MAX_BATCH) == 0 {
                 break;
-            };
-            let mut next = Some(first);
-            let mut taken = 0;
-            while let Some(cmd) = next.take() {
-                taken += 1;
-                match cmd {
-                    Command::One(ev) => {
-                        self.accept(ev, &mut batch);
-                    }
-                    Command::Many(events, reply) => {
-                        let mut outcomes = Vec::with_capacity(events.len());
-                        for ev in events {
-                            outcomes.push(self.accept(ev, &mut batch));
-                        }
-                        if let Some(reply) = reply {
-                            replies.push((reply, outcomes));
-                        }
-                    }
-                    Command::Flush(ack) => flushes.push(ack),
-                    Command::Stop => stopping = true,
-                }
-                if taken < MAX_BATCH && flushes.is_empty() {
-                    next = rx.try_recv().ok();
-                }
+            }
+            for cmd in cmds.drain(..) {
+                stopping |= self.take(cmd, &mut batch, &mut replies, &mut flushes);
             }
             self.hand_on(&mut batch);
             // Acknowledge ingest only once its events are with the sinks.
@@ -82,22 +65,7 @@ impl Dispatcher {
         // Whatever was queued before the stop is still delivered.
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
-            match cmd {
-                Command::One(ev) => {
-                    self.accept(ev, &mut batch);
-                }
-                Command::Many(events, reply) => {
-                    let outcomes: Vec<Outcome> = events
-                        .into_iter()
-                        .map(|ev| self.accept(ev, &mut batch))
-                        .collect();
-                    if let Some(reply) = reply {
-                        replies.push((reply, outcomes));
-                    }
-                }
-                Command::Flush(ack) => flushes.push(ack),
-                Command::Stop => {}
-            }
+            self.take(cmd, &mut batch, &mut replies, &mut flushes);
         }
         self.hand_on(&mut batch);
         for (reply, outcomes) in replies.drain(..) {
@@ -120,6 +88,34 @@ impl Dispatcher {
         for ack in flushes.drain(..) {
             ack();
         }
+    }
+
+    /// Carries out one command: events join `batch`, replies and flush
+    /// acknowledgements wait until the batch is handed on. True for `Stop`.
+    fn take(
+        &mut self,
+        cmd: Command,
+        batch: &mut Vec<SharedRecord>,
+        replies: &mut Vec<(super::Reply, Vec<Outcome>)>,
+        flushes: &mut Vec<super::Ack>,
+    ) -> bool {
+        match cmd {
+            Command::One(ev) => {
+                self.accept(ev, batch);
+            }
+            Command::Many(events, reply) => {
+                let outcomes: Vec<Outcome> = events
+                    .into_iter()
+                    .map(|ev| self.accept(ev, batch))
+                    .collect();
+                if let Some(reply) = reply {
+                    replies.push((reply, outcomes));
+                }
+            }
+            Command::Flush(ack) => flushes.push(ack),
+            Command::Stop => return true,
+        }
+        false
     }
 
     fn accept(&mut self, ev: NewEvent, batch: &mut Vec<SharedRecord>) -> Outcome {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::{Config, ConfigError, FieldDecl};
-use crate::event::{NewEvent, Payload};
+use crate::event::NewEvent;
 
 mod fields;
 mod input;
@@ -67,7 +67,7 @@ struct TypeDecl {
 /// The checked event declarations.
 #[derive(Debug, Clone)]
 pub struct Schema {
-    types: HashMap<Box<str>, TypeDecl>,
+    types: HashMap<Box<str>, TypeDecl, foldhash::fast::RandomState>,
     strict: bool,
     max_payload_bytes: usize,
 }
@@ -84,7 +84,7 @@ impl Schema {
             origin: config.origin.clone(),
             message,
         };
-        let mut types = HashMap::new();
+        let mut types = HashMap::default();
         for (i, decl) in config.events.iter().enumerate() {
             if let Err(why) = input::check_type_name(&decl.on) {
                 return Err(invalid(format!("events[{i}].on: {why}")));
@@ -186,8 +186,12 @@ impl Schema {
     /// and depth, and every declared field.
     pub fn validate(&self, event: &NewEvent) -> Result<(), ValidationError> {
         let ty = &*event.event_type;
-        if let Err(why) = input::check_type_name(ty) {
-            return Err(ValidationError::new("event", "event_type", why));
+        let decl = self.types.get(ty);
+        // Declared names were checked when the schema was built.
+        if decl.is_none() {
+            if let Err(why) = input::check_type_name(ty) {
+                return Err(ValidationError::new("event", "event_type", why));
+            }
         }
         if let Some(ts) = event.timestamp {
             input::check_timestamp(ty, ts)?;
@@ -195,107 +199,117 @@ impl Schema {
         if let Some(id) = &event.event_id {
             input::check_event_id(ty, id)?;
         }
-        check_size_and_depth(ty, &event.payload, self.max_payload_bytes)?;
-        match self.types.get(ty) {
-            Some(decl) => {
-                // Both the payload (a BTreeMap) and `sorted` are in key
-                // order: one merge pass finds every declared field.
-                let mut entries = event.payload.iter().peekable();
-                for &i in &decl.sorted {
-                    let (name, kind) = &decl.fields[i];
-                    while entries.next_if(|(k, _)| k.as_str() < &**name).is_some() {}
-                    match entries.next_if(|(k, _)| k.as_str() == &**name) {
-                        None => {
-                            // Report the first missing field in declared order.
-                            let first = decl
-                                .fields
-                                .iter()
-                                .find(|(n, _)| !event.payload.contains_key(&**n))
-                                .unwrap_or(&decl.fields[i]);
-                            return Err(ValidationError::new(
-                                ty,
-                                &*first.0,
-                                format!("missing (expected {})", first.1.expected()),
-                            ));
-                        }
-                        Some((_, v)) => kind
-                            .check(v)
-                            .map_err(|message| ValidationError::new(ty, &**name, message))?,
+        // One pass over the payload's (sorted) keys both measures it and
+        // merges it with the declared fields (also sorted).
+        let required: &[usize] = decl.map_or(&[], |d| &d.sorted);
+        let mut next = 0;
+        let mut problem: Option<Problem<'_>> = None;
+        let limit = self.max_payload_bytes;
+        let mut size = 2usize;
+        for (k, v) in &event.payload {
+            size += k.len() + 4;
+            walk(v, 1, &mut size, limit).map_err(|e| payload_error(ty, e, limit))?;
+            let Some(d) = decl else { continue };
+            while let Some(&i) = required.get(next) {
+                let (name, kind) = &d.fields[i];
+                match (**name).cmp(k.as_str()) {
+                    std::cmp::Ordering::Less => {
+                        problem.get_or_insert(Problem::Missing);
+                        next += 1;
                     }
+                    std::cmp::Ordering::Equal => {
+                        if problem.is_none() {
+                            if let Err(m) = kind.check(v) {
+                                problem = Some(Problem::Kind(name, m));
+                            }
+                        }
+                        next += 1;
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
                 }
-                Ok(())
             }
-            None if self.strict => Err(ValidationError::new(
+        }
+        if size > limit {
+            return Err(payload_error(ty, TooMuch::Large, limit));
+        }
+        if next < required.len() {
+            problem.get_or_insert(Problem::Missing);
+        }
+        match (decl, problem) {
+            (Some(d), Some(Problem::Missing)) => {
+                // Named in declared order, as the configuration lists them.
+                let (name, kind) = d
+                    .fields
+                    .iter()
+                    .find(|(n, _)| !event.payload.contains_key(&**n))
+                    .expect("a declared field is missing");
+                Err(ValidationError::new(
+                    ty,
+                    &**name,
+                    format!("missing (expected {})", kind.expected()),
+                ))
+            }
+            (_, Some(Problem::Kind(name, message))) => Err(ValidationError::new(ty, name, message)),
+            (None, _) if self.strict => Err(ValidationError::new(
                 ty,
                 "event_type",
                 "undeclared event type (strict mode is on)",
             )),
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 }
 
-/// Refuses payloads whose JSON text would exceed `limit` bytes or that nest
-/// deeper than [`MAX_DEPTH`]. Recursion is bounded by `MAX_DEPTH`, so it
-/// cannot overflow the stack, and it allocates nothing: this runs on the
-/// producer's thread for every event. It stops as soon as the limit is
-/// passed.
-fn check_size_and_depth(ty: &str, payload: &Payload, limit: usize) -> Result<(), ValidationError> {
-    // Strings are counted unescaped and numbers as 8 bytes: a close lower
-    // bound of the JSON text, exact enough for a size limit.
-    fn walk(v: &Value, depth: usize, size: &mut usize, limit: usize) -> Result<(), &'static str> {
-        if depth > MAX_DEPTH {
-            return Err("deep");
-        }
-        *size += match v {
-            Value::Null => 4,
-            Value::Bool(_) => 5,
-            Value::Number(_) => 8,
-            Value::String(s) => s.len() + 2,
-            Value::Array(a) => {
-                for x in a {
-                    walk(x, depth + 1, size, limit)?;
-                }
-                2 + a.len()
+/// The first thing wrong with a declared event's fields, in key order.
+enum Problem<'a> {
+    Missing,
+    Kind(&'a str, String),
+}
+
+/// Why a payload is refused as a whole.
+enum TooMuch {
+    Deep,
+    Large,
+}
+
+fn payload_error(ty: &str, why: TooMuch, limit: usize) -> ValidationError {
+    let message = match why {
+        TooMuch::Deep => format!("nested deeper than {MAX_DEPTH} levels"),
+        TooMuch::Large => format!("larger than the {limit}-byte limit"),
+    };
+    ValidationError::new(ty, "payload", message)
+}
+
+/// Adds the serialised size of `v` (roughly) to `size`, refusing nesting
+/// deeper than [`MAX_DEPTH`] and stopping as soon as `limit` is passed.
+fn walk(v: &Value, depth: usize, size: &mut usize, limit: usize) -> Result<(), TooMuch> {
+    if depth > MAX_DEPTH {
+        return Err(TooMuch::Deep);
+    }
+    *size += match v {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => {
+            for x in a {
+                walk(x, depth + 1, size, limit)?;
             }
-            Value::Object(o) => {
-                for (k, x) in o {
-                    *size += k.len() + 4;
-                    walk(x, depth + 1, size, limit)?;
-                }
-                2
+            2 + a.len()
+        }
+        Value::Object(o) => {
+            for (k, x) in o {
+                *size += k.len() + 4;
+                walk(x, depth + 1, size, limit)?;
             }
-        };
-        if *size > limit {
-            return Err("large");
+            2
         }
-        Ok(())
+    };
+    if *size > limit {
+        return Err(TooMuch::Large);
     }
-    let mut size = 2usize;
-    let mut result = Ok(());
-    for (k, v) in payload {
-        size += k.len() + 4;
-        result = walk(v, 1, &mut size, limit);
-        if result.is_err() {
-            break;
-        }
-    }
-    if result.is_ok() && size > limit {
-        result = Err("large");
-    }
-    match result {
-        Ok(()) => Ok(()),
-        Err("deep") => Err(ValidationError::new(
-            ty,
-            "payload",
-            format!("nested deeper than {MAX_DEPTH} levels"),
-        )),
-        Err(_) => Err(ValidationError::new(
-            ty,
-            "payload",
-            format!("larger than the {limit}-byte limit"),
-        )),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
