@@ -209,3 +209,33 @@ fn report_computes_the_kpis_of_a_log() {
     assert!(out.contains("validation_pass_rate"), "{out}");
     assert!(out.contains("scribe"), "{out}");
 }
+
+#[test]
+fn bench_pipeline_writes_every_event_and_reports_cpu_per_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(
+        &[
+            "bench",
+            "pipeline",
+            "--events",
+            "5000",
+            "--log-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("pipeline: 5000 events") && out.contains("dropped 0"),
+        "{out}"
+    );
+    assert!(out.contains("all threads"), "{out}");
+    let log = std::fs::read_to_string(dir.path().join("agent-events.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 5000);
+    // The log it leaves reads back through `report`.
+    let path = dir.path().join("agent-events.jsonl");
+    let (code, out, err) = run(&["report", "--json", path.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["overall"]["samples"]["events"], 5000);
+}

@@ -6,6 +6,10 @@
 //!   emit-to-receive latency histogram.
 //! - `bench idle`: opens N idle stream connections and reports the hub's
 //!   resident memory per connection (`--pid` of the hub).
+//! - `bench pipeline`: the in-process pipeline (validation, JSONL log with
+//!   durability `batch`, metrics; no console): events/s, and the CPU time
+//!   every thread spent per event (run under `taskset -c 0` for the
+//!   one-core figure).
 //!
 //! Bounded in count and time; loopback only. Raise the file limit for many
 //! connections (`ulimit -n 65536`) in the shells of both the hub and this.
@@ -70,6 +74,15 @@ enum What {
         #[arg(long)]
         pid: u32,
     },
+    /// The in-process pipeline: validation + JSONL (`batch`) + metrics.
+    Pipeline {
+        /// Events to emit in all.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Where the log goes (a temporary directory by default).
+        #[arg(long)]
+        log_dir: Option<std::path::PathBuf>,
+    },
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -91,6 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             connections,
             pid,
         } => idle(&hub, connections, pid),
+        What::Pipeline { events, log_dir } => pipeline(events, log_dir),
     }
 }
 
@@ -366,5 +380,106 @@ fn idle(hub: &str, connections: usize, pid: u32) -> anyhow::Result<ExitCode> {
         per / 1024.0
     );
     drop(conns);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The payload of the criterion benchmarks' events: ~300 bytes on the wire.
+fn bench_payload(i: u64) -> agentpulse::event::Payload {
+    let agent = ["scribe", "critic", "runner", "medic", "gemini"][(i % 5) as usize];
+    let v = serde_json::json!({
+        "agent": agent,
+        "task_id": format!("t_{:06}", i / 5),
+        "status": if i.is_multiple_of(7) { "failed" } else { "success" },
+        "duration_ms": 1200 + i % 5000,
+        "cost_usd": 0.0123 + (i % 100) as f64 / 1000.0,
+        "model": "claude-sonnet-4.5",
+        "feature": format!("feature_{}", i % 50),
+        "notes": "wrote 3 tests; 2 assertions refined after critic review",
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("json! of an object"),
+    }
+}
+
+/// CPU time (ns) of every thread of this process, by thread name, from
+/// `/proc/self/task/*/schedstat` (Linux).
+fn thread_cpu_ns() -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in dir.flatten() {
+        let p = task.path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        *out.entry(comm.trim().to_owned()).or_insert(0) += ns;
+    }
+    out
+}
+
+fn pipeline(events: u64, log_dir: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+    use agentpulse::event::NewEvent;
+    use agentpulse::sinks::jsonl::{Durability, JsonlConfig};
+    let temporary = log_dir.is_none();
+    let dir = log_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("agentpulse-bench-{}", std::process::id()))
+    });
+    let emitter = agentpulse::emitter::Emitter::builder()
+        .jsonl(JsonlConfig {
+            dir: dir.clone(),
+            durability: Durability::Batch,
+            ..JsonlConfig::default()
+        })
+        .quiet()
+        .policy(agentpulse::pipeline::QueuePolicy::Block)
+        .build()?;
+    emitter.start()?;
+    // Built before the clock starts: only the pipeline is measured.
+    let ty = emitter.schema().intern("agent_completed");
+    let ts = agentpulse::event::now_unix();
+    let evs: Vec<NewEvent> = (0..events)
+        .map(|i| NewEvent::new(ty.clone(), bench_payload(i)).with_timestamp(ts + i as f64 * 1e-4))
+        .collect();
+    let cpu_before = thread_cpu_ns();
+    let started = Instant::now();
+    for ev in evs {
+        emitter.emit_event(ev)?;
+    }
+    if !emitter.flush() {
+        bail!("the pipeline stopped before flushing");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu_after = thread_cpu_ns();
+    emitter.stop()?;
+    let s = emitter.stats();
+    println!(
+        "pipeline: {events} events in {secs:.2} s = {:.0} events/s (accepted {}, dropped {})",
+        events as f64 / secs,
+        s.accepted,
+        s.dropped
+    );
+    let mut total = 0u64;
+    for (name, after) in &cpu_after {
+        let ns = after.saturating_sub(cpu_before.get(name).copied().unwrap_or(0));
+        if ns > 0 {
+            total += ns;
+            println!("  {name:<18} {:>7.0} ns/event", ns as f64 / events as f64);
+        }
+    }
+    println!(
+        "  {:<18} {:>7.0} ns/event = {:.0} events/s per core of CPU",
+        "all threads",
+        total as f64 / events as f64,
+        events as f64 * 1e9 / total.max(1) as f64
+    );
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(ExitCode::SUCCESS)
 }
