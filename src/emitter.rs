@@ -574,6 +574,7 @@ impl Emitter {
             stats: self.inner.stats.clone(),
             clock: self.inner.clock.clone(),
             ids,
+            lines: crate::event::LineWriter::new(),
         };
         let thread = std::thread::Builder::new()
             .name("agentpulse-dispatch".into())

@@ -115,6 +115,42 @@ impl Record {
     }
 }
 
+/// Serialises many events into shared chunks of memory: each record's
+/// line is a slice of a chunk, so a line costs no allocation of its own
+/// (the dispatcher's way; [`Record::new`] allocates one per event).
+#[derive(Debug, Default)]
+pub struct LineWriter {
+    scratch: Vec<u8>,
+    chunk: bytes::BytesMut,
+}
+
+/// Size of the chunks lines are cut from: ~900 events of 300 bytes.
+const LINE_CHUNK: usize = 256 * 1024;
+
+impl LineWriter {
+    /// A writer with no chunk yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serialises `event` once; the same bytes as [`Record::new`].
+    pub fn record(&mut self, event: Event) -> Record {
+        self.scratch.clear();
+        write_wire(&event, &mut self.scratch);
+        self.scratch.push(b'\n');
+        if self.chunk.capacity() < self.scratch.len() {
+            // A fresh chunk: the old one lives on in the lines cut from it
+            // until the last of them is dropped.
+            self.chunk = bytes::BytesMut::with_capacity(LINE_CHUNK.max(self.scratch.len()));
+        }
+        self.chunk.extend_from_slice(&self.scratch);
+        Record {
+            event,
+            line: self.chunk.split().freeze(),
+        }
+    }
+}
+
 /// A record shared between the dispatcher and every sink.
 pub type SharedRecord = Arc<Record>;
 
@@ -353,6 +389,23 @@ mod tests {
                 serde_json::to_string(&payload).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn line_writer_gives_the_bytes_of_record_new_across_chunks() {
+        let mut w = LineWriter::new();
+        let mut lines = Vec::new();
+        for id in 0..3000 {
+            let mut e = sample();
+            e.id = id;
+            let r = w.record(e.clone());
+            assert_eq!(r.line, Record::new(e).line);
+            lines.push(r.line);
+        }
+        // Earlier lines are intact after later chunks were cut.
+        let mut e = sample();
+        e.id = 7;
+        assert_eq!(lines[7], Record::new(e).line);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::sync::mpsc::Receiver;
 use super::dedup::DedupWindow;
 use super::{Command, Outcome, PipelineStats, Tap};
 use crate::clock::SharedClock;
-use crate::event::{Event, NewEvent, Record, SharedRecord};
+use crate::event::{Event, LineWriter, NewEvent, SharedRecord};
 use crate::sinks::runner::{Batch, SinkHandle};
 
 /// Most commands taken from the queue before a batch is handed on.
@@ -29,6 +29,8 @@ pub(crate) struct Dispatcher {
     pub clock: SharedClock,
     /// Ids reserved ahead on disk (with a log only).
     pub ids: Option<super::ids::IdReservation>,
+    /// Serialises each event once, into shared chunks.
+    pub lines: LineWriter,
 }
 
 impl Dispatcher {
@@ -144,7 +146,7 @@ impl Dispatcher {
             event_id: ev.event_id,
             payload: ev.payload,
         };
-        batch.push(Arc::new(Record::new(event)));
+        batch.push(Arc::new(self.lines.record(event)));
         Outcome::Accepted(id)
     }
 
