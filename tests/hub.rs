@@ -124,8 +124,13 @@ fn bad_input_gets_a_clear_answer_and_leaves_no_trace() {
     );
 
     // Over the request limit: 413. One event over 64 KiB: 413.
-    let (s, a) = hub.post(&"x".repeat(300_000), "application/json");
-    assert_eq!(s, 413, "{a}");
+    // Regression: the hub used to answer before reading an oversized body and
+    // close, so the client, still sending, saw "broken pipe" instead of 413.
+    for size in [300_000, 4_000_000] {
+        let (s, a) = hub.post(&"x".repeat(size), "application/json");
+        assert_eq!(s, 413, "{a}");
+        assert!(a["error"].as_str().unwrap().contains("200000"), "{a}");
+    }
     let big = json!({"event_type":"note","payload":{"blob":"y".repeat(70_000)}});
     let (s, a) = hub.post(&big.to_string(), "application/json");
     assert_eq!(s, 413, "{a}");

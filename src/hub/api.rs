@@ -24,12 +24,11 @@ const EVENTS_MAX_LIMIT: usize = 100_000;
 
 /// Every route of the hub.
 pub fn router(state: SharedState) -> Router {
-    let body_limit = state.config.max_body_bytes;
-    // Decompression first, then the limit applies to the inflated body, so
-    // a small gzip bomb is refused like any other oversized body.
+    // Decompression first, then `post_events` applies the limit to the
+    // inflated body, so a small gzip bomb is refused like any other
+    // oversized body.
     let ingest = Router::new()
         .route("/events", post(ingest::post_events))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new().gzip(true));
     // Ingest and the APIs need the token when one is set (WebSockets check
     // it themselves: browsers can only send it in the query or subprotocol).

@@ -24,13 +24,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
@@ -152,25 +154,26 @@ fn refuse_body(state: &SharedState, e: BodyError) -> (StatusCode, Value) {
 pub async fn post_events(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     state
         .counters
         .ingest_requests
         .fetch_add(1, Ordering::Relaxed);
-    let body = match body {
+    let limit = state.config.max_body_bytes;
+    let body = match read_body(body, limit).await {
         Ok(b) => b,
-        Err(rejection) => {
-            let status = rejection.status();
-            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!(
-                    "request body over the {}-byte limit",
-                    state.config.max_body_bytes
-                )
-            } else {
-                rejection.body_text()
-            };
-            return error_response(status, msg);
+        Err(ReadError::TooLarge) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over the {limit}-byte limit"),
+            )
+        }
+        Err(ReadError::Broken(e)) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            )
         }
     };
     let format = Format::from_content_type(
@@ -190,6 +193,49 @@ pub async fn post_events(
     };
     let (status, body) = take(&state, items).await;
     (status, Json(body)).into_response()
+}
+
+/// Why a request body could not be read.
+enum ReadError {
+    /// Over the limit (after decompression).
+    TooLarge,
+    /// The connection or the gzip stream broke.
+    Broken(axum::Error),
+}
+
+/// How much of an oversized body is read and thrown away before answering.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
+/// How long draining an oversized body may take.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads a body of at most `limit` bytes.
+///
+/// An oversized body is still read (and discarded) up to [`DRAIN_CAP`]
+/// bytes or [`DRAIN_TIME`]: answering 413 and closing while the client is
+/// still sending makes most HTTP clients report "broken pipe" instead of the
+/// 413, which hides the reason from the user.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::Broken)?;
+        if buf.len() + chunk.len() > limit {
+            let mut seen = buf.len() + chunk.len();
+            drop(buf);
+            let drain = async {
+                while let Some(Ok(chunk)) = stream.next().await {
+                    seen += chunk.len();
+                    if seen > DRAIN_CAP {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 /// `GET /ingest`: a WebSocket whose text messages are events or batches;
