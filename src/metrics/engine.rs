@@ -214,6 +214,8 @@ pub struct MetricsEngine {
     /// allocation per name and match by pointer.
     names: Interner,
     newest_ts: f64,
+    /// The start of the minute after the newest timestamp's.
+    next_minute: f64,
     /// Per granularity, the start of the oldest bucket kept.
     horizon: [i64; 4],
     events_since_sweep: u32,
@@ -242,6 +244,7 @@ impl MetricsEngine {
             oldest_seen: f64::INFINITY,
             names: Interner::default(),
             newest_ts: f64::NEG_INFINITY,
+            next_minute: f64::NEG_INFINITY,
             horizon: [i64::MIN; 4],
             events_since_sweep: 0,
             last_sweep_ts: f64::NEG_INFINITY,
@@ -440,6 +443,12 @@ impl MetricsEngine {
             return;
         }
         self.newest_ts = ts;
+        // Every bucket boundary is a minute boundary: within the minute of
+        // the last move, no horizon changes.
+        if ts < self.next_minute {
+            return;
+        }
+        self.next_minute = (Granularity::Minute.bucket_start(ts) + 60) as f64;
         for g in Granularity::ALL {
             let keep = self.config.retention.get(g) as i64 - 1;
             let horizon = g
