@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod schema;
 pub mod sinks;
+mod swar;
 
 pub use client::Client;
 pub use emitter::{emit_event, get_emitter, Emitter, EmitterBuilder};

@@ -18,22 +18,13 @@ use flate2::read::MultiGzDecoder;
 
 use crate::event::{Event, WireError};
 use crate::sinks::jsonl::rotated_files;
+use crate::swar;
 
 /// Size of the chunks read from a file (grows for longer lines).
 const CHUNK: usize = 1 << 20;
 
 /// Size of the blocks read backwards by [`last_event`].
 const TAIL_BLOCK: u64 = 64 * 1024;
-
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-const NEWLINES: u64 = LO * b'\n' as u64;
-
-/// Whether any byte of `v` is zero (exact for the word as a whole).
-#[inline]
-fn has_zero_byte(v: u64) -> bool {
-    v.wrapping_sub(LO) & !v & HI != 0
-}
 
 /// Position of the first `\n` in `hay`. Tests 16 bytes per step, which is
 /// several times faster than a byte loop on log lines of a few hundred
@@ -43,9 +34,7 @@ pub(crate) fn find_newline(hay: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(block) = hay.get(i..i + 16) {
         let (a, b) = block.split_at(8);
-        let a = u64::from_le_bytes(a.try_into().expect("8 bytes")) ^ NEWLINES;
-        let b = u64::from_le_bytes(b.try_into().expect("8 bytes")) ^ NEWLINES;
-        if has_zero_byte(a) || has_zero_byte(b) {
+        if swar::has_byte(swar::word(a), b'\n') || swar::has_byte(swar::word(b), b'\n') {
             break;
         }
         i += 16;

@@ -448,7 +448,7 @@ impl MetricsEngine {
         if ts < self.next_minute {
             return;
         }
-        self.next_minute = (Granularity::Minute.bucket_start(ts) + 60) as f64;
+        self.next_minute = Granularity::Minute.bucket_start(ts).saturating_add(60) as f64;
         for g in Granularity::ALL {
             let keep = self.config.retention.get(g) as i64 - 1;
             let horizon = g

@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
