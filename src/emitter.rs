@@ -39,6 +39,7 @@ use crate::sinks::console::{ConsoleSink, Level};
 use crate::sinks::jsonl::{JsonlConfig, JsonlSink};
 use crate::sinks::metrics::{MetricsSink, SharedEngine};
 use crate::sinks::notify::{NotifySink, NotifyStats};
+use crate::sinks::reclaim::Reclaimer;
 use crate::sinks::redis_metrics::Increments;
 use crate::sinks::runner::{SinkHandle, SinkStats, WhenFull};
 use crate::sinks::Sink;
@@ -448,6 +449,8 @@ impl Emitter {
         let mut report = StartReport::default();
         let mut dedup = DedupWindow::new(dedup_window);
         let mut sinks = Vec::new();
+        // Sized for a few batches of every sink; past that, sinks free in place.
+        let (reclaim, reclaim_thread) = Reclaimer::spawn(256).map_err(EmitterError::Recovery)?;
         let mut next_id = 1;
         let mut ids = None;
         if let Some(jcfg) = jsonl {
@@ -481,7 +484,7 @@ impl Emitter {
                 .store(rec.last_id, std::sync::atomic::Ordering::Relaxed);
             report.replayed = rec.replayed;
             report.bad_lines = rec.bad_lines;
-            let handle = SinkHandle::spawn(Box::new(sink), 64, WhenFull::Block);
+            let handle = SinkHandle::spawn(Box::new(sink), 64, WhenFull::Block, reclaim.clone());
             if jcfg.durability != crate::sinks::jsonl::Durability::None {
                 *self.inner.durable.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(handle.watermark());
@@ -496,9 +499,15 @@ impl Emitter {
             Box::new(metrics_sink),
             64,
             WhenFull::Block,
+            reclaim.clone(),
         ));
         if let Some(c) = console {
-            sinks.push(SinkHandle::spawn(Box::new(c), 16, WhenFull::DropNewest));
+            sinks.push(SinkHandle::spawn(
+                Box::new(c),
+                16,
+                WhenFull::DropNewest,
+                reclaim.clone(),
+            ));
         }
         let has_alerts = {
             let a = self.inner.alerts.lock().unwrap_or_else(|e| e.into_inner());
@@ -532,6 +541,7 @@ impl Emitter {
                 )),
                 64,
                 WhenFull::Block,
+                reclaim.clone(),
             ));
             sinks.push(SinkHandle::spawn(
                 Box::new(NotifySink::new(
@@ -540,10 +550,11 @@ impl Emitter {
                 )),
                 64,
                 WhenFull::DropNewest,
+                reclaim.clone(),
             ));
         }
         for (s, when_full) in extra_sinks {
-            sinks.push(SinkHandle::spawn(s, 64, when_full));
+            sinks.push(SinkHandle::spawn(s, 64, when_full, reclaim.clone()));
         }
         *self
             .inner
@@ -566,6 +577,8 @@ impl Emitter {
             .stats
             .last_id
             .store(next_id - 1, std::sync::atomic::Ordering::Relaxed);
+        // The sinks hold the only senders now.
+        drop(reclaim);
         let dispatcher = Dispatcher {
             next_id,
             dedup,
@@ -575,6 +588,7 @@ impl Emitter {
             clock: self.inner.clock.clone(),
             ids,
             lines: crate::event::LineWriter::new(),
+            reclaim_thread: Some(reclaim_thread),
         };
         let thread = std::thread::Builder::new()
             .name("agentpulse-dispatch".into())

@@ -31,6 +31,9 @@ pub(crate) struct Dispatcher {
     pub ids: Option<super::ids::IdReservation>,
     /// Serialises each event once, into shared chunks.
     pub lines: LineWriter,
+    /// The sinks' freeing thread ([`crate::sinks::reclaim`]): joined at
+    /// stop, after the sinks.
+    pub reclaim_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Dispatcher {
@@ -78,6 +81,11 @@ impl Dispatcher {
             if !sink.stop(STOP_TIMEOUT) {
                 tracing::error!(sink = name, "sink did not finish flushing in time");
             }
+        }
+        // Every sink has stopped and dropped its `Reclaimer`: the freeing
+        // thread ends once it has freed what it was given.
+        if let Some(thread) = self.reclaim_thread.take() {
+            let _ = thread.join();
         }
         for tap in &mut self.taps {
             tap.on_stop();

@@ -9,7 +9,8 @@
 //!        ├──► sink thread: JSONL log        (when full: block)
 //!        ├──► sink thread: metrics engine   (when full: block)
 //!        ├──► sink thread: console          (when full: drop, counted)
-//!        └──► taps on the dispatcher thread (the hub's stream; never block)
+//!        ├──► taps on the dispatcher thread (the hub's stream; never block)
+//!        └─ spent batches ──► freeing thread (sinks/reclaim.rs; never waits)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};

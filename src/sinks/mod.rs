@@ -4,7 +4,8 @@
 //! plus its wire bytes, serialised once). Each sink runs on its own thread
 //! (see [`runner`]), so a slow or failing sink never stalls the others.
 //! A sink that fails keeps what it could not write and retries on the next
-//! tick; failures are logged through `tracing` and counted.
+//! tick; failures are logged through `tracing` and counted. Spent batches
+//! are freed on a thread of their own ([`reclaim`]).
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ pub mod console;
 pub mod jsonl;
 pub mod metrics;
 pub mod notify;
+pub mod reclaim;
 pub mod redis_metrics;
 pub mod runner;
 

@@ -12,11 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::reclaim::Reclaimer;
 use super::Sink;
 use crate::event::SharedRecord;
 
 /// A batch of records, shared by every sink.
 pub type Batch = Arc<[SharedRecord]>;
+
+/// Batches smaller than this are freed by the sink itself: waking the
+/// freeing thread would cost more than it saves.
+const RECLAIM_MIN_EVENTS: usize = 32;
 
 /// What to do when a sink's channel is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +64,14 @@ pub struct SinkHandle {
 }
 
 impl SinkHandle {
-    /// Starts `sink` on a thread with a channel of `capacity` batches.
-    pub fn spawn(sink: Box<dyn Sink>, capacity: usize, when_full: WhenFull) -> SinkHandle {
+    /// Starts `sink` on a thread with a channel of `capacity` batches;
+    /// spent batches go to `reclaim`.
+    pub fn spawn(
+        sink: Box<dyn Sink>,
+        capacity: usize,
+        when_full: WhenFull,
+        reclaim: Reclaimer<Batch>,
+    ) -> SinkHandle {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let stats = Arc::new(SinkStats::default());
         let name = sink.name();
@@ -68,7 +79,7 @@ impl SinkHandle {
         let (wm_tx, watermark) = tokio::sync::watch::channel(0);
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || run(sink, rx, thread_stats, wm_tx))
+            .spawn(move || run(sink, rx, thread_stats, wm_tx, reclaim))
             .expect("spawn sink thread");
         SinkHandle {
             name,
@@ -144,6 +155,7 @@ fn run(
     rx: Receiver<Msg>,
     stats: Arc<SinkStats>,
     watermark: tokio::sync::watch::Sender<u64>,
+    reclaim: Reclaimer<Batch>,
 ) {
     // The last id handed in; published once the sink has caught up to it.
     let mut handed = 0u64;
@@ -175,6 +187,9 @@ fn run(
                 match sink.write_batch(&batch) {
                     Ok(()) => clear_error(&stats),
                     Err(e) => report("write failed", e, &stats),
+                }
+                if batch.len() >= RECLAIM_MIN_EVENTS {
+                    reclaim.give(batch);
                 }
             }
             Ok(Msg::Flush(ack)) => {
