@@ -449,8 +449,9 @@ impl Emitter {
         let mut report = StartReport::default();
         let mut dedup = DedupWindow::new(dedup_window);
         let mut sinks = Vec::new();
-        // Sized for a few batches of every sink; past that, sinks free in place.
-        let (reclaim, reclaim_thread) = Reclaimer::spawn(256).map_err(EmitterError::Recovery)?;
+        // At most 32 spent batches wait to be freed (~150 MB of payloads
+        // at the largest batches); past that, sinks free them in place.
+        let (reclaim, reclaim_thread) = Reclaimer::spawn(32).map_err(EmitterError::Recovery)?;
         let mut next_id = 1;
         let mut ids = None;
         if let Some(jcfg) = jsonl {

@@ -188,7 +188,10 @@ fn run(
                     Ok(()) => clear_error(&stats),
                     Err(e) => report("write failed", e, &stats),
                 }
-                if batch.len() >= RECLAIM_MIN_EVENTS {
+                // Only a batch's last holder has anything to free (two
+                // sinks finishing at once may both pass it by: the later
+                // one then frees it in place).
+                if batch.len() >= RECLAIM_MIN_EVENTS && Arc::strong_count(&batch) == 1 {
                     reclaim.give(batch);
                 }
             }
