@@ -485,7 +485,7 @@ impl Emitter {
                 .store(rec.last_id, std::sync::atomic::Ordering::Relaxed);
             report.replayed = rec.replayed;
             report.bad_lines = rec.bad_lines;
-            let handle = SinkHandle::spawn(Box::new(sink), 64, WhenFull::Block, reclaim.clone());
+            let handle = SinkHandle::spawn(Box::new(sink), 64, WhenFull::Block, &reclaim);
             if jcfg.durability != crate::sinks::jsonl::Durability::None {
                 *self.inner.durable.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(handle.watermark());
@@ -500,14 +500,14 @@ impl Emitter {
             Box::new(metrics_sink),
             64,
             WhenFull::Block,
-            reclaim.clone(),
+            &reclaim,
         ));
         if let Some(c) = console {
             sinks.push(SinkHandle::spawn(
                 Box::new(c),
                 16,
                 WhenFull::DropNewest,
-                reclaim.clone(),
+                &reclaim,
             ));
         }
         let has_alerts = {
@@ -542,7 +542,7 @@ impl Emitter {
                 )),
                 64,
                 WhenFull::Block,
-                reclaim.clone(),
+                &reclaim,
             ));
             sinks.push(SinkHandle::spawn(
                 Box::new(NotifySink::new(
@@ -551,11 +551,11 @@ impl Emitter {
                 )),
                 64,
                 WhenFull::DropNewest,
-                reclaim.clone(),
+                &reclaim,
             ));
         }
         for (s, when_full) in extra_sinks {
-            sinks.push(SinkHandle::spawn(s, 64, when_full, reclaim.clone()));
+            sinks.push(SinkHandle::spawn(s, 64, when_full, &reclaim));
         }
         *self
             .inner
@@ -589,7 +589,7 @@ impl Emitter {
             clock: self.inner.clock.clone(),
             ids,
             lines: crate::event::LineWriter::new(),
-            reclaim_thread: Some(reclaim_thread),
+            reclaim_thread,
         };
         let thread = std::thread::Builder::new()
             .name("agentpulse-dispatch".into())

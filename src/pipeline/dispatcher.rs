@@ -33,7 +33,7 @@ pub(crate) struct Dispatcher {
     pub lines: LineWriter,
     /// The sinks' freeing thread ([`crate::sinks::reclaim`]): joined at
     /// stop, after the sinks.
-    pub reclaim_thread: Option<std::thread::JoinHandle<()>>,
+    pub reclaim_thread: std::thread::JoinHandle<()>,
 }
 
 impl Dispatcher {
@@ -84,9 +84,7 @@ impl Dispatcher {
         }
         // Every sink has stopped and dropped its `Reclaimer`: the freeing
         // thread ends once it has freed what it was given.
-        if let Some(thread) = self.reclaim_thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.reclaim_thread.join();
         for tap in &mut self.taps {
             tap.on_stop();
         }

@@ -70,8 +70,9 @@ impl SinkHandle {
         sink: Box<dyn Sink>,
         capacity: usize,
         when_full: WhenFull,
-        reclaim: Reclaimer<Batch>,
+        reclaim: &Reclaimer<Batch>,
     ) -> SinkHandle {
+        let reclaim = reclaim.clone();
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let stats = Arc::new(SinkStats::default());
         let name = sink.name();
