@@ -3,7 +3,7 @@
 //! The log holds the ids of the events written, but a crash can lose
 //! events that were given ids (and shown on the live stream) before they
 //! reached the file. So the dispatcher reserves ids ahead in a small file
-//! beside the log (`<log file>.ids`), synced before any id of a new block is
+//! beside the log (`agent-events.ids` for `agent-events.jsonl`), synced before any id of a new block is
 //! given. At start the next id is past both the log's last id and the
 //! reservation: after a crash ids jump (a gap), never repeat. A clean stop
 //! writes back the last id given, so a clean restart continues without a
@@ -26,7 +26,7 @@ impl IdReservation {
     /// The reservation beside the log `dir/file_name` (0 when there is none
     /// or it is unreadable).
     pub fn load(dir: &Path, file_name: &str) -> IdReservation {
-        let path = dir.join(format!("{file_name}.ids"));
+        let path = crate::sinks::jsonl::sidecar_path(dir, file_name, "ids");
         let reserved = std::fs::read_to_string(&path)
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -87,5 +87,27 @@ mod tests {
             IdReservation::load(dir.path(), "log.jsonl").reserved(),
             BLOCK + 1
         );
+    }
+
+    #[test]
+    fn the_file_is_named_so_that_log_globs_miss_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = IdReservation::load(dir.path(), "agent-events.jsonl");
+        r.ensure(1).unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["agent-events.ids"]);
+    }
+
+    #[test]
+    fn a_reservation_under_the_old_name_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agent-events.jsonl.ids"), "42\n").unwrap();
+        let r = IdReservation::load(dir.path(), "agent-events.jsonl");
+        assert_eq!(r.reserved(), 42);
+        assert!(dir.path().join("agent-events.ids").exists());
+        assert!(!dir.path().join("agent-events.jsonl.ids").exists());
     }
 }

@@ -10,7 +10,8 @@
 //!   agent-events-2024-10-14.jsonl      rotated at UTC midnight: one file per day
 //!   agent-events-2024-10-14.1.jsonl    same day again (name was taken, e.g. after a restart)
 //!   agent-events-2024-10-06.jsonl.gz   gzipped once more than `compress_after_days` old
-//!   agent-events.jsonl.torn            fragments of torn last lines, one per line
+//!   agent-events.torn                  fragments of torn last lines, one per line
+//!   agent-events.ids                   ids reserved ahead (see `pipeline::ids`)
 //! ```
 //!
 //! Each line is one event in the wire format (see [`crate::event`]),
@@ -161,7 +162,13 @@ impl JsonlConfig {
 
     /// Path of the side file that receives torn lines.
     pub fn torn_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.torn", self.file_name))
+        self.sidecar_path("torn")
+    }
+
+    /// Path of a file the log keeps beside it (`torn`, `ids`, ...): see
+    /// [`sidecar_path`].
+    pub fn sidecar_path(&self, kind: &str) -> PathBuf {
+        sidecar_path(&self.dir, &self.file_name, kind)
     }
 
     fn retention(&self) -> Retention {
@@ -180,6 +187,31 @@ pub struct OpenReport {
     /// Files the active file was rotated to because it was from an earlier
     /// day.
     pub rotated: Vec<PathBuf>,
+}
+
+/// Path of a file kept beside the log `dir/file_name`: `dir/<stem>.<kind>`
+/// (`logs/agent-events.ids` for `agent-events.jsonl`). The log's extension
+/// is left out on purpose, so that the glob `logs/*.jsonl*` that users give
+/// to `report` or `validate` matches logs only.
+pub fn sidecar_path(dir: &Path, file_name: &str, kind: &str) -> PathBuf {
+    let stem = match file_name.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => file_name,
+    };
+    let path = dir.join(format!("{stem}.{kind}"));
+    // Before this naming the side files were `<file_name>.<kind>`: adopt one.
+    let legacy = dir.join(format!("{file_name}.{kind}"));
+    if legacy != path && !path.exists() && legacy.exists() {
+        if let Err(e) = fs::rename(&legacy, &path) {
+            tracing::warn!(
+                "cannot rename {} to {}: {e}",
+                legacy.display(),
+                path.display()
+            );
+            return legacy;
+        }
+    }
+    path
 }
 
 /// The UTC day of a Unix time in seconds.

@@ -3,7 +3,7 @@
 //! A crash (or a full disk) can leave the active file ending in part of a
 //! line. Appending after it would glue the next event to the fragment and
 //! corrupt both, so before the file is written again the fragment is moved
-//! to a side file (`<file_name>.torn`, one fragment per line) and the log
+//! to a side file (`<stem>.torn`, one fragment per line) and the log
 //! is cut back to its last newline. Nothing is dropped: the side file is
 //! synced before the log is truncated.
 

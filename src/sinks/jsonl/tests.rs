@@ -376,7 +376,7 @@ fn torn_line_is_moved_aside_on_open() {
     let (mut sink, report, _) = open_at(config(dir.path()), LAST_SECOND - 3000.0);
     let torn = report.torn.expect("torn line reported");
     assert_eq!(torn.bytes, half.len() as u64);
-    assert_eq!(torn.moved_to, dir.path().join("agent-events.jsonl.torn"));
+    assert_eq!(torn.moved_to, dir.path().join("agent-events.torn"));
     let mut expected_side = half.to_vec();
     expected_side.push(b'\n');
     assert_eq!(fs::read(&torn.moved_to).unwrap(), expected_side);
