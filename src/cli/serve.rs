@@ -56,7 +56,7 @@ pub struct Args {
     /// Require this token on ingest, APIs and streams.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Browser origins allowed to open WebSockets (besides the hub's own and
+    /// Browser origins allowed to send events and open WebSockets (besides the hub's own and
     /// localhost); `*` allows any.
     #[arg(
         long = "allow-origin",
@@ -64,6 +64,16 @@ pub struct Args {
         value_delimiter = ','
     )]
     allow_origins: Vec<String>,
+    /// Host names the hub answers to, besides IP addresses, `localhost`
+    /// and this machine's name (for a hub served under its own name, e.g.
+    /// behind a reverse proxy); `*` allows any. Requests for other names
+    /// are refused: a web page cannot reach the hub through DNS rebinding.
+    #[arg(
+        long = "allow-host",
+        env = "AGENTPULSE_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    allow_hosts: Vec<String>,
     /// No console output of events.
     #[arg(long, short, env = "AGENTPULSE_QUIET")]
     quiet: bool,
@@ -127,6 +137,7 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         port: args.port,
         token: args.token.filter(|t| !t.is_empty()),
         allowed_origins: args.allow_origins,
+        allowed_hosts: args.allow_hosts,
         ring_capacity: args.ring_capacity.max(1),
         client_queue_bytes: args.client_queue_bytes,
         ping_interval: Duration::from_secs_f64(args.ping_interval),

@@ -27,9 +27,14 @@ pub fn router(state: SharedState) -> Router {
     // Decompression first, then `post_events` applies the limit to the
     // inflated body, so a small gzip bomb is refused like any other
     // oversized body.
+    // Writes refuse foreign browser origins before anything else.
     let ingest = Router::new()
         .route("/events", post(ingest::post_events))
-        .layer(RequestDecompressionLayer::new().gzip(true));
+        .layer(RequestDecompressionLayer::new().gzip(true))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_own_origin,
+        ));
     // Ingest and the APIs need the token when one is set (WebSockets check
     // it themselves: browsers can only send it in the query or subprotocol).
     let protected = Router::new()
@@ -54,7 +59,35 @@ pub fn router(state: SharedState) -> Router {
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost, so that no path (not even a 404) answers a name that
+        // another site pointed at the hub.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_known_host,
+        ))
         .with_state(state)
+}
+
+async fn require_known_host(
+    State(state): State<SharedState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match super::auth::check_host(&state, req.uri(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused,
+    }
+}
+
+async fn require_own_origin(
+    State(state): State<SharedState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match super::auth::check_origin(&state, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused,
+    }
 }
 
 async fn require_token(

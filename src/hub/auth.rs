@@ -1,5 +1,20 @@
-//! Safety at the door: the token, browser origins, the connection limit.
+//! Safety at the door: the `Host`, browser origins, content types, the
+//! token, the connection limit.
 //!
+//! - **Host** (every request, DNS rebinding): a request whose `Host` names
+//!   neither a loopback name (`localhost`, `*.localhost`), an IP address, the
+//!   machine's own host name, nor a name given with `--allow-host` (`*`
+//!   allows all) is refused (403). A page whose name an attacker re-points
+//!   at 127.0.0.1 sends its own name as `Host`, so it can neither read nor
+//!   write; an IP address cannot be re-pointed, so IP hosts are always fine.
+//! - **Origin** (every write, and every WebSocket): a request that carries
+//!   an `Origin` header (every browser sends one on a cross-site request) is
+//!   refused (403) unless the origin is the hub's own, a localhost one, or
+//!   listed with `--allow-origin` (`*` allows all). Requests without
+//!   `Origin` (curl, the SDKs, exporters) are unaffected. The write paths
+//!   also take only the content types they parse (415 otherwise): the
+//!   "simple" types a browser sends cross-site without asking (`text/plain`,
+//!   forms) are never parsed.
 //! - With a token set (`--token`), ingest and the APIs need
 //!   `Authorization: Bearer <token>`; WebSockets take it the same way, or as
 //!   `?token=<token>`, or as the subprotocol `agentpulse.bearer.<token>`
@@ -68,6 +83,93 @@ pub fn check_http(state: &SharedState, headers: &HeaderMap) -> Result<(), Respon
     }
 }
 
+/// Refuses a request whose `Origin` (when it has one) may not write or
+/// open a WebSocket.
+#[allow(clippy::result_large_err)]
+pub fn check_origin(state: &SharedState, headers: &HeaderMap) -> Result<(), Response> {
+    match headers.get(header::ORIGIN) {
+        Some(origin) if !origin_allowed(state, headers, origin) => Err(refuse(
+            state,
+            StatusCode::FORBIDDEN,
+            format!(
+                "origin {} may not use this hub (a page of another site cannot send events or open streams; allow it with --allow-origin)",
+                origin.to_str().unwrap_or("?")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a request whose `Host` is not one the hub answers to (DNS
+/// rebinding; see the module doc).
+#[allow(clippy::result_large_err)]
+pub fn check_host(
+    state: &SharedState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    // HTTP/2 carries the host in the URI's authority, HTTP/1.1 in `Host`.
+    let host = match uri.authority() {
+        Some(a) => Some(a.as_str()),
+        None => match headers.get(header::HOST) {
+            Some(h) => Some(h.to_str().map_err(|_| {
+                refuse(
+                    state,
+                    StatusCode::FORBIDDEN,
+                    "the Host header is not readable",
+                )
+            })?),
+            // HTTP/1.0 without Host: no browser sends that.
+            None => None,
+        },
+    };
+    match host {
+        Some(h) if !host_allowed(&state.config.allowed_hosts, h) => Err(refuse(
+            state,
+            StatusCode::FORBIDDEN,
+            format!(
+                "host {h:?} is not one this hub answers to (a name pointed at the hub by another site is refused; to serve the hub under this name, start it with --allow-host {})",
+                host_part(h)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a `Host` value (`name[:port]`) may be answered: IP addresses,
+/// loopback names, this machine's name and the `allowed` names.
+pub fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let name = host_part(host).trim_end_matches('.');
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower == "localhost" || lower.ends_with(".localhost") {
+        return true;
+    }
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('.').eq_ignore_ascii_case(name))
+    {
+        return true;
+    }
+    machine_name().is_some_and(|m| m.eq_ignore_ascii_case(name))
+}
+
+/// This machine's host name (a name the user chose, not one a web page
+/// controls).
+fn machine_name() -> Option<&'static str> {
+    static NAME: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    })
+    .as_deref()
+}
+
 /// Checks origin and token on a WebSocket upgrade.
 #[allow(clippy::result_large_err)]
 pub fn check_ws(
@@ -75,18 +177,7 @@ pub fn check_ws(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<(), Response> {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if !origin_allowed(state, headers, origin) {
-            return Err(refuse(
-                state,
-                StatusCode::FORBIDDEN,
-                format!(
-                    "origin {} is not allowed (use --allow-origin)",
-                    origin.to_str().unwrap_or("?")
-                ),
-            ));
-        }
-    }
+    check_origin(state, headers)?;
     let Some(token) = &state.config.token else {
         return Ok(());
     };
@@ -131,13 +222,15 @@ pub fn origin_allowed(state: &SharedState, headers: &HeaderMap, origin: &HeaderV
     if matches!(host, "localhost" | "127.0.0.1" | "::1") {
         return true;
     }
-    // The hub's own origin (the page it served), when reached by an IP
-    // address. Names are not trusted this way: with DNS rebinding a hostile
+    // The hub's own origin (the page it served). A name counts only when
+    // the hub answers to it (`host_allowed`): with DNS rebinding a hostile
     // page's name can point at the hub, making Origin and Host agree.
     headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| rest.eq_ignore_ascii_case(h) && host.parse::<std::net::IpAddr>().is_ok())
+        .is_some_and(|h| {
+            rest.eq_ignore_ascii_case(h) && host_allowed(&state.config.allowed_hosts, h)
+        })
 }
 
 fn host_part(authority: &str) -> &str {

@@ -49,9 +49,12 @@ pub struct HubConfig {
     pub port: u16,
     /// Token required on ingest, APIs and streams, when set.
     pub token: Option<String>,
-    /// Browser origins allowed to open WebSockets, besides the hub's own
+    /// Browser origins allowed to write and open WebSockets, besides the hub's own
     /// and localhost.
     pub allowed_origins: Vec<String>,
+    /// Host names the hub answers to besides IP addresses, loopback names
+    /// and the machine's own name (`*`: any); see [`auth`].
+    pub allowed_hosts: Vec<String>,
     /// Events kept in memory for resume and `/api/events`.
     pub ring_capacity: usize,
     /// How far (bytes) a stream client may fall behind before it is sent a
@@ -82,6 +85,7 @@ impl Default for HubConfig {
             port: 3010,
             token: None,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             ring_capacity: 100_000,
             client_queue_bytes: 8 * 1024 * 1024,
             ping_interval: Duration::from_secs(30),

@@ -53,31 +53,44 @@ pub enum BodyError {
 /// How a body is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// One object or an array (`application/json`, the default).
+    /// One object or an array (`application/json`).
     Json,
     /// One object per line (`application/x-ndjson`, `application/jsonl`).
     Ndjson,
 }
 
+/// The content types `POST /events` parses, for error messages.
+pub const ACCEPTED_TYPES: &str =
+    "application/json (an event or an array) or application/x-ndjson (one event per line)";
+
+/// A `Content-Type` that `POST /events` does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: send Content-Type: {ACCEPTED_TYPES} (with curl: -H 'Content-Type: application/json')", match .0 { Some(t) => format!("content type {t:?} is not accepted"), None => "no Content-Type given".to_owned() })]
+pub struct UnsupportedType(pub Option<String>);
+
 impl Format {
-    /// The format a `Content-Type` names.
-    pub fn from_content_type(ct: Option<&str>) -> Format {
-        match ct.map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        }) {
-            Some(c)
-                if c == "application/x-ndjson"
-                    || c == "application/ndjson"
-                    || c == "application/jsonl"
-                    || c == "application/x-jsonlines" =>
-            {
-                Format::Ndjson
-            }
-            _ => Format::Json,
+    /// The format a `Content-Type` names. Only JSON types are taken: the
+    /// types a browser may send cross-site without asking (`text/plain`,
+    /// forms) are refused, so a web page cannot post events.
+    pub fn from_content_type(ct: Option<&str>) -> Result<Format, UnsupportedType> {
+        let Some(raw) = ct else {
+            return Err(UnsupportedType(None));
+        };
+        let essence = raw
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/jsonlines" => Ok(Format::Ndjson),
+            "application/json" => Ok(Format::Json),
+            t if t.starts_with("application/") && t.ends_with("+json") => Ok(Format::Json),
+            _ => Err(UnsupportedType(Some(raw.to_owned()))),
         }
     }
 }
@@ -333,15 +346,24 @@ mod tests {
 
     #[test]
     fn content_types() {
+        let f = Format::from_content_type;
         assert_eq!(
-            Format::from_content_type(Some("application/x-ndjson; charset=utf-8")),
-            Format::Ndjson
+            f(Some("application/x-ndjson; charset=utf-8")),
+            Ok(Format::Ndjson)
         );
-        assert_eq!(
-            Format::from_content_type(Some("application/json")),
-            Format::Json
-        );
-        assert_eq!(Format::from_content_type(None), Format::Json);
+        assert_eq!(f(Some("Application/JSON")), Ok(Format::Json));
+        assert_eq!(f(Some("application/vnd.agentpulse+json")), Ok(Format::Json));
+        // What a browser sends cross-site without a preflight is refused.
+        for simple in [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            let e = f(Some(simple)).unwrap_err();
+            assert!(e.to_string().contains("application/json"), "{e}");
+        }
+        assert_eq!(f(None), Err(UnsupportedType(None)));
     }
 
     // The ingest parser's fuzz test: whatever the bytes, it answers without

@@ -159,6 +159,21 @@ pub async fn post_events(
         .counters
         .ingest_requests
         .fetch_add(1, Ordering::Relaxed);
+    // Checked before the body is read: a refused type costs nothing.
+    let format = match Format::from_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            state
+                .counters
+                .ingest_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
+        }
+    };
     let limit = state.config.max_body_bytes;
     let body = match read_body(body, limit).await {
         Ok(b) => b,
@@ -175,11 +190,6 @@ pub async fn post_events(
             )
         }
     };
-    let format = Format::from_content_type(
-        headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    );
     let schema = state.emitter.schema();
     let items = match parse_body(&body, format, state.config.max_event_bytes, &|t| {
         schema.intern(t)
