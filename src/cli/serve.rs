@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use agentpulse::config::Config;
 use agentpulse::emitter::Emitter;
+use agentpulse::hub::tokens::{self, Access, Role, Tokens};
 use agentpulse::hub::{self, HubConfig};
 use agentpulse::pipeline::QueuePolicy;
 use agentpulse::sinks::console::Level;
@@ -53,9 +54,40 @@ pub struct Args {
     /// Do not subscribe to the agent-events channel (metrics only).
     #[arg(long, env = "AGENTPULSE_NO_REDIS_BRIDGE")]
     no_redis_bridge: bool,
-    /// Require this token on ingest, APIs and streams.
-    #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// Admin token: may do everything (repeatable). Off loopback, a hub
+    /// given no token makes one up and prints it.
+    #[arg(
+        long,
+        env = "AGENTPULSE_TOKEN",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    token: Vec<String>,
+    /// Ingest token: may only send events (repeatable).
+    #[arg(
+        long = "ingest-token",
+        env = "AGENTPULSE_INGEST_TOKENS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    ingest_tokens: Vec<String>,
+    /// Read token: may only read (streams, /api/*, /metrics, the dashboard)
+    /// (repeatable).
+    #[arg(
+        long = "read-token",
+        env = "AGENTPULSE_READ_TOKENS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    read_tokens: Vec<String>,
+    /// Serve without any token even off loopback: anyone who can reach the
+    /// address reads and writes every event.
+    #[arg(
+        long = "no-token",
+        env = "AGENTPULSE_NO_TOKEN",
+        conflicts_with_all = ["token", "ingest_tokens", "read_tokens"]
+    )]
+    no_token: bool,
     /// Browser origins allowed to send events and open WebSockets (besides the hub's own and
     /// localhost); `*` allows any.
     #[arg(
@@ -135,7 +167,10 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let hub_config = HubConfig {
         bind: args.bind,
         port: args.port,
-        token: args.token.filter(|t| !t.is_empty()),
+        tokens: Tokens::none()
+            .with(Role::Admin, args.token)
+            .with(Role::Ingest, args.ingest_tokens)
+            .with(Role::Read, args.read_tokens),
         allowed_origins: args.allow_origins,
         allowed_hosts: args.allow_hosts,
         ring_capacity: args.ring_capacity.max(1),
@@ -157,6 +192,8 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         log: (!args.no_log).then_some(jsonl),
         ..HubConfig::default()
     };
+    let mut hub_config = hub_config;
+    let generated = token_off_loopback(&mut hub_config, args.no_token)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("agentpulse-hub")
@@ -169,6 +206,19 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         println!(
             "agentpulse listening on http://{addr} (dashboard http://{addr}/, stream ws://{addr}/agent-events, ingest POST http://{addr}/events)"
         );
+        if let Some(token) = &generated {
+            let host = match addr.ip() {
+                ip if ip.is_unspecified() => {
+                    hub::auth::machine_name().unwrap_or("localhost").to_owned()
+                }
+                ip => ip.to_string(),
+            };
+            println!(
+                "agentpulse: no token was given for {}, so this one is required (--no-token serves without): {token}",
+                addr.ip()
+            );
+            println!("agentpulse: dashboard http://{host}:{}/#token={token}", addr.port());
+        }
         tracing::info!(
             next_id = running.start_report.next_id,
             replayed = running.start_report.replayed,
@@ -183,6 +233,40 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Off loopback, every kind of access needs a token: when the user gave
+/// none for reads or writes, one admin token is made up (returned, to be
+/// printed once), unless `--no-token` says otherwise. Warns of what is open.
+fn token_off_loopback(config: &mut HubConfig, no_token: bool) -> anyhow::Result<Option<String>> {
+    let open: Vec<&str> = [Access::Write, Access::Read]
+        .into_iter()
+        .filter(|a| !config.tokens.protects(*a))
+        .map(Access::as_str)
+        .collect();
+    if open.is_empty() {
+        return Ok(None);
+    }
+    if config.bind.is_loopback() {
+        if !config.tokens.is_empty() {
+            tracing::warn!(
+                "no token grants the right to {}: anyone on this machine may",
+                open.join(" or ")
+            );
+        }
+        return Ok(None);
+    }
+    if no_token {
+        tracing::warn!(
+            "--no-token: anyone who can reach {} may {} (every event, prompts and costs included)",
+            config.bind,
+            open.join(" and ")
+        );
+        return Ok(None);
+    }
+    let token = tokens::generate().context("making up a token")?;
+    config.tokens = std::mem::take(&mut config.tokens).with(Role::Admin, [token.clone()]);
+    Ok(Some(token))
 }
 
 /// The Redis metrics settings from the command line.

@@ -15,6 +15,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 use super::stream::backfill;
 use super::stream::filter::StreamParams;
+use super::tokens::Access;
 use super::{error_response, ingest, stream, SharedState};
 use crate::metrics::Granularity;
 
@@ -24,21 +25,24 @@ const EVENTS_MAX_LIMIT: usize = 100_000;
 
 /// Every route of the hub.
 pub fn router(state: SharedState) -> Router {
-    // Decompression first, then `post_events` applies the limit to the
-    // inflated body, so a small gzip bomb is refused like any other
-    // oversized body.
-    // Writes refuse foreign browser origins before anything else.
-    let ingest = Router::new()
+    // Writes: the token of a role that may write, then a browser origin
+    // that may write. Decompression comes before `post_events`, which
+    // applies the limit to the inflated body, so a small gzip bomb is
+    // refused like any other oversized body.
+    let writes = Router::new()
         .route("/events", post(ingest::post_events))
         .layer(RequestDecompressionLayer::new().gzip(true))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_own_origin,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Guard(state.clone(), Access::Write),
+            require_token,
         ));
-    // Ingest and the APIs need the token when one is set (WebSockets check
-    // it themselves: browsers can only send it in the query or subprotocol).
-    let protected = Router::new()
-        .merge(ingest)
+    // Reads (WebSockets check their token themselves: browsers can only
+    // send it in the query or the subprotocol).
+    let reads = Router::new()
         .route("/api/events", get(events))
         .route("/api/metrics", get(metrics_json))
         .route("/api/config", get(config_json))
@@ -47,7 +51,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/budgets/check", get(budget_check))
         .route("/metrics", get(prometheus))
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            Guard(state.clone(), Access::Read),
             require_token,
         ));
     Router::new()
@@ -55,7 +59,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/agent-events", get(stream::handler))
         .route("/stream", get(stream::handler))
         .route("/ingest", get(ingest::ws_ingest))
-        .merge(protected)
+        .merge(writes)
+        .merge(reads)
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -90,12 +95,16 @@ async fn require_own_origin(
     }
 }
 
+/// The state of a token check: the hub and the access its routes need.
+#[derive(Clone)]
+struct Guard(SharedState, Access);
+
 async fn require_token(
-    State(state): State<SharedState>,
+    State(Guard(state, access)): State<Guard>,
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match super::auth::check_http(&state, req.headers()) {
+    match super::auth::check_http(&state, req.headers(), access) {
         Ok(()) => next.run(req).await,
         Err(refused) => refused,
     }

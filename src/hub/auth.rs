@@ -15,9 +15,9 @@
 //!   also take only the content types they parse (415 otherwise): the
 //!   "simple" types a browser sends cross-site without asking (`text/plain`,
 //!   forms) are never parsed.
-//! - With a token set (`--token`), ingest and the APIs need
-//!   `Authorization: Bearer <token>`; WebSockets take it the same way, or as
-//!   `?token=<token>`, or as the subprotocol `agentpulse.bearer.<token>`
+//! - **Tokens** (roles in [`super::tokens`]): HTTP requests send
+//!   `Authorization: Bearer <token>`; WebSockets the same, or
+//!   `?token=<token>`, or the subprotocol `agentpulse.bearer.<token>`
 //!   (browsers cannot set headers on WebSockets). `/health` and the
 //!   dashboard page itself need none (they reveal no events).
 //! - A WebSocket upgrade that carries an `Origin` header (every browser sends
@@ -31,16 +31,11 @@ use std::sync::atomic::Ordering;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
+use super::tokens::{Access, Denied};
 use super::{error_response, SharedState};
 
 /// Subprotocol prefix that carries a token.
 pub const PROTOCOL_PREFIX: &str = "agentpulse.bearer.";
-
-/// Compares without stopping at the first difference, so response time does
-/// not reveal how much of a guess was right.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -66,20 +61,25 @@ pub fn selected_protocol(headers: &HeaderMap) -> Option<String> {
     protocol_token(headers).map(|t| format!("{PROTOCOL_PREFIX}{t}"))
 }
 
-/// Checks the token on an HTTP request.
+/// Checks the token on an HTTP request that wants `access`.
 #[allow(clippy::result_large_err)]
-pub fn check_http(state: &SharedState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &state.config.token else {
-        return Ok(());
-    };
-    match bearer(headers) {
-        Some(given) if same(given.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(refuse(state, StatusCode::UNAUTHORIZED, "invalid token")),
-        None => Err(refuse(
-            state,
-            StatusCode::UNAUTHORIZED,
-            "this hub requires a token: send Authorization: Bearer <token>",
-        )),
+pub fn check_http(
+    state: &SharedState,
+    headers: &HeaderMap,
+    access: Access,
+) -> Result<(), Response> {
+    let how = "send Authorization: Bearer <token>";
+    state
+        .config
+        .tokens
+        .authorize(bearer(headers), access, how)
+        .map_err(|d| denied(state, d))
+}
+
+fn denied(state: &SharedState, d: Denied) -> Response {
+    match d {
+        Denied::Unauthenticated(m) => refuse(state, StatusCode::UNAUTHORIZED, m),
+        Denied::Forbidden(m) => refuse(state, StatusCode::FORBIDDEN, m),
     }
 }
 
@@ -158,7 +158,7 @@ pub fn host_allowed(allowed: &[String], host: &str) -> bool {
 
 /// This machine's host name (a name the user chose, not one a web page
 /// controls).
-fn machine_name() -> Option<&'static str> {
+pub fn machine_name() -> Option<&'static str> {
     static NAME: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     NAME.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -170,29 +170,24 @@ fn machine_name() -> Option<&'static str> {
     .as_deref()
 }
 
-/// Checks origin and token on a WebSocket upgrade.
+/// Checks origin and token on a WebSocket upgrade that wants `access`.
 #[allow(clippy::result_large_err)]
 pub fn check_ws(
     state: &SharedState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
+    access: Access,
 ) -> Result<(), Response> {
     check_origin(state, headers)?;
-    let Some(token) = &state.config.token else {
-        return Ok(());
-    };
     let given = bearer(headers)
         .or_else(|| query.get("token").map(String::as_str))
         .or_else(|| protocol_token(headers));
-    match given {
-        Some(g) if same(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(refuse(state, StatusCode::UNAUTHORIZED, "invalid token")),
-        None => Err(refuse(
-            state,
-            StatusCode::UNAUTHORIZED,
-            "this hub requires a token: ?token=, Authorization: Bearer, or subprotocol agentpulse.bearer.<token>",
-        )),
-    }
+    let how = "?token=, Authorization: Bearer, or subprotocol agentpulse.bearer.<token>";
+    state
+        .config
+        .tokens
+        .authorize(given, access, how)
+        .map_err(|d| denied(state, d))
 }
 
 fn refuse(state: &SharedState, status: StatusCode, msg: impl Into<String>) -> Response {

@@ -37,6 +37,7 @@ pub mod auth;
 pub mod ingest;
 pub mod prometheus;
 pub mod stream;
+pub mod tokens;
 
 use stream::ring::{Retained, RingTap};
 
@@ -47,8 +48,8 @@ pub struct HubConfig {
     pub bind: IpAddr,
     /// Port (default 3010; 0 picks a free one).
     pub port: u16,
-    /// Token required on ingest, APIs and streams, when set.
-    pub token: Option<String>,
+    /// The tokens and their roles (none: everything open).
+    pub tokens: tokens::Tokens,
     /// Browser origins allowed to write and open WebSockets, besides the hub's own
     /// and localhost.
     pub allowed_origins: Vec<String>,
@@ -83,7 +84,7 @@ impl Default for HubConfig {
         HubConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 3010,
-            token: None,
+            tokens: tokens::Tokens::none(),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             ring_capacity: 100_000,

@@ -60,3 +60,21 @@ test('without a token the page asks for it, then connects', async () => {
     await hub.stop();
   }
 });
+
+test('a read token opens the page; an ingest token is refused with its reason', async () => {
+  const hub = await startHub({ extra: ['--read-token', 'r-tok', '--ingest-token', 'i-tok'] });
+  try {
+    const r = await post(hub, [{ event_type: 'agent_started', payload: { agent: 'critic', task_id: 't_role', model: 'claude-sonnet-4', tools: [] } }], { token: 'i-tok' });
+    const refused = await openPage(browser, hub, { hash: '#token=i-tok' });
+    await refused.waitForSelector('[data-testid="token-form"]', { state: 'visible', timeout: 5000 });
+    assert.match(await refused.textContent('[data-testid="token-form"]'), /may not read events/);
+    await refused.context().close();
+
+    const page = await openPage(browser, hub, { hash: '#token=r-tok' });
+    await waitForConnected(page);
+    await waitForLastId(page, r.ids[0]);
+    await page.context().close();
+  } finally {
+    await hub.stop();
+  }
+});

@@ -119,6 +119,12 @@ impl Hub {
         format!("ws://{}{path}", self.addr)
     }
 
+    /// The next line the hub printed on stdout after its "listening" line,
+    /// waiting at most `deadline`.
+    pub fn next_stdout_line(&self, deadline: Duration) -> Option<String> {
+        self.stdout_lines.recv_timeout(deadline).ok()
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

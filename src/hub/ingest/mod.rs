@@ -256,7 +256,8 @@ pub async fn ws_ingest(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(resp) = super::auth::check_ws(&state, &headers, &query) {
+    if let Err(resp) = super::auth::check_ws(&state, &headers, &query, super::tokens::Access::Write)
+    {
         return resp;
     }
     let Some(guard) = super::auth::ConnectionGuard::acquire(&state) else {

@@ -64,7 +64,8 @@ pub async fn handler(
         Ok(p) => p,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
     };
-    if let Err(resp) = super::auth::check_ws(&state, &headers, &query) {
+    if let Err(resp) = super::auth::check_ws(&state, &headers, &query, super::tokens::Access::Read)
+    {
         return resp;
     }
     let Some(guard) = super::auth::ConnectionGuard::acquire(&state) else {
