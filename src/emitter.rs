@@ -47,10 +47,7 @@ use crate::sinks::Sink;
 /// Default queue length between producers and the dispatcher.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 
-/// How far ahead of the clock an event may be stamped (clock skew between
-/// machines is tolerated; a timestamp in the far future would move the
-/// metrics' notion of now).
-pub const MAX_FUTURE_SECS: f64 = 86_400.0;
+pub use crate::event::MAX_FUTURE_SECS;
 
 /// Default number of `event_id`s remembered for deduplication.
 pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;

@@ -310,6 +310,11 @@ impl Event {
     }
 }
 
+/// How far ahead of the receiving clock an event may be stamped: clock skew
+/// between machines is tolerated, a timestamp further ahead is refused at
+/// ingest (it would move the metrics' and budgets' notion of now).
+pub const MAX_FUTURE_SECS: f64 = 86_400.0;
+
 /// The current time as Unix seconds with a fraction.
 pub fn now_unix() -> f64 {
     crate::clock::wall_now()

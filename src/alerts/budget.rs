@@ -21,9 +21,6 @@ pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
 pub const DEFAULT_MAX_KEYS: usize = 10_000;
 /// Tasks remembered (feature, activity) by default.
 pub const DEFAULT_MAX_TASKS: usize = 100_000;
-/// How far past `now` an event may be stamped in
-/// [`BudgetTracker::observe_at`] (clock skew between agents and the hub).
-pub const MAX_FUTURE_SECS: f64 = 300.0;
 /// Agents remembered per task (for `tasks_blocked` of agent budgets).
 const MAX_AGENTS_PER_TASK: usize = 32;
 
@@ -383,8 +380,9 @@ pub struct TrackerStats {
     pub late_costs: u64,
     /// Events ignored for an unusable timestamp.
     pub ignored_events: u64,
-    /// Events ignored by [`BudgetTracker::observe_at`] for a timestamp too
-    /// far after `now`.
+    /// Events stamped after `now` given to [`BudgetTracker::observe_at`]:
+    /// their costs were counted at `now` (a sender's clock running fast must
+    /// not move spend into a later period, nor hide it).
     pub future_events: u64,
 }
 
@@ -440,15 +438,15 @@ impl BudgetTracker {
     /// ignored.
     ///
     /// Costs are charged to the period of the event's timestamp; an event
-    /// stamped far in the future would therefore move a budget into that
-    /// period and make every later cost "late". [`BudgetTracker::observe_at`]
+    /// stamped in the future would therefore move a budget into that period
+    /// and make every later cost "late". [`BudgetTracker::observe_at`]
     /// guards against that.
     pub fn observe(&mut self, event: &Event) -> Vec<NewEvent> {
         self.observe_inner(event, None)
     }
 
-    /// [`BudgetTracker::observe`], ignoring (and counting) events stamped
-    /// more than [`MAX_FUTURE_SECS`] after `now`.
+    /// [`BudgetTracker::observe`], with events stamped after `now` counted
+    /// as of `now` (and counted in [`TrackerStats::future_events`]).
     pub fn observe_at(&mut self, event: &Event, now: f64) -> Vec<NewEvent> {
         self.observe_inner(event, Some(now))
     }
@@ -470,10 +468,13 @@ impl BudgetTracker {
             self.ignored_events += 1;
             return Vec::new();
         }
-        if now.is_some_and(|now| ts > now + MAX_FUTURE_SECS) {
-            self.future_events += 1;
-            return Vec::new();
-        }
+        let ts = match now {
+            Some(now) if ts > now => {
+                self.future_events += 1;
+                now
+            }
+            _ => ts,
+        };
         let task_id = event.str_field("task_id").filter(|t| !t.is_empty());
         let agent = event.str_field("agent").filter(|a| !a.is_empty());
         let mut crossings = Vec::new();
@@ -1185,15 +1186,31 @@ mod tests {
         assert_eq!(t.stats().late_costs, 1);
         assert_eq!(t.stats().keys, 1);
 
-        // observe_at refuses events from the far future.
-        let out = t.observe_at(
-            &completed(day2 + 86_400.0 * 365.0, "t", "b", 50.0),
-            day2 + 20.0,
-        );
+        // observe_at counts a cost stamped ahead of now as of now.
+        let out = t.observe_at(&completed(day2 + 3_600.0, "t", "b", 5.0), day2 + 20.0);
         assert!(out.is_empty());
         assert_eq!(t.stats().future_events, 1);
         let ok = t.observe_at(&completed(day2 + 300.0, "t", "b", 8.0), day2 + 20.0);
         assert_eq!(types(&ok), ["budget_exceeded"]);
+        assert_eq!(ok[0].timestamp, Some(day2 + 20.0), "stamped at now");
+        assert_eq!(t.stats().future_events, 2);
+    }
+
+    // Regression: an agent whose clock ran more than 300 s fast could
+    // overspend without a `budget_exceeded`: its costs were dropped.
+    #[test]
+    fn a_fast_clock_cannot_overspend_unseen() {
+        let mut t = BudgetTracker::new(vec![budget(BudgetScope::Global, BudgetPeriod::Day, 1.0)]);
+        let now = at(2026, 5, 6, 12, 0, 0);
+        let mut out = Vec::new();
+        for i in 0..3 {
+            // An hour ahead: inside the day the pipeline accepts.
+            let ev = completed(now + 3_600.0 + f64::from(i), "t", "a", 0.4);
+            out.extend(t.observe_at(&ev, now + f64::from(i)));
+        }
+        assert_eq!(types(&out), ["budget_warning", "budget_exceeded"]);
+        assert!((t.snapshot(now)[0].spend - 1.2).abs() < 1e-9);
+        assert_eq!(t.stats().future_events, 3);
     }
 
     #[test]

@@ -171,8 +171,8 @@
 //!
 //! **Clock.** The tracker has none: costs go to the period of their event's
 //! timestamp, so an event stamped far in the future would move a budget
-//! into that period. [`BudgetTracker::observe_at`] ignores events stamped
-//! more than [`MAX_FUTURE_SECS`] after the caller's `now`.
+//! into that period. [`BudgetTracker::observe_at`] counts the cost of an
+//! event stamped after the caller's `now` as of `now` (and counts that).
 //!
 //! # Files
 //!
@@ -188,7 +188,7 @@ mod rule;
 pub use budget::{
     period_end, period_start, BadCost, BudgetCheck, BudgetState, BudgetStatus, BudgetTracker,
     CheckKeys, CheckResult, TrackerStats, BUDGET_EXCEEDED, BUDGET_WARNING, DEFAULT_MAX_KEYS,
-    DEFAULT_MAX_TASKS, MAX_FUTURE_SECS,
+    DEFAULT_MAX_TASKS,
 };
 pub use eval::{
     ActiveAlert, AlertEngine, AlertEvent, AlertKind, ResolveReason, ALERT_RESOLVED,
