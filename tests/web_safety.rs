@@ -236,21 +236,33 @@ fn every_path() -> Vec<Request> {
     ]
 }
 
+/// Sends every request of [`every_path`] with `Host: host`: method, path,
+/// whether it asked for a WebSocket, status, body.
+fn every_answer(hub: &Hub, host: &str) -> Vec<(&'static str, &'static str, bool, u16, String)> {
+    every_path()
+        .into_iter()
+        .map(|(method, path, mut headers)| {
+            let body: &[u8] = if method == "POST" {
+                EVENT.as_bytes()
+            } else {
+                b""
+            };
+            let upgrade = headers.iter().any(|(k, _)| *k == "Upgrade");
+            headers.push(("Host", host));
+            let (status, text) = raw(hub, method, path, &headers, body);
+            (method, path, upgrade, status, text)
+        })
+        .collect()
+}
+
 #[test]
 fn a_rebound_name_is_refused_on_every_path() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &["--allow-host", "hub.example"]);
     let port = hub.addr.port();
     let evil = format!("attacker.example:{port}");
-    for (method, path, headers) in every_path() {
-        let body: &[u8] = if method == "POST" {
-            EVENT.as_bytes()
-        } else {
-            b""
-        };
-        let mut h = headers.clone();
-        h.push(("Host", &evil));
-        let (status, text) = raw(&hub, method, path, &h, body);
+    for (method, path, upgrade, status, text) in every_answer(&hub, &evil) {
+        assert!(!upgrade || status != 101);
         assert_eq!(status, 403, "{method} {path} with Host {evil}: {text}");
         let e = error_of(&text);
         assert!(
@@ -272,17 +284,9 @@ fn a_rebound_name_is_refused_on_every_path() {
         "hub.example".to_string(),
     ];
     for host in &allowed {
-        for (method, path, headers) in every_path() {
-            let body: &[u8] = if method == "POST" {
-                EVENT.as_bytes()
-            } else {
-                b""
-            };
-            let mut h = headers.clone();
-            h.push(("Host", host));
-            let (status, text) = raw(&hub, method, path, &h, body);
+        for (method, path, upgrade, status, text) in every_answer(&hub, host) {
             assert_ne!(status, 403, "{method} {path} with Host {host}: {text}");
-            if headers.iter().any(|(k, _)| *k == "Upgrade") {
+            if upgrade {
                 assert_eq!(status, 101, "{method} {path} with Host {host}: {text}");
             }
         }
