@@ -129,8 +129,12 @@ pub struct HubCounters {
     pub slow_consumer_gaps: AtomicU64,
     /// Stream clients dropped (silent past two pings, or stuck sending).
     pub dropped_clients: AtomicU64,
+    /// Of those, the ones whose socket accepted nothing (stuck).
+    pub stuck_clients: AtomicU64,
     /// Messages sent to stream clients.
     pub messages_out: AtomicU64,
+    /// Of those, the ones read back from the log (readers behind the ring).
+    pub messages_from_log: AtomicU64,
     /// Ingest requests and messages.
     pub ingest_requests: AtomicU64,
     /// Events refused at ingest (malformed or invalid).
@@ -163,6 +167,8 @@ pub struct HubState {
     pub addr: SocketAddr,
     /// The Redis bucket store, when configured.
     pub store: Option<StoreHandle>,
+    /// The stream epoch: which event history this hub serves.
+    pub epoch: String,
 }
 
 /// The hub's view of the Redis bucket store.
@@ -278,6 +284,7 @@ pub async fn start(
         started: Instant::now(),
         addr,
         store,
+        epoch: start_report.epoch.clone(),
     });
     if let Some(url) = state.config.redis_url.clone() {
         let st = state.clone();
