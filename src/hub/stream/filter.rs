@@ -108,9 +108,11 @@ impl StreamParams {
             Some(e) if e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric()) => {
                 Some(e.to_owned())
             }
-            Some(e) => return Err(format!(
+            Some(e) => {
+                return Err(format!(
                 "epoch: expected the epoch a hub gave (letters and digits, at most 64), got {e:?}"
-            )),
+            ))
+            }
         };
         let mode = match q.get("mode").map(|s| s.trim()) {
             None | Some("") | Some("lossless") => Mode::Lossless,
