@@ -9,10 +9,15 @@
 //!   agent-events.jsonl                 active file: today's events (UTC), appended
 //!   agent-events-2024-10-14.jsonl      rotated at UTC midnight: one file per day
 //!   agent-events-2024-10-14.1.jsonl    same day again (name was taken, e.g. after a restart)
-//!   agent-events-2024-10-06.jsonl.gz   gzipped once more than `compress_after_days` old
+//!   agent-events-2024-10-06.jsonl.gz   gzipped once more than `compress_after_days` old,
+//!                                      as gzip members of ~256 KiB of lines each
 //!   agent-events.torn                  fragments of torn last lines, one per line
 //!   agent-events.ids                   ids reserved ahead (see `pipeline::ids`)
+//!   agent-events.epoch                 the stream epoch of this history (see `pipeline::epoch`)
 //! ```
+//!
+//! Readers seek into the log through [`index`], which the sink keeps
+//! current as it writes, rotates, gzips and deletes.
 //!
 //! Each line is one event in the wire format (see [`crate::event`]),
 //! terminated by `\n`. Rotated files are named after the UTC day they cover;
