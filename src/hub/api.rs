@@ -21,9 +21,9 @@ use crate::metrics::Granularity;
 /// Default `limit` of `/api/events`.
 const EVENTS_DEFAULT_LIMIT: usize = 1000;
 
-/// Most ids one `/api/events` answer looks at: a filter that matches
+/// Most events one `/api/events` answer looks at: a filter that matches
 /// little gets a `next` cursor to go on rather than a long wait.
-const EVENTS_SCAN_BUDGET: u64 = 250_000;
+const EVENTS_SCAN_BUDGET: usize = 250_000;
 
 /// Every route of the hub.
 pub fn router(state: SharedState) -> Router {
@@ -190,9 +190,13 @@ fn read_events(
 ) -> (Vec<axum::extract::ws::Utf8Bytes>, Option<u64>) {
     let mut cursor = Cursor::new(since, filter);
     let mut out = Vec::new();
+    let mut scanned_in_all = 0;
     loop {
         match cursor.step(state) {
-            Step::Events { messages, .. } => {
+            Step::Events {
+                messages, scanned, ..
+            } => {
+                scanned_in_all += scanned;
                 for (id, m) in messages {
                     out.push(m);
                     if out.len() == limit {
@@ -205,7 +209,7 @@ fn read_events(
             // The log writer is a moment behind: the caller asks again.
             Step::Waiting => return (out, Some(cursor.after())),
         }
-        if cursor.after() - since >= EVENTS_SCAN_BUDGET {
+        if scanned_in_all >= EVENTS_SCAN_BUDGET {
             return (out, Some(cursor.after()));
         }
     }

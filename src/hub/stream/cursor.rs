@@ -30,6 +30,8 @@ pub enum Step {
         messages: Vec<(u64, Utf8Bytes)>,
         /// Whether they were read from the log (not the ring).
         from_log: bool,
+        /// How many events were looked at (kept by the filter or not).
+        scanned: usize,
     },
     /// Ids `from..=to` cannot be delivered; the cursor moved past them.
     Gap {
@@ -108,6 +110,7 @@ impl Cursor {
                         .map(|r| (r.id, r.message.clone()))
                         .collect(),
                     from_log: false,
+                    scanned: read.scanned,
                 };
             }
         }
@@ -133,6 +136,7 @@ impl Cursor {
         match log.read(upto, LOG_CHUNK, &mut lines) {
             Ok(LogRead::Lines) => {
                 self.after = log.after();
+                let scanned = lines.len();
                 let messages = lines
                     .into_iter()
                     .filter_map(|(id, line)| {
@@ -149,6 +153,7 @@ impl Cursor {
                 Step::Events {
                     messages,
                     from_log: true,
+                    scanned,
                 }
             }
             Ok(LogRead::Missing { from, to }) => {
@@ -169,6 +174,7 @@ impl Cursor {
                 Step::Events {
                     messages: Vec::new(),
                     from_log: true,
+                    scanned: 0,
                 }
             }
             Err(e) => {

@@ -425,7 +425,9 @@ async fn serve_step(
         cursor.step(state)
     };
     match step {
-        Step::Events { messages, from_log } => {
+        Step::Events {
+            messages, from_log, ..
+        } => {
             if messages.is_empty() {
                 return Ok(());
             }

@@ -84,6 +84,8 @@ pub struct Read {
     pub missing: Option<(u64, u64)>,
     /// The cursor to read after next time.
     pub next_cursor: u64,
+    /// How many entries were looked at (kept or not).
+    pub scanned: usize,
 }
 
 /// The ring of retained records.
@@ -208,6 +210,7 @@ impl Retained {
             if keep(&e.item) {
                 read.records.push(e.item.clone());
                 if read.records.len() >= max {
+                    scanned += 1;
                     break;
                 }
             }
@@ -217,6 +220,7 @@ impl Retained {
                 break;
             }
         }
+        read.scanned = scanned;
         read
     }
 
