@@ -54,8 +54,9 @@ pub struct HubConfig {
     pub allowed_origins: Vec<String>,
     /// Events kept in memory for resume and `/api/events`.
     pub ring_capacity: usize,
-    /// How far (bytes) a stream client may fall behind before it is sent a
-    /// `stream_gap` and moved to the live edge.
+    /// How far (bytes) a live-mode stream client may fall behind before it
+    /// is sent a `stream_gap` and moved to the live edge (lossless clients
+    /// are served from the log instead).
     pub client_queue_bytes: u64,
     /// Interval of server pings; clients silent for two are dropped.
     pub ping_interval: Duration,

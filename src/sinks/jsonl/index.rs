@@ -66,12 +66,6 @@ struct Segment {
     end: u64,
 }
 
-impl Segment {
-    fn first_id(&self) -> Option<u64> {
-        self.points.as_ref()?.first().map(|p| p.id)
-    }
-}
-
 #[derive(Debug, Default)]
 struct Inner {
     segments: Vec<Segment>,
@@ -246,25 +240,17 @@ impl LogIndex {
         self.written.subscribe()
     }
 
-    /// The first id the log holds, if any (indexes files as needed).
+    /// The first id the log holds, if any. A file not indexed yet is not
+    /// scanned for this: its first line is enough.
     pub fn first_id(&self) -> Option<u64> {
-        let serials: Vec<u64> = self
-            .inner
-            .read()
-            .segments
-            .iter()
-            .map(|s| s.serial)
-            .collect();
-        for serial in serials {
-            self.ensure_points(serial);
-            let inner = self.inner.read();
-            if let Some(first) = inner
-                .segments
-                .iter()
-                .find(|s| s.serial == serial)
-                .and_then(Segment::first_id)
-            {
-                return Some(first);
+        let segments: Vec<Segment> = self.inner.read().segments.clone();
+        for seg in segments {
+            let first = match &seg.points {
+                Some(points) => points.first().map(|p| p.id),
+                None => first_line_id(&seg.path, seg.gz).ok().flatten(),
+            };
+            if first.is_some() {
+                return first;
             }
         }
         None
@@ -431,6 +417,27 @@ impl LogIndex {
             .write()
             .segments
             .retain(|s| s.active || s.path != path);
+    }
+}
+
+/// The id of the first line of a file that has one (reading only until
+/// that line).
+fn first_line_id(path: &Path, gz: bool) -> io::Result<Option<u64>> {
+    let file = File::open(path)?;
+    let mut reader: Box<dyn BufRead> = if gz {
+        Box::new(BufReader::new(MultiGzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(None);
+        }
+        if let Some(id) = quick_id(&line) {
+            return Ok(Some(id));
+        }
     }
 }
 
