@@ -4,7 +4,7 @@
 //! |-------------------------------|---------------------------------------------------|
 //! | `POST /events`                | ingest: object, array or NDJSON, gzip accepted    |
 //! | `GET /ingest` (WebSocket)     | ingest over a kept-open connection, one ack each  |
-//! | `GET /`, `/agent-events`, `/stream` (WebSocket) | the live stream, `?since=&types=&agent=&task_id=` |
+//! | `GET /`, `/agent-events`, `/stream` (WebSocket) | the stream, `?since=&epoch=&mode=&types=&agent=&task_id=` |
 //! | `GET /` (plain)               | the dashboard page                                |
 //! | `GET /api/events`             | retained events as JSON                           |
 //! | `GET /api/metrics`            | KPIs and counters                                 |
