@@ -28,6 +28,11 @@ need_pkg() { # need_pkg COMMAND PACKAGE... (apt-get options may come first among
 }
 
 need_pkg redis-server redis-server
+# The Rust tests make a venv from PyPI (tests/py/venv.sh); Debian's python3
+# needs python3-venv for that.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need_pkg __python3_venv__ python3-venv
+fi
 need_pkg chromium chromium
 # promtool checks the /metrics exposition (tests/hub.rs).
 need_pkg promtool --no-install-recommends prometheus

@@ -36,7 +36,7 @@ use crate::pipeline::{recovery, Command, Outcome, PipelineStats, QueuePolicy, St
 use crate::schema::{Schema, ValidationError};
 use crate::sinks::alerts::{AlertState, AlertsSink, SharedAlerts};
 use crate::sinks::console::{ConsoleSink, Level};
-use crate::sinks::jsonl::{JsonlConfig, JsonlSink};
+use crate::sinks::jsonl::{JsonlConfig, JsonlSink, LogIndex};
 use crate::sinks::metrics::{MetricsSink, SharedEngine};
 use crate::sinks::notify::{NotifySink, NotifyStats};
 use crate::sinks::reclaim::Reclaimer;
@@ -107,6 +107,8 @@ pub struct StartReport {
     pub bad_lines: u64,
     /// Where a torn last line of the log was moved, if there was one.
     pub torn_line_moved_to: Option<PathBuf>,
+    /// The stream epoch of this history (see [`crate::pipeline::epoch`]).
+    pub epoch: String,
 }
 
 /// The metrics and counters `get_metrics` returns.
@@ -171,6 +173,8 @@ struct Inner {
     /// The log's watermark: ids up to it are written (or synced, per the
     /// durability setting). `None` without a log or with durability `none`.
     durable: Mutex<Option<tokio::sync::watch::Receiver<u64>>>,
+    /// The log's index, for readers seeking into it (with a log only).
+    log_index: std::sync::OnceLock<Arc<LogIndex>>,
     state: Mutex<State>,
 }
 
@@ -382,6 +386,7 @@ impl EmitterBuilder {
                 notify_stats: Arc::new(NotifyStats::default()),
                 recovered_last_id: std::sync::atomic::AtomicU64::new(0),
                 durable: Mutex::new(None),
+                log_index: std::sync::OnceLock::new(),
                 state: Mutex::new(State::Built(Box::new(Parts {
                     rx,
                     jsonl,
@@ -451,9 +456,10 @@ impl Emitter {
         let (reclaim, reclaim_thread) = Reclaimer::spawn(32).map_err(EmitterError::Recovery)?;
         let mut next_id = 1;
         let mut ids = None;
+        report.epoch = crate::pipeline::epoch::fresh();
         if let Some(jcfg) = jsonl {
             // Open first: it repairs a torn last line before we read back.
-            let (sink, open) = JsonlSink::open(jcfg.clone(), self.inner.clock.clone())?;
+            let (mut sink, open) = JsonlSink::open(jcfg.clone(), self.inner.clock.clone())?;
             report.torn_line_moved_to = open.torn.map(|t| t.moved_to);
             let mut engine = self.inner.engine.lock().unwrap_or_else(|e| e.into_inner());
             let rec = recovery::recover(
@@ -474,6 +480,14 @@ impl Emitter {
             )?;
             drop(engine);
             let reservation = crate::pipeline::ids::IdReservation::load(&jcfg.dir, &jcfg.file_name);
+            report.epoch = crate::pipeline::epoch::load_or_create(
+                &jcfg.dir,
+                &jcfg.file_name,
+                rec.last_id == 0,
+            )?;
+            let index = LogIndex::open(&jcfg.dir, &jcfg.file_name, rec.last_id);
+            sink.set_index(index.clone());
+            let _ = self.inner.log_index.set(index);
             // Past the log and past any ids handed out before a crash.
             next_id = rec.last_id.max(reservation.reserved()) + 1;
             ids = Some(reservation);
@@ -798,6 +812,12 @@ impl Emitter {
             return false;
         }
         rx.recv().is_ok()
+    }
+
+    /// The log's index (with a log, once started): where stream readers
+    /// that fell behind the in-memory ring read from.
+    pub fn log_index(&self) -> Option<&Arc<LogIndex>> {
+        self.inner.log_index.get()
     }
 
     /// [`Emitter::flush`] for async callers.

@@ -433,7 +433,7 @@ pub fn log_files(dir: impl AsRef<Path>, file_name: &str) -> Vec<PathBuf> {
 
 /// The id of a line in agentpulse's own format (`{"id":N,...`) without a
 /// full parse.
-fn quick_id(line: &[u8]) -> Option<u64> {
+pub(crate) fn quick_id(line: &[u8]) -> Option<u64> {
     let rest = line.strip_prefix(b"{\"id\":")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     // The `,` proves the number is complete, even in a torn line.

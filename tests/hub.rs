@@ -331,7 +331,7 @@ fn resume_from_ids_older_than_the_ring_reads_the_log() {
 }
 
 #[test]
-fn a_slow_client_gets_a_gap_and_does_not_delay_a_fast_one() {
+fn a_slow_live_mode_client_gets_a_gap_and_does_not_delay_a_fast_one() {
     let dir = tempfile::tempdir().unwrap();
     // The limit is above one burst (250 events, ~1 MB) and far below the
     // total (~24 MB), so only a client that stops reading passes it.
@@ -341,11 +341,12 @@ fn a_slow_client_gets_a_gap_and_does_not_delay_a_fast_one() {
     );
     let fast = ws::connect(&hub.ws_url("/stream"), &[]);
     fast.next(T);
-    // A raw socket that completes the handshake and then reads nothing.
+    // A raw socket that completes the handshake and then reads nothing;
+    // in live mode it prefers the present to completeness.
     let mut slow = std::net::TcpStream::connect(hub.addr).unwrap();
     write!(
         slow,
-        "GET /stream HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /stream?mode=live HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         hub.addr
     )

@@ -1,9 +1,13 @@
 //! `agentpulse bench`: a load generator against a running hub.
 //!
 //! - `bench ingest`: HTTP NDJSON ingest throughput.
-//! - `bench fanout`: S stream subscribers, events posted at a fixed rate;
+//! - `bench fanout`: S stream subscribers, events posted at a fixed rate
+//!   (or, with `--rate 0`, as fast as the hub takes them: the ingest rate);
 //!   checks every event reaches every subscriber and reports the
-//!   emit-to-receive latency histogram.
+//!   emit-to-receive latency histogram. `--lagging K` adds K readers that
+//!   throttle themselves (`--lag-rate` events/s each), so they fall behind
+//!   the ring and are served from the log; `--catch-up` then times one
+//!   reader reading everything from the start.
 //! - `bench idle`: opens N idle stream connections and reports the hub's
 //!   resident memory per connection (`--pid` of the hub).
 //! - `bench pipeline`: the in-process pipeline (validation, JSONL log with
@@ -55,12 +59,21 @@ enum What {
         /// Stream subscribers.
         #[arg(long, default_value_t = 100)]
         subscribers: usize,
-        /// Events per second posted.
+        /// Events per second posted (0: as fast as the hub takes them).
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
         /// Seconds of sending.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Readers that throttle themselves, besides the subscribers.
+        #[arg(long, default_value_t = 0)]
+        lagging: usize,
+        /// Events per second each lagging reader takes at most.
+        #[arg(long, default_value_t = 1000)]
+        lag_rate: u64,
+        /// After sending, time one reader reading everything from the start.
+        #[arg(long)]
+        catch_up: bool,
     },
     /// Idle connections: the hub's memory per connection.
     Idle {
@@ -98,7 +111,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             subscribers,
             rate,
             seconds,
-        } => fanout(&hub, subscribers, rate.max(1), seconds.clamp(1, 600)),
+            lagging,
+            lag_rate,
+            catch_up,
+        } => fanout(
+            &hub,
+            Fanout {
+                subscribers,
+                rate,
+                seconds: seconds.clamp(1, 600),
+                lagging,
+                lag_rate: lag_rate.max(1),
+                catch_up,
+            },
+        ),
         What::Idle {
             hub,
             connections,
@@ -196,20 +222,132 @@ fn ingest(hub: &str, events: u64, batch: usize, connections: usize) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn fanout(hub: &str, subscribers: usize, rate: u64, seconds: u64) -> anyhow::Result<ExitCode> {
+struct Fanout {
+    subscribers: usize,
+    rate: u64,
+    seconds: u64,
+    lagging: usize,
+    lag_rate: u64,
+    catch_up: bool,
+}
+
+/// What a lagging reader got: events, last id, gap notices.
+type LagResult = (u64, u64, u64);
+
+/// Posts events for `seconds`: `rate` per second in batches every 10 ms,
+/// stamped just before sending, or (rate 0) batches of 1000 back to back
+/// from two connections. Returns the events sent.
+fn send_for(url: &str, rate: u64, seconds: u64) -> anyhow::Result<u64> {
+    if rate == 0 {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let senders: Vec<_> = (0..2u64)
+            .map(|c| {
+                let url = url.to_owned();
+                std::thread::spawn(move || -> anyhow::Result<u64> {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(60))
+                        .build();
+                    let mut sent = 0u64;
+                    let mut body = String::with_capacity(1000 * 330);
+                    while Instant::now() < deadline {
+                        body.clear();
+                        let stamp = now_ns();
+                        for i in 0..1000 {
+                            body.push_str(&line(c << 40 | (sent + i), stamp));
+                            body.push('\n');
+                        }
+                        agent
+                            .post(&url)
+                            .set("Content-Type", "application/x-ndjson")
+                            .send_string(&body)?;
+                        sent += 1000;
+                    }
+                    Ok(sent)
+                })
+            })
+            .collect();
+        let mut sent = 0;
+        for s in senders {
+            sent += s.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
+        }
+        return Ok(sent);
+    }
+    let total = rate * seconds;
+    let per_tick = (rate / 100).max(1);
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = 0u64;
+    while sent < total {
+        let due = start + Duration::from_millis(tick * 10);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        tick += 1;
+        let n = per_tick.min(total - sent);
+        let stamp = now_ns();
+        let mut body = String::with_capacity(n as usize * 330);
+        for i in sent..sent + n {
+            body.push_str(&line(i, stamp));
+            body.push('\n');
+        }
+        agent
+            .post(url)
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(&body)?;
+        sent += n;
+    }
+    Ok(sent)
+}
+
+/// The hub's last id (`/api/events?limit=1`).
+fn hub_last_id(hub: &str) -> anyhow::Result<u64> {
+    let v: serde_json::Value =
+        ureq::get(&format!("{}/api/events?limit=1", hub.trim_end_matches('/')))
+            .call()?
+            .into_json()?;
+    v["last_id"].as_u64().context("no last_id")
+}
+
+/// The id of a message in the wire format.
+fn message_id(msg: &[u8]) -> Option<u64> {
+    let rest = msg.strip_prefix(b"{\"id\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+fn fanout(hub: &str, f: Fanout) -> anyhow::Result<ExitCode> {
+    let Fanout {
+        subscribers,
+        rate,
+        seconds,
+        lagging,
+        lag_rate,
+        catch_up,
+    } = f;
     let ws = format!(
         "{}/stream",
         hub.trim_end_matches('/').replacen("http://", "ws://", 1)
     );
     let url = format!("{}/events", hub.trim_end_matches('/'));
-    let total = rate * seconds;
+    let first_id = hub_last_id(hub)? + 1;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (latencies, counts) = rt.block_on(async {
+    let sending_done = Arc::new(tokio::sync::Notify::new());
+    let (latencies, counts, sent, send_secs, lag_results) = rt.block_on(async {
         let mut subs = Vec::new();
         let ready = Arc::new(tokio::sync::Barrier::new(subscribers + 1));
+        // Subscribers stop after this many events (or the deadline); with
+        // `--rate 0` the total is known only when sending ends.
+        let expected = Arc::new(AtomicU64::new(if rate == 0 {
+            u64::MAX
+        } else {
+            rate * seconds
+        }));
         for _ in 0..subscribers {
             let (mut conn, _) = tokio_tungstenite::connect_async(ws.as_str())
                 .await
@@ -217,16 +355,18 @@ fn fanout(hub: &str, subscribers: usize, rate: u64, seconds: u64) -> anyhow::Res
             // The welcome message.
             conn.next().await;
             let ready = ready.clone();
+            let expected = expected.clone();
             subs.push(tokio::spawn(async move {
                 ready.wait().await;
-                let mut lat: Vec<u32> = Vec::with_capacity(total as usize);
+                let mut lat: Vec<u32> = Vec::with_capacity(1 << 20);
                 let mut got = 0u64;
-                let deadline = tokio::time::sleep(Duration::from_secs(seconds + 30));
+                let deadline = tokio::time::sleep(Duration::from_secs(seconds + 60));
                 tokio::pin!(deadline);
-                while got < total {
+                while got < expected.load(Ordering::Relaxed) {
                     let msg = tokio::select! {
                         m = conn.next() => m,
                         _ = &mut deadline => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
                     };
                     let Some(Ok(Message::Text(t))) = msg else {
                         if matches!(msg, Some(Ok(Message::Ping(_)))) {
@@ -243,37 +383,59 @@ fn fanout(hub: &str, subscribers: usize, rate: u64, seconds: u64) -> anyhow::Res
                 (lat, got)
             }));
         }
+        // Lagging readers: a pause after every 100 messages keeps each at
+        // `lag_rate` events/s at most.
+        let mut laggers = Vec::new();
+        for _ in 0..lagging {
+            let (mut conn, _) =
+                tokio_tungstenite::connect_async(format!("{ws}?since={}", first_id - 1))
+                    .await
+                    .with_context(|| format!("connecting to {ws}"))?;
+            let done = sending_done.clone();
+            laggers.push(tokio::spawn(async move {
+                let (mut got, mut last, mut gaps) = (0u64, 0u64, 0u64);
+                let pause = Duration::from_secs_f64(100.0 / lag_rate as f64);
+                let stop = done.notified();
+                tokio::pin!(stop);
+                loop {
+                    let msg = tokio::select! {
+                        m = conn.next() => m,
+                        _ = &mut stop => break,
+                    };
+                    let Some(Ok(Message::Text(t))) = msg else {
+                        if matches!(msg, Some(Ok(Message::Ping(_)))) {
+                            continue;
+                        }
+                        break;
+                    };
+                    if let Some(id) = message_id(t.as_bytes()) {
+                        got += 1;
+                        last = id;
+                        if got.is_multiple_of(100) {
+                            tokio::select! {
+                                _ = tokio::time::sleep(pause) => {}
+                                _ = &mut stop => break,
+                            }
+                        }
+                    } else if t.as_str().contains("\"stream_gap\"") {
+                        gaps += 1;
+                    }
+                }
+                (got, last, gaps)
+            }));
+        }
         ready.wait().await;
-        // The sender: a batch every 10 ms, stamped just before it is sent.
-        let per_tick = (rate / 100).max(1);
-        let sender = std::thread::spawn(move || -> anyhow::Result<u64> {
-            let agent = ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(30))
-                .build();
-            let start = Instant::now();
-            let mut sent = 0u64;
-            let mut tick = 0u64;
-            while sent < total {
-                let due = start + Duration::from_millis(tick * 10);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-                tick += 1;
-                let n = per_tick.min(total - sent);
-                let stamp = now_ns();
-                let mut body = String::with_capacity(n as usize * 330);
-                for i in sent..sent + n {
-                    body.push_str(&line(i, stamp));
-                    body.push('\n');
-                }
-                agent
-                    .post(&url)
-                    .set("Content-Type", "application/x-ndjson")
-                    .send_string(&body)?;
-                sent += n;
-            }
-            Ok(sent)
-        });
+        let url2 = url.clone();
+        let started = Instant::now();
+        let sender = tokio::task::spawn_blocking(move || send_for(&url2, rate, seconds));
+        let sent = sender.await??;
+        let send_secs = started.elapsed().as_secs_f64();
+        expected.store(sent, Ordering::Relaxed);
+        sending_done.notify_waiters();
+        let mut lag_results: Vec<LagResult> = Vec::new();
+        for l in laggers {
+            lag_results.push(l.await?);
+        }
         let mut latencies = Vec::new();
         let mut counts = Vec::new();
         for s in subs {
@@ -281,11 +443,76 @@ fn fanout(hub: &str, subscribers: usize, rate: u64, seconds: u64) -> anyhow::Res
             latencies.extend(lat);
             counts.push(got);
         }
-        sender
-            .join()
-            .map_err(|_| anyhow::anyhow!("sender panicked"))??;
-        anyhow::Ok((latencies, counts))
+        anyhow::Ok((latencies, counts, sent, send_secs, lag_results))
     })?;
+    println!(
+        "ingest: {sent} events in {send_secs:.2} s = {:.0} events/s{} with {lagging} lagging readers",
+        sent as f64 / send_secs,
+        if rate == 0 { " (as fast as taken)" } else { " (paced)" },
+    );
+    if lagging > 0 {
+        let behind: Vec<u64> = lag_results
+            .iter()
+            .map(|&(_, last, _)| (first_id + sent - 1).saturating_sub(last.max(first_id - 1)))
+            .collect();
+        let got: u64 = lag_results.iter().map(|r| r.0).sum();
+        let gaps: u64 = lag_results.iter().map(|r| r.2).sum();
+        println!(
+            "lagging: {lagging} readers at most {lag_rate} events/s each: {got} events read, {gaps} gap notices, median {} events behind at the end",
+            median(behind)
+        );
+    }
+    if subscribers > 0 {
+        report_fanout(subscribers, rate, seconds, sent, latencies, &counts);
+    }
+    if catch_up {
+        let (n, secs) = rt.block_on(catch_up_from(&ws, first_id - 1, first_id + sent - 1))?;
+        println!(
+            "catch-up: one reader read {n} events from id {first_id} in {secs:.2} s = {:.0} events/s",
+            n as f64 / secs
+        );
+    }
+    let complete = counts.iter().filter(|&&c| c == sent).count();
+    Ok(if complete == subscribers {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// One reader from `after` to `last` as fast as it can: events and seconds.
+async fn catch_up_from(ws: &str, after: u64, last: u64) -> anyhow::Result<(u64, f64)> {
+    let (mut conn, _) = tokio_tungstenite::connect_async(format!("{ws}?since={after}"))
+        .await
+        .with_context(|| format!("connecting to {ws}"))?;
+    let started = Instant::now();
+    let mut n = 0u64;
+    while let Some(msg) = conn.next().await {
+        if let Message::Text(t) = msg? {
+            if let Some(id) = message_id(t.as_bytes()) {
+                n += 1;
+                if id >= last {
+                    break;
+                }
+            }
+        }
+    }
+    Ok((n, started.elapsed().as_secs_f64()))
+}
+
+fn report_fanout(
+    subscribers: usize,
+    rate: u64,
+    seconds: u64,
+    total: u64,
+    latencies: Vec<u32>,
+    counts: &[u64],
+) {
     let delivered: u64 = counts.iter().sum();
     let complete = counts.iter().filter(|&&c| c == total).count();
     let mut lat = latencies;
@@ -323,11 +550,6 @@ fn fanout(hub: &str, subscribers: usize, rate: u64, seconds: u64) -> anyhow::Res
         println!("  [{lo:>5} .. {hi:>5}) {n}");
         lo = hi;
     }
-    Ok(if complete == subscribers {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// The `sent_ns` number in a message, found without parsing the JSON.

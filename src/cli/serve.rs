@@ -28,7 +28,8 @@ pub struct Args {
     /// Directory of the JSONL log.
     #[arg(long, env = "AGENTPULSE_LOG_DIR", default_value = "logs")]
     log_dir: PathBuf,
-    /// Write no JSONL log (ids then restart at 1 and resume is memory-only).
+    /// Write no JSONL log (ids then restart at 1, with a new stream epoch,
+    /// and resume is memory-only).
     #[arg(long, env = "AGENTPULSE_NO_LOG")]
     no_log: bool,
     /// Log durability: none, batch (fsync every second), always.
@@ -118,7 +119,8 @@ pub struct Args {
     /// Events kept in memory for resume.
     #[arg(long, env = "AGENTPULSE_RING_CAPACITY", default_value_t = 100_000)]
     ring_capacity: usize,
-    /// Bytes a stream client may fall behind before it gets a stream_gap.
+    /// Bytes a live-mode stream client (`?mode=live`) may fall behind before
+    /// it gets a stream_gap (lossless clients are served from the log).
     #[arg(long, env = "AGENTPULSE_CLIENT_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
     client_queue_bytes: u64,
     /// Seconds between server pings.

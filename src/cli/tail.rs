@@ -1,16 +1,13 @@
-//! `agentpulse tail`: print a hub's live stream in the console format,
-//! reconnecting and resuming (`?since=`) on its own.
+//! `agentpulse tail`: print a hub's stream in the console format (or as
+//! JSON lines), reconnecting and resuming on its own. The reading is
+//! [`agentpulse::client::Subscription`]'s: every retained event exactly
+//! once, in id order, across reconnects and hub restarts; what cannot be
+//! delivered (a gap, a reset) is one line on stderr.
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use futures_util::StreamExt;
-use serde_json::Value;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-
-use agentpulse::event::Event;
+use agentpulse::client::{Delivery, Subscription};
 use agentpulse::sinks::console::format_event;
 
 #[derive(Debug, clap::Args)]
@@ -34,6 +31,13 @@ pub struct Args {
     /// Start after this event id (default: live events only).
     #[arg(long)]
     since: Option<u64>,
+    /// The epoch `--since` belongs to (printed by an earlier tail): a hub
+    /// serving another history then says so instead of skipping ids.
+    #[arg(long)]
+    epoch: Option<String>,
+    /// Live-edge mode: skip ahead (reported as a gap) rather than fall behind.
+    #[arg(long)]
+    live: bool,
     /// Print the raw wire JSON, one event per line.
     #[arg(long)]
     json: bool,
@@ -43,48 +47,6 @@ pub struct Args {
     /// Exit after this many events (0: never).
     #[arg(long, default_value_t = 0)]
     count: u64,
-}
-
-/// The WebSocket URL of a hub's stream.
-pub fn stream_url(hub: &str, args: &Args, since: Option<u64>) -> String {
-    let base = hub.trim_end_matches('/');
-    let base = if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else {
-        base.to_string()
-    };
-    let mut q = Vec::new();
-    if let Some(s) = since {
-        q.push(format!("since={s}"));
-    }
-    for (k, v) in [
-        ("types", &args.types),
-        ("agent", &args.agent),
-        ("task_id", &args.task_id),
-    ] {
-        if let Some(v) = v {
-            q.push(format!("{k}={}", encode(v)));
-        }
-    }
-    let mut url = format!("{base}/agent-events");
-    if !q.is_empty() {
-        url.push('?');
-        url.push_str(&q.join("&"));
-    }
-    url
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b',' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -99,86 +61,70 @@ async fn tail(args: Args) -> anyhow::Result<ExitCode> {
         let s = anstream::stdout();
         !matches!(s.current_choice(), anstream::ColorChoice::Never)
     };
-    let mut since = args.since;
+    let mut sub = Subscription::builder(&args.hub)
+        .token(args.token.clone())
+        .types(args.types.clone())
+        .agent(args.agent.clone())
+        .task_id(args.task_id.clone())
+        .since(args.since)
+        .epoch(args.epoch.clone())
+        .live(args.live)
+        .build()?;
     let mut printed = 0u64;
-    let mut backoff = Duration::from_millis(200);
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut line = Vec::new();
     loop {
-        let url = stream_url(&args.hub, &args, since);
-        let mut request = url.as_str().into_client_request()?;
-        if let Some(t) = &args.token {
-            request
-                .headers_mut()
-                .insert("Authorization", format!("Bearer {t}").parse()?);
-        }
-        let conn = tokio::select! {
-            c = tokio_tungstenite::connect_async(request) => c,
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
-        };
-        let (mut ws, _) = match conn {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("tail: cannot connect to {url}: {e}; retrying in {backoff:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(200);
-        loop {
-            let msg = tokio::select! {
-                m = ws.next() => m,
-                _ = tokio::signal::ctrl_c() => {
-                    let _ = ws.close(None).await;
-                    return Ok(ExitCode::SUCCESS);
-                }
-            };
-            let text = match msg {
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => continue,
-            };
-            let value: Value = match serde_json::from_str(&text) {
-                Ok(v) => v,
-                Err(_) => continue,
-            };
-            match value["event_type"].as_str() {
-                Some("connection_established") => {
-                    if since.is_none() {
-                        since = value["last_id"].as_u64();
-                    }
-                    continue;
-                }
-                Some("stream_gap") | Some("service_shutdown") => {
-                    eprintln!("tail: {}", value);
-                    continue;
-                }
-                _ => {}
-            }
-            let Ok(event) = Event::from_wire(text.as_bytes()) else {
-                continue;
-            };
-            since = Some(event.id);
-            if args.json {
-                writeln!(out, "{text}")?;
-            } else {
-                let mut buf = Vec::new();
-                format_event(&event, color, &mut buf);
-                out.write_all(&buf)?;
-            }
-            out.flush()?;
-            printed += 1;
-            if args.count > 0 && printed >= args.count {
-                let _ = ws.close(None).await;
+        let delivery = tokio::select! {
+            d = sub.next() => d,
+            _ = tokio::signal::ctrl_c() => {
+                out.flush()?;
+                sub.close().await;
                 return Ok(ExitCode::SUCCESS);
             }
+        };
+        match delivery {
+            Delivery::Event(e) => {
+                if args.json {
+                    out.write_all(e.text.as_bytes())?;
+                    out.write_all(b"\n")?;
+                } else if let Ok(event) = e.event() {
+                    line.clear();
+                    format_event(&event, color, &mut line);
+                    out.write_all(&line)?;
+                }
+                printed += 1;
+                if args.count > 0 && printed >= args.count {
+                    out.flush()?;
+                    sub.close().await;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            Delivery::Gap { from, to, reason } => eprintln!(
+                "tail: gap: ids {from}..={to} ({} events) will not come ({reason})",
+                to + 1 - from
+            ),
+            Delivery::Reset {
+                epoch,
+                previous_epoch,
+                resume_from,
+            } => eprintln!(
+                "tail: reset: the hub serves another history (epoch {epoch}, was {}); continuing after its id {resume_from}",
+                previous_epoch.as_deref().unwrap_or("unknown")
+            ),
+            Delivery::Connected { last_id, again } => {
+                if again {
+                    eprintln!(
+                        "tail: connected again (hub's last id {last_id}, epoch {})",
+                        sub.epoch().unwrap_or("unknown")
+                    );
+                }
+            }
+            Delivery::Disconnected { reason, retry_in } => eprintln!(
+                "tail: {reason}; resuming after event {} in {retry_in:?}",
+                sub.last_id().unwrap_or(0)
+            ),
+            Delivery::Shutdown => eprintln!("tail: the hub is shutting down"),
         }
-        eprintln!(
-            "tail: disconnected; resuming after event {}",
-            since.unwrap_or(0)
-        );
+        out.flush()?;
     }
 }

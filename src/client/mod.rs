@@ -71,6 +71,9 @@
 //!
 //! Only `http://` hubs are supported (this build has no TLS); put a
 //! TLS-terminating proxy in front of a remote hub.
+//!
+//! To read a hub's stream (every event once, in id order, across
+//! reconnects and hub restarts), see [`Subscription`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,9 +87,11 @@ use serde_json::{Map, Value};
 use crate::event::{NewEvent, MAX_EVENT_ID_LEN};
 
 mod forward;
+pub mod subscription;
 mod worker;
 
 pub use forward::ForwardSink;
+pub use subscription::{Delivery, StreamEvent, Subscription, SubscriptionBuilder};
 
 /// Environment variable naming the hub's base URL (`http://host:port`).
 pub const ENV_HUB_URL: &str = "AGENTPULSE_HUB_URL";

@@ -13,15 +13,18 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tower_http::decompression::RequestDecompressionLayer;
 
-use super::stream::backfill;
-use super::stream::filter::StreamParams;
+use super::stream::cursor::{Cursor, Step};
+use super::stream::filter::{Filter, StreamParams};
 use super::tokens::Access;
-use super::{error_response, ingest, stream, SharedState};
+use super::{error_response, ingest, stream, HubState, SharedState};
 use crate::metrics::Granularity;
 
-/// Default and largest `limit` of `/api/events`.
+/// Default `limit` of `/api/events`.
 const EVENTS_DEFAULT_LIMIT: usize = 1000;
-const EVENTS_MAX_LIMIT: usize = 100_000;
+
+/// Most events one `/api/events` answer looks at: a filter that matches
+/// little gets a `next` cursor to go on rather than a long wait.
+const EVENTS_SCAN_BUDGET: usize = 250_000;
 
 /// Every route of the hub.
 pub fn router(state: SharedState) -> Router {
@@ -158,8 +161,14 @@ pub async fn dashboard() -> Response {
         .into_response()
 }
 
-/// `GET /api/events?since=&limit=&types=&agent=&task_id=`: retained events,
-/// oldest first, as `{"events":[...],"last_id":N,"oldest_id":M}`.
+/// `GET /api/events?since=&epoch=&limit=&types=&agent=&task_id=`: retained
+/// events, oldest first, as `{"events":[...],"next":N|null,"last_id":N,
+/// "oldest_id":M,"epoch":E}`. With `since`: the matches after it, from the
+/// log for ids older than the ring, up to `limit`; `next` is where to go
+/// on (`since=next`) when there may be more, `null` once the answer
+/// reaches the last id. Without `since`: the newest `limit` matches in
+/// memory. A `since` above the last id, or an `epoch` that is not the
+/// hub's, belongs to another history: an empty answer with `"reset":true`.
 async fn events(
     State(state): State<SharedState>,
     Query(query): Query<HashMap<String, String>>,
@@ -168,58 +177,118 @@ async fn events(
         Ok(p) => p,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
     };
-    let limit = params
-        .limit
-        .unwrap_or(EVENTS_DEFAULT_LIMIT)
-        .min(EVENTS_MAX_LIMIT);
+    let limit = params.limit.unwrap_or(EVENTS_DEFAULT_LIMIT);
     let last_id = state.ring.last_id();
-    // Without `since`: the most recent `limit` events.
-    let since = params.since.unwrap_or_else(|| {
-        if params.filter.is_empty() {
-            last_id.saturating_sub(limit as u64)
-        } else {
-            state.ring.oldest_id().unwrap_or(1).saturating_sub(1)
-        }
-    });
-    if state.ring.oldest_id().is_some_and(|o| since + 1 < o) {
-        // Older ids come from the log: make sure it holds everything.
-        state.emitter.flush_async().await;
-    }
+    let reset = stream::is_reset(&state, params.since, params.epoch.as_deref());
     let st = state.clone();
-    let filter = params.filter.clone();
-    let messages =
-        tokio::task::spawn_blocking(move || backfill::collect(&st, since, limit, &filter))
-            .await
-            .unwrap_or_default();
-    // Without `since` and with a filter, keep the newest `limit`.
-    let skip = if params.since.is_none() {
-        messages.len().saturating_sub(limit)
-    } else {
-        0
+    let answer = tokio::task::spawn_blocking(move || {
+        let oldest = stream::oldest_retained(&st);
+        let (messages, next) = match params.since {
+            _ if reset => (Vec::new(), None),
+            Some(since) => read_events(&st, since, limit, params.filter),
+            None => (recent_events(&st, limit, params.filter), None),
+        };
+        (messages, next, oldest)
+    })
+    .await;
+    let Ok((messages, next, oldest)) = answer else {
+        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "reading events failed");
     };
     // The events are already JSON: splice their bytes, do not re-encode.
-    let mut body = Vec::with_capacity(64 + messages.iter().map(|m| m.len() + 1).sum::<usize>());
+    let mut body = Vec::with_capacity(128 + messages.iter().map(|m| m.len() + 1).sum::<usize>());
     body.extend_from_slice(b"{\"events\":[");
-    for (i, m) in messages.iter().skip(skip).enumerate() {
+    for (i, m) in messages.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(m);
+        body.extend_from_slice(m.as_bytes());
     }
-    body.extend_from_slice(
-        format!(
-            "],\"last_id\":{last_id},\"oldest_id\":{}}}",
-            state
-                .ring
-                .oldest_id()
-                .map_or("null".to_string(), |o| o.to_string())
-        )
-        .as_bytes(),
-    );
+    let tail = json!({
+        "next": next,
+        "last_id": last_id,
+        "oldest_id": oldest,
+        "epoch": state.epoch,
+    });
+    body.extend_from_slice(b"],");
+    // `tail` is an object: splice its members after the array.
+    let tail = tail.to_string();
+    body.extend_from_slice(&tail.as_bytes()[1..tail.len() - 1]);
+    if reset {
+        body.extend_from_slice(b",\"reset\":true");
+    }
+    body.push(b'}');
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body))
         .expect("valid response")
+}
+
+/// The matches after `since`, at most `limit`, and where to go on.
+fn read_events(
+    state: &HubState,
+    since: u64,
+    limit: usize,
+    filter: Filter,
+) -> (Vec<axum::extract::ws::Utf8Bytes>, Option<u64>) {
+    let mut cursor = Cursor::new(since, filter);
+    let mut out = Vec::new();
+    let mut scanned_in_all = 0;
+    loop {
+        match cursor.step(state) {
+            Step::Events {
+                messages, scanned, ..
+            } => {
+                scanned_in_all += scanned;
+                for (id, m) in messages {
+                    out.push(m);
+                    if out.len() == limit {
+                        return (out, Some(id));
+                    }
+                }
+            }
+            Step::Gap { .. } => {}
+            Step::Live => return (out, None),
+            // The log writer is a moment behind: the caller asks again.
+            Step::Waiting => return (out, Some(cursor.after())),
+        }
+        if scanned_in_all >= EVENTS_SCAN_BUDGET {
+            return (out, Some(cursor.after()));
+        }
+    }
+}
+
+/// The newest `limit` matches in memory.
+fn recent_events(
+    state: &HubState,
+    limit: usize,
+    filter: Filter,
+) -> Vec<axum::extract::ws::Utf8Bytes> {
+    let last_id = state.ring.last_id();
+    if filter.is_empty() {
+        return read_events(state, last_id.saturating_sub(limit as u64), limit, filter).0;
+    }
+    let Some(oldest) = state.ring.oldest_id() else {
+        return Vec::new();
+    };
+    let from = oldest - 1;
+    let mut cursor = Cursor::new(from, filter);
+    let mut newest = std::collections::VecDeque::with_capacity(limit.min(4096));
+    loop {
+        match cursor.step(state) {
+            // Only what is in memory (the ring moved on meanwhile).
+            Step::Events { from_log: true, .. } => return newest.into(),
+            Step::Events { messages, .. } => {
+                for (_, m) in messages {
+                    if newest.len() == limit {
+                        newest.pop_front();
+                    }
+                    newest.push_back(m);
+                }
+            }
+            Step::Gap { .. } => {}
+            Step::Live | Step::Waiting => return newest.into(),
+        }
+    }
 }
 
 /// The `/api/metrics` document.
@@ -234,12 +303,15 @@ pub fn metrics_document(state: &SharedState) -> Value {
         "refused": c.refused.load(Ordering::Relaxed),
         "slow_consumer_gaps": c.slow_consumer_gaps.load(Ordering::Relaxed),
         "dropped_clients": c.dropped_clients.load(Ordering::Relaxed),
+        "stuck_clients": c.stuck_clients.load(Ordering::Relaxed),
         "messages_out": c.messages_out.load(Ordering::Relaxed),
+        "messages_from_log": c.messages_from_log.load(Ordering::Relaxed),
         "ingest_requests": c.ingest_requests.load(Ordering::Relaxed),
         "ingest_rejected": c.ingest_rejected.load(Ordering::Relaxed),
         "queue_depth": state.emitter.queue_depth(),
         "retained": state.ring.len(),
         "last_id": state.ring.last_id(),
+        "epoch": state.epoch,
         "redis": redis_status(state),
     });
     let engine = state
@@ -300,29 +372,35 @@ pub fn series_query(
     Ok((g, from, to))
 }
 
-/// Unix seconds, `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS` (UTC) or RFC 3339.
+/// The latest time a query may name: 9999-12-31T23:59:59Z.
+pub const MAX_TIME: f64 = 253_402_300_799.0;
+
+/// Unix seconds, `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS` (UTC) or RFC 3339,
+/// from 1970 to the year 9999.
 pub fn parse_time(s: &str) -> Result<f64, String> {
-    if let Ok(x) = s.parse::<f64>() {
-        if x.is_finite() && x >= 0.0 {
-            return Ok(x);
-        }
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp() as f64);
-    }
-    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
-        return Ok(t.and_utc().timestamp() as f64);
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(d
-            .and_hms_opt(0, 0, 0)
+    let x = if let Ok(x) = s.parse::<f64>() {
+        x
+    } else if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        t.timestamp() as f64
+    } else if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
+        t.and_utc().timestamp() as f64
+    } else if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        d.and_hms_opt(0, 0, 0)
             .expect("midnight")
             .and_utc()
-            .timestamp() as f64);
+            .timestamp() as f64
+    } else {
+        return Err(format!(
+            "expected Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, got {s:?}"
+        ));
+    };
+    if x.is_finite() && (0.0..=MAX_TIME).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!(
+            "expected a time from 1970 to 9999 (Unix seconds in 0..={MAX_TIME}), got {s:?}"
+        ))
     }
-    Err(format!(
-        "expected Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, got {s:?}"
-    ))
 }
 
 /// The in-memory buckets of `g` from the bucket containing `from` to the

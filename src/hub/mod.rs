@@ -4,7 +4,7 @@
 //! |-------------------------------|---------------------------------------------------|
 //! | `POST /events`                | ingest: object, array or NDJSON, gzip accepted    |
 //! | `GET /ingest` (WebSocket)     | ingest over a kept-open connection, one ack each  |
-//! | `GET /`, `/agent-events`, `/stream` (WebSocket) | the live stream, `?since=&types=&agent=&task_id=` |
+//! | `GET /`, `/agent-events`, `/stream` (WebSocket) | the stream, `?since=&epoch=&mode=&types=&agent=&task_id=` |
 //! | `GET /` (plain)               | the dashboard page                                |
 //! | `GET /api/events`             | retained events as JSON                           |
 //! | `GET /api/metrics`            | KPIs and counters                                 |
@@ -58,8 +58,9 @@ pub struct HubConfig {
     pub allowed_hosts: Vec<String>,
     /// Events kept in memory for resume and `/api/events`.
     pub ring_capacity: usize,
-    /// How far (bytes) a stream client may fall behind before it is sent a
-    /// `stream_gap` and moved to the live edge.
+    /// How far (bytes) a live-mode stream client may fall behind before it
+    /// is sent a `stream_gap` and moved to the live edge (lossless clients
+    /// are served from the log instead).
     pub client_queue_bytes: u64,
     /// Interval of server pings; clients silent for two are dropped.
     pub ping_interval: Duration,
@@ -134,8 +135,12 @@ pub struct HubCounters {
     pub slow_consumer_gaps: AtomicU64,
     /// Stream clients dropped (silent past two pings, or stuck sending).
     pub dropped_clients: AtomicU64,
+    /// Of those, the ones whose socket accepted nothing (stuck).
+    pub stuck_clients: AtomicU64,
     /// Messages sent to stream clients.
     pub messages_out: AtomicU64,
+    /// Of those, the ones read back from the log (readers behind the ring).
+    pub messages_from_log: AtomicU64,
     /// Ingest requests and messages.
     pub ingest_requests: AtomicU64,
     /// Events refused at ingest (malformed or invalid).
@@ -168,6 +173,8 @@ pub struct HubState {
     pub addr: SocketAddr,
     /// The Redis bucket store, when configured.
     pub store: Option<StoreHandle>,
+    /// The stream epoch: which event history this hub serves.
+    pub epoch: String,
 }
 
 /// The hub's view of the Redis bucket store.
@@ -283,6 +290,7 @@ pub async fn start(
         started: Instant::now(),
         addr,
         store,
+        epoch: start_report.epoch.clone(),
     });
     if let Some(url) = state.config.redis_url.clone() {
         let st = state.clone();

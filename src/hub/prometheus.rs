@@ -99,6 +99,17 @@ pub fn render(state: &SharedState) -> String {
         );
         counter!("agentpulse_stream_messages_total").absolute(c.messages_out.load(Relaxed));
         describe_counter!(
+            "agentpulse_stream_messages_from_log_total",
+            "Of those, messages read back from the log (readers behind the ring)."
+        );
+        counter!("agentpulse_stream_messages_from_log_total")
+            .absolute(c.messages_from_log.load(Relaxed));
+        describe_counter!(
+            "agentpulse_clients_stuck_total",
+            "Stream clients closed (4008) because their socket accepted no bytes."
+        );
+        counter!("agentpulse_clients_stuck_total").absolute(c.stuck_clients.load(Relaxed));
+        describe_counter!(
             "agentpulse_ingest_requests_total",
             "Ingest requests and messages."
         );

@@ -22,6 +22,7 @@ use crate::sinks::runner::Batch;
 
 pub mod dedup;
 pub(crate) mod dispatcher;
+pub mod epoch;
 pub mod ids;
 pub mod recovery;
 

@@ -114,3 +114,35 @@ test('stream gaps: a notice, and the skipped ids fetched from /api/events, each 
     await hub.stop();
   }
 });
+
+test('a hub without a log restarted with more events than the page had: a reset, and only the new history shown', async () => {
+  let hub = await startHub({ extra: ['--no-log'] });
+  const port = hub.port;
+  const queued = (i) => ({ event_type: 'task_queued', payload: { task_id: `t_e${i}`, feature: 'epoch', est_cost: 0.1, timestamp: Date.now() / 1000 } });
+  try {
+    const old = await post(hub, [0, 1, 2].map(queued));
+    const page = await openPage(browser, hub);
+    await waitForConnected(page);
+    await waitForLastId(page, old.ids.at(-1));
+    await hub.stop();
+    await page.waitForSelector('[data-testid="conn"][data-state="reconnecting"]', { timeout: 5000 });
+    // Ids 1..10 again: above the page's last id (3), so only the epoch tells.
+    hub = await startHub({ port, extra: ['--no-log'] });
+    const fresh = await post(hub, Array.from({ length: 10 }, (_, i) => queued(10 + i)));
+    assert.deepEqual(fresh.ids, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    await page.waitForSelector('[data-testid="notice"][data-kind="reset"]', { timeout: 15000 });
+    await waitForConnected(page);
+    await waitForLastId(page, 10, 10000);
+    const counts = await rowCounts(page);
+    assert.deepEqual(counts, Object.fromEntries(fresh.ids.map((id) => [id, 1])), 'each event of the new history once, none of the old');
+    const rows = await page.$$eval('[data-testid="feed-row"]', (els) => els.map((e) => e.textContent));
+    assert.ok(rows.every((t) => !/t_e[012]\b/.test(t)), 'no row of the old history');
+    const last = new URL(page.sockets.at(-1));
+    assert.equal(last.searchParams.get('mode'), 'live');
+    assert.match(last.searchParams.get('epoch') || '', /^[0-9a-f]{32}$/);
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  } finally {
+    await hub.stop();
+  }
+});

@@ -401,3 +401,107 @@ pub mod ws {
         }
     }
 }
+
+/// The Python interpreter of the tests' venv (`target/py-venv`, made by
+/// `tests/py/venv.sh` from `tests/py/requirements.txt`, from PyPI, once).
+pub fn python() -> PathBuf {
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/venv.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/py/venv.sh");
+        assert!(out.status.success(), "tests/py/venv.sh failed");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// A `tests/py/stream_reader.py` process: a plain Python `websockets`
+/// stream reader (see the script for what it checks and prints).
+pub struct PyReader {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl PyReader {
+    /// Starts a reader of `url` until it has id `until`, with `extra`
+    /// arguments; returns once it is connected.
+    pub fn start(url: &str, until: u64, extra: &[&str]) -> PyReader {
+        let mut child = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/stream_reader.py"))
+            .args(["--url", url, "--until", &until.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the Python reader");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let r = PyReader { child, lines };
+        let first = r
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the Python reader connects");
+        assert_eq!(first, "ready", "{first}");
+        r
+    }
+
+    /// Waits for the reader's summary (at most `d`).
+    pub fn finish(mut self, d: Duration) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(d)
+            .unwrap_or_else(|_| panic!("no summary from the Python reader within {d:?}"));
+        let _ = self.child.wait();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+}
+
+impl Drop for PyReader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of process `pid`, now and at its peak, in KiB.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// NDJSON bodies of `n` `note` events of about `bytes` bytes each, from
+/// number `from`, `per` events per body.
+pub fn note_bodies(from: u64, n: u64, per: u64, bytes: usize) -> Vec<String> {
+    let pad = "p".repeat(bytes.saturating_sub(90));
+    (from..from + n)
+        .collect::<Vec<_>>()
+        .chunks(per as usize)
+        .map(|c| {
+            let mut b = String::with_capacity(c.len() * (bytes + 10));
+            for i in c {
+                b.push_str(&format!(
+                    "{{\"event_type\":\"note\",\"payload\":{{\"i\":{i},\"pad\":\"{pad}\"}}}}\n"
+                ));
+            }
+            b
+        })
+        .collect()
+}

@@ -1,4 +1,5 @@
-//! Stream and query parameters: `since`, `types`, `agent`, `task_id`.
+//! Stream and query parameters: `since`, `epoch`, `mode`, `limit`,
+//! `types`, `agent`, `task_id`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -46,11 +47,35 @@ impl Filter {
     }
 }
 
+/// The largest id a reader may name: ids are JSON numbers, and readers in
+/// JavaScript hold them as doubles, exact up to 2^53 - 1.
+pub const MAX_ID: u64 = (1 << 53) - 1;
+
+/// Largest `limit` of `/api/events`.
+pub const MAX_LIMIT: usize = 100_000;
+
+/// How a stream treats a reader that falls behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Every retained event, however far behind (served from the log once
+    /// older than the ring). The default.
+    #[default]
+    Lossless,
+    /// Skip to the live edge (with a `slow_consumer` gap) once more than
+    /// `client_queue_bytes` behind: for pages that prefer the present.
+    Live,
+}
+
 /// The parameters of a stream or events request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamParams {
     /// Resume after this id.
     pub since: Option<u64>,
+    /// The epoch of the history `since` belongs to (see
+    /// [`crate::pipeline::epoch`]).
+    pub epoch: Option<String>,
+    /// Lossless (default) or live.
+    pub mode: Mode,
     /// At most this many events (for `/api/events`).
     pub limit: Option<usize>,
     /// What to receive.
@@ -60,20 +85,39 @@ pub struct StreamParams {
 impl StreamParams {
     /// Reads the query parameters; the error names the bad one.
     pub fn from_query(q: &HashMap<String, String>) -> Result<StreamParams, String> {
-        let since = match q.get("since").map(|s| s.trim()) {
-            None | Some("") => None,
-            Some(s) => Some(s.parse::<u64>().map_err(|_| {
-                format!("since: expected an event id (an integer >= 0), got {s:?}")
-            })?),
-        };
+        let since =
+            match q.get("since").map(|s| s.trim()) {
+                None | Some("") => None,
+                Some(s) => Some(s.parse::<u64>().ok().filter(|n| *n <= MAX_ID).ok_or_else(
+                    || format!("since: expected an event id in 0..={MAX_ID}, got {s:?}"),
+                )?),
+            };
         let limit = match q.get("limit").map(|s| s.trim()) {
             None | Some("") => None,
             Some(s) => Some(
                 s.parse::<usize>()
                     .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("limit: expected an integer > 0, got {s:?}"))?,
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        format!("limit: expected an integer in 1..={MAX_LIMIT}, got {s:?}")
+                    })?,
             ),
+        };
+        let epoch = match q.get("epoch").map(|s| s.trim()) {
+            None | Some("") => None,
+            Some(e) if e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Some(e.to_owned())
+            }
+            Some(e) => {
+                return Err(format!(
+                "epoch: expected the epoch a hub gave (letters and digits, at most 64), got {e:?}"
+            ))
+            }
+        };
+        let mode = match q.get("mode").map(|s| s.trim()) {
+            None | Some("") | Some("lossless") => Mode::Lossless,
+            Some("live") => Mode::Live,
+            Some(m) => return Err(format!("mode: expected lossless or live, got {m:?}")),
         };
         let types = q.get("types").map(|t| {
             t.split(',')
@@ -85,6 +129,8 @@ impl StreamParams {
         let nonempty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
         Ok(StreamParams {
             since,
+            epoch,
+            mode,
             limit,
             filter: Filter {
                 types: types.filter(|t| !t.is_empty()),
@@ -135,9 +181,20 @@ mod tests {
         let e = StreamParams::from_query(&q(&[("since", "abc")])).unwrap_err();
         assert_eq!(
             e,
-            r#"since: expected an event id (an integer >= 0), got "abc""#
+            r#"since: expected an event id in 0..=9007199254740991, got "abc""#
         );
+        let e = StreamParams::from_query(&q(&[("since", "18446744073709551615")])).unwrap_err();
+        assert!(e.contains("0..=9007199254740991"), "{e}");
+        assert!(StreamParams::from_query(&q(&[("since", "9007199254740991")])).is_ok());
         let e = StreamParams::from_query(&q(&[("limit", "0")])).unwrap_err();
+        assert_eq!(e, r#"limit: expected an integer in 1..=100000, got "0""#);
+        let e = StreamParams::from_query(&q(&[("limit", "100001")])).unwrap_err();
         assert!(e.starts_with("limit:"));
+        let e = StreamParams::from_query(&q(&[("mode", "fast")])).unwrap_err();
+        assert_eq!(e, r#"mode: expected lossless or live, got "fast""#);
+        let e = StreamParams::from_query(&q(&[("epoch", "a b")])).unwrap_err();
+        assert!(e.starts_with("epoch:"));
+        let p = StreamParams::from_query(&q(&[("mode", "live"), ("epoch", "ab12")])).unwrap();
+        assert_eq!((p.mode, p.epoch.as_deref()), (Mode::Live, Some("ab12")));
     }
 }

@@ -4,25 +4,53 @@
 //! Protocol (server → client, text messages, one JSON object each):
 //!
 //! 1. `{"event_type":"connection_established","timestamp":…,"message":…,
-//!    "last_id":N,"oldest_id":M}` first.
-//! 2. With `?since=ID`: every retained event with a larger id (from the
-//!    in-memory ring, and from the JSONL log for ids older than the ring),
-//!    then the live stream — no event missed or repeated at the seam.
-//!    Without `since`: the live stream from the moment of connecting.
+//!    "last_id":N,"oldest_id":M,"epoch":"…","mode":"lossless"|"live"}`
+//!    first. `oldest_id` is the oldest retained id (in the log, or in
+//!    memory without one); `epoch` names this event history.
+//! 2. With `?since=ID`: every retained event with a larger id, then the
+//!    live stream, no event missed or repeated at the seam. Without
+//!    `since`: the live stream from the moment of connecting.
+//!    With `?since=ID&epoch=E` where `E` is not the hub's epoch, or with an
+//!    `ID` above the hub's last id (the history the reader knew is not this
+//!    one: a hub without a log restarted, a log deleted), first a
+//!    `stream_gap` with `"reason":"reset"`, then every retained event from
+//!    the oldest.
 //! 3. Events in the wire format ([`crate::event`]), in id order, filtered by
-//!    `types`, `agent`, `task_id`.
+//!    `types`, `agent`, `task_id`. Ids increase but are not contiguous
+//!    (after a crash they jump past ids that were never written).
 //! 4. `{"event_type":"stream_gap","timestamp":…,"payload":{"from_id":a,
 //!    "to_id":b,"lost":n,"resume_from":r,"reason":…}}` when ids a..=b cannot
-//!    be delivered: `not_retained` (older than anything kept; they are gone)
-//!    or `slow_consumer` (the client fell more than `client_queue_bytes`
-//!    behind; it is moved to the live edge and can fetch the skipped ids
-//!    with `?since=r` or `/api/events?since=r`).
+//!    be delivered: `not_retained` (older than anything kept: gone),
+//!    `log_unreadable` (the log could not be read; the hub logs why), or in
+//!    live mode `slow_consumer` (the client fell more than
+//!    `client_queue_bytes` behind; it is moved to the live edge and can
+//!    fetch the skipped ids with `/api/events?since=r`). A reset is
+//!    `{"payload":{"reason":"reset","epoch":E,"previous_epoch":…,
+//!    "since":ID,"last_id":N,"resume_from":r}}`: the events that follow are
+//!    those after `r` of the history `E`.
 //! 5. `{"event_type":"service_shutdown","timestamp":…,"payload":{"message":…}}`
 //!    then a close frame (code 1001) when the hub stops.
 //!
+//! Modes (`?mode=`): `lossless` (the default) delivers every retained event
+//! to every reader however slow it is: a reader that falls behind the
+//! in-memory ring is served from the JSONL log (rotated and gzipped files
+//! included) and returns to the ring once it has caught up; the hub holds
+//! one read chunk per reader, never a queue, and ingest never waits for
+//! readers. `live` skips a reader that is more than `client_queue_bytes`
+//! behind to the live edge, with a `slow_consumer` gap.
+//!
 //! A text message from the client is echoed back (the original's ping).
-//! The server pings every `ping_interval`; a client silent for two
-//! intervals, or whose socket accepts nothing for two intervals, is closed.
+//! The server pings every `ping_interval`. Close codes:
+//! - 1001 "hub shutting down";
+//! - 1008 "no answer to pings": nothing came from the client and its socket
+//!   took no event for two ping intervals;
+//! - 4008 "stuck: the socket accepted no bytes for two ping intervals": the
+//!   client stopped reading. The close frame is queued behind what the
+//!   socket holds and the connection kept one more ping interval (at least
+//!   1 s, at most 10 s) for it to get through.
+//!
+//! After any close, reconnecting with `?since=` (and `epoch=`) gets every
+//! retained event after the last one received.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -32,26 +60,26 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 
-use super::{error_response, SharedState};
+use super::{error_response, HubState, SharedState};
 use crate::event::now_unix;
 
-pub mod backfill;
+pub mod cursor;
 pub mod filter;
 pub mod ring;
 
-use filter::{Filter, StreamParams};
-use ring::StreamItem;
-
-/// Most records taken from the ring per read.
-const READ_CHUNK: usize = 1024;
+use cursor::{Cursor, Step};
+use filter::{Mode, StreamParams};
 
 /// Close code sent at shutdown ("going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// Close code for a client dropped for silence or a stuck socket.
+/// Close code for a client that answered no ping for two intervals.
 pub const CLOSE_POLICY: u16 = 1008;
+/// Close code for a client whose socket accepted no bytes for two ping
+/// intervals (it stopped reading).
+pub const CLOSE_STUCK: u16 = 4008;
 
 /// The stream endpoint: checks origin, token and limits, then upgrades.
 pub async fn handler(
@@ -103,10 +131,6 @@ fn text(v: serde_json::Value) -> Message {
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
 
-fn record_message(r: &StreamItem) -> Message {
-    Message::Text(r.message.clone())
-}
-
 /// A `stream_gap` notice.
 pub fn gap_message(from: u64, to: u64, resume_from: u64, reason: &str) -> serde_json::Value {
     json!({
@@ -122,153 +146,323 @@ pub fn gap_message(from: u64, to: u64, resume_from: u64, reason: &str) -> serde_
     })
 }
 
-async fn serve_client(socket: WebSocket, state: &SharedState, params: StreamParams) {
-    let (mut tx, mut rx) = socket.split();
-    let mut wake = state.ring.subscribe();
-    let last_id = state.ring.last_id();
-    let welcome = json!({
-        "event_type": "connection_established",
-        "timestamp": now_unix(),
-        "message": "Connected to agentpulse event stream",
-        "last_id": last_id,
-        "oldest_id": state.ring.oldest_id(),
-    });
-    let stall = state.config.ping_interval * 2;
-    if send_timed(&mut tx, text(welcome), stall).await.is_err() {
-        return;
-    }
-    let filter = params.filter;
-    // Where this client stands: the last id it has been given (or skipped).
-    let mut cursor = match params.since {
-        Some(since) => match backfill::from_log(state, &mut tx, since, &filter, stall).await {
-            Ok(c) => c,
-            Err(()) => return,
-        },
-        None => last_id,
-    };
-    let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + state.config.ping_interval,
-        state.config.ping_interval,
-    );
-    // Events may already be waiting (since, or pushed while we greeted).
-    wake.mark_changed();
-    loop {
+/// The oldest retained id: the log's first, else the ring's. Reads the
+/// log's index, which may scan a file: call from a blocking thread.
+pub fn oldest_retained(state: &HubState) -> Option<u64> {
+    state
+        .emitter
+        .log_index()
+        .and_then(|index| index.first_id())
+        .or_else(|| state.ring.oldest_id())
+}
+
+/// [`oldest_retained`] for async callers.
+pub async fn oldest_retained_async(state: &SharedState) -> Option<u64> {
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || oldest_retained(&st))
+        .await
+        .unwrap_or_else(|_| state.ring.oldest_id())
+}
+
+/// Whether a reader resuming with `since` (and `epoch`) knew another
+/// history than this hub's.
+pub fn is_reset(state: &HubState, since: Option<u64>, epoch: Option<&str>) -> bool {
+    since.is_some_and(|s| s > state.ring.last_id()) || epoch.is_some_and(|e| e != state.epoch)
+}
+
+/// Why a connection ends.
+enum End {
+    /// The client closed, or the connection broke.
+    Gone,
+    /// The hub shuts down.
+    Shutdown,
+    /// Nothing heard and nothing taken for two ping intervals.
+    Silent,
+    /// The socket accepted no bytes for two ping intervals.
+    Stuck,
+}
+
+/// One client's connection: the socket and its timers.
+struct Conn<'a> {
+    tx: Tx,
+    rx: futures_util::stream::SplitStream<WebSocket>,
+    state: &'a SharedState,
+    /// Two ping intervals.
+    stall: Duration,
+    ping: tokio::time::Interval,
+    /// When a frame last came from the client.
+    last_heard: Instant,
+    /// When the socket last took events.
+    last_taken: Instant,
+}
+
+impl Conn<'_> {
+    /// Sends one message; `Err` when the socket takes nothing for `stall`
+    /// or the hub shuts down meanwhile.
+    async fn send(&mut self, msg: Message) -> Result<(), End> {
+        let stall = self.stall;
         tokio::select! {
             biased;
-            _ = state.shutdown.cancelled() => {
+            _ = self.state.shutdown.cancelled() => Err(End::Shutdown),
+            r = tokio::time::timeout(stall, self.tx.send(msg)) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Gone),
+                Err(_) => Err(End::Stuck),
+            },
+        }
+    }
+
+    /// Sends events: each is queued without flushing (the write buffer
+    /// gathers them into few writes), then one flush.
+    async fn send_events(&mut self, messages: Vec<(u64, Utf8Bytes)>) -> Result<(), End> {
+        let stall = self.stall;
+        let state = self.state;
+        let tx = &mut self.tx;
+        let all = async move {
+            for (_, m) in messages {
+                tokio::time::timeout(stall, tx.feed(Message::Text(m)))
+                    .await
+                    .map_err(|_| End::Stuck)?
+                    .map_err(|_| End::Gone)?;
+            }
+            tokio::time::timeout(stall, tx.flush())
+                .await
+                .map_err(|_| End::Stuck)?
+                .map_err(|_| End::Gone)
+        };
+        tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => Err(End::Shutdown),
+            r = all => {
+                self.last_taken = Instant::now();
+                r
+            }
+        }
+    }
+
+    /// Handles one frame from the client.
+    async fn incoming(&mut self, msg: Option<Result<Message, axum::Error>>) -> Result<(), End> {
+        self.last_heard = Instant::now();
+        match msg {
+            Some(Ok(Message::Text(t))) => self.send(Message::Text(t)).await,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Err(End::Gone),
+            Some(Ok(_)) => Ok(()), // pong, ping (answered by axum), binary
+        }
+    }
+
+    /// Handles whatever the client sent meanwhile, without waiting.
+    async fn incoming_ready(&mut self) -> Result<(), End> {
+        while let Some(msg) = self.rx.next().now_or_never() {
+            self.incoming(msg).await?;
+        }
+        Ok(())
+    }
+
+    /// A ping is due: drops a silent client, else pings.
+    async fn ping_due(&mut self) -> Result<(), End> {
+        if self.last_heard.elapsed() > self.stall && self.last_taken.elapsed() > self.stall {
+            return Err(End::Silent);
+        }
+        self.send(Message::Ping(Default::default())).await
+    }
+
+    /// Ends the connection, telling the client why when it can.
+    async fn close(mut self, end: End) {
+        let counters = &self.state.counters;
+        let (code, reason, wait) = match end {
+            End::Gone => return,
+            End::Shutdown => {
                 let bye = json!({
                     "event_type": "service_shutdown",
                     "timestamp": now_unix(),
                     "payload": {"message": "agentpulse hub is shutting down"},
                 });
-                let _ = send_timed(&mut tx, text(bye), Duration::from_secs(1)).await;
-                let _ = send_timed(&mut tx, Message::Close(Some(CloseFrame {
-                    code: CLOSE_GOING_AWAY,
-                    reason: Utf8Bytes::from_static("hub shutting down"),
-                })), Duration::from_secs(1)).await;
-                return;
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.tx.send(text(bye))).await;
+                (
+                    CLOSE_GOING_AWAY,
+                    "hub shutting down",
+                    Duration::from_secs(1),
+                )
             }
-            msg = rx.next() => {
-                last_heard = Instant::now();
-                match msg {
-                    Some(Ok(Message::Text(t))) => {
-                        if send_timed(&mut tx, Message::Text(t), stall).await.is_err() {
-                            return;
-                        }
+            End::Silent => {
+                counters.dropped_clients.fetch_add(1, Ordering::Relaxed);
+                (CLOSE_POLICY, "no answer to pings", Duration::from_secs(1))
+            }
+            End::Stuck => {
+                counters.dropped_clients.fetch_add(1, Ordering::Relaxed);
+                counters.stuck_clients.fetch_add(1, Ordering::Relaxed);
+                let grace = (self.stall / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+                (
+                    CLOSE_STUCK,
+                    "stuck: the socket accepted no bytes for two ping intervals",
+                    grace,
+                )
+            }
+        };
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        // Behind everything the socket still holds: it gets through only if
+        // the client reads meanwhile (or never, and the connection ends).
+        let _ = tokio::time::timeout(wait, self.tx.send(frame)).await;
+    }
+}
+
+async fn serve_client(socket: WebSocket, state: &SharedState, params: StreamParams) {
+    let (tx, rx) = socket.split();
+    let mut wake = state.ring.subscribe();
+    let mut written = state.emitter.log_index().map(|i| i.subscribe());
+    let last_id = state.ring.last_id();
+    let oldest = oldest_retained_async(state).await;
+    let reset = is_reset(state, params.since, params.epoch.as_deref());
+    let welcome = json!({
+        "event_type": "connection_established",
+        "timestamp": now_unix(),
+        "message": "Connected to agentpulse event stream",
+        "last_id": last_id,
+        "oldest_id": oldest,
+        "epoch": state.epoch,
+        "mode": match params.mode { Mode::Lossless => "lossless", Mode::Live => "live" },
+    });
+    let stall = state.config.ping_interval * 2;
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + state.config.ping_interval,
+        state.config.ping_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conn = Conn {
+        tx,
+        rx,
+        state,
+        stall,
+        ping,
+        last_heard: Instant::now(),
+        last_taken: Instant::now(),
+    };
+    if let Err(end) = conn.send(text(welcome)).await {
+        return conn.close(end).await;
+    }
+    // Where this client stands: the last id it has been given (or skipped).
+    let start = if reset {
+        let resume_from = oldest.map_or(last_id, |o| o - 1);
+        let notice = json!({
+            "event_type": "stream_gap",
+            "timestamp": now_unix(),
+            "payload": {
+                "reason": "reset",
+                "epoch": state.epoch,
+                "previous_epoch": params.epoch,
+                "since": params.since,
+                "last_id": last_id,
+                "resume_from": resume_from,
+            }
+        });
+        if let Err(end) = conn.send(text(notice)).await {
+            return conn.close(end).await;
+        }
+        resume_from
+    } else {
+        params.since.unwrap_or(last_id)
+    };
+    let mut cursor = Cursor::new(start, params.filter);
+    let end = loop {
+        match serve_step(&mut conn, &mut cursor, params.mode, &mut wake, &mut written).await {
+            Ok(()) => {}
+            Err(end) => break end,
+        }
+    };
+    conn.close(end).await;
+}
+
+/// One turn of a client's loop: what it sent, a due ping, then the next
+/// chunk after its cursor (or a wait when there is none).
+async fn serve_step(
+    conn: &mut Conn<'_>,
+    cursor: &mut Cursor,
+    mode: Mode,
+    wake: &mut tokio::sync::watch::Receiver<u64>,
+    written: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<(), End> {
+    let state = conn.state;
+    if state.shutdown.is_cancelled() {
+        return Err(End::Shutdown);
+    }
+    conn.incoming_ready().await?;
+    if conn.ping.tick().now_or_never().is_some() {
+        conn.ping_due().await?;
+    }
+    if mode == Mode::Live {
+        let (lag_bytes, lag_count) = state.ring.lag(cursor.after());
+        if lag_bytes > state.config.client_queue_bytes && lag_count > 0 {
+            let to = state.ring.last_id();
+            let gap = gap_message(cursor.after() + 1, to, cursor.after(), "slow_consumer");
+            state
+                .counters
+                .slow_consumer_gaps
+                .fetch_add(1, Ordering::Relaxed);
+            cursor.skip_to(to);
+            return conn.send(text(gap)).await;
+        }
+    }
+    // Seen before reading: a push after this wakes the wait below.
+    wake.borrow_and_update();
+    if let Some(w) = written.as_mut() {
+        w.borrow_and_update();
+    }
+    let step = if cursor.in_log(state) {
+        // File I/O: on a blocking thread, the cursor going there and back.
+        let st = state.clone();
+        let mut moved = std::mem::replace(cursor, Cursor::new(0, Default::default()));
+        let (back, step) = tokio::task::spawn_blocking(move || {
+            let step = moved.step(&st);
+            (moved, step)
+        })
+        .await
+        .map_err(|_| End::Gone)?;
+        *cursor = back;
+        step
+    } else {
+        cursor.step(state)
+    };
+    match step {
+        Step::Events {
+            messages, from_log, ..
+        } => {
+            if messages.is_empty() {
+                return Ok(());
+            }
+            let n = messages.len() as u64;
+            conn.send_events(messages).await?;
+            state.counters.messages_out.fetch_add(n, Ordering::Relaxed);
+            if from_log {
+                state
+                    .counters
+                    .messages_from_log
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+        Step::Gap { from, to, reason } => conn.send(text(gap_message(from, to, to, reason))).await,
+        Step::Live | Step::Waiting => {
+            let waiting = matches!(step, Step::Waiting);
+            tokio::select! {
+                biased;
+                _ = state.shutdown.cancelled() => Err(End::Shutdown),
+                msg = conn.rx.next() => conn.incoming(msg).await,
+                changed = wake.changed() => changed.map_err(|_| End::Shutdown),
+                _ = async {
+                    match written.as_mut() {
+                        Some(w) if waiting => { let _ = w.changed().await; }
+                        _ => std::future::pending::<()>().await,
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                    Some(Ok(_)) => {} // pong, ping (answered by axum), binary
-                }
-            }
-            changed = wake.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                match drain(state, &mut tx, &mut cursor, &filter, stall).await {
-                    Ok(()) => {}
-                    Err(()) => {
-                        state.counters.dropped_clients.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > stall {
-                    state.counters.dropped_clients.fetch_add(1, Ordering::Relaxed);
-                    let _ = send_timed(&mut tx, Message::Close(Some(CloseFrame {
-                        code: CLOSE_POLICY,
-                        reason: Utf8Bytes::from_static("no answer to pings"),
-                    })), Duration::from_secs(1)).await;
-                    return;
-                }
-                if send_timed(&mut tx, Message::Ping(Default::default()), stall).await.is_err() {
-                    return;
-                }
+                } => Ok(()),
+                // The writer may be slow to report; look again now and then.
+                _ = tokio::time::sleep(Duration::from_millis(100)), if waiting => Ok(()),
+                _ = conn.ping.tick() => conn.ping_due().await,
             }
         }
     }
 }
 
 type Tx = futures_util::stream::SplitSink<WebSocket, Message>;
-
-/// Sends one message, giving up when the socket accepts nothing for `limit`.
-async fn send_timed(tx: &mut Tx, msg: Message, limit: Duration) -> Result<(), ()> {
-    match tokio::time::timeout(limit, tx.send(msg)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
-/// Sends everything after `cursor` that the filter keeps, in chunks.
-async fn drain(
-    state: &SharedState,
-    tx: &mut Tx,
-    cursor: &mut u64,
-    filter: &Filter,
-    limit: Duration,
-) -> Result<(), ()> {
-    loop {
-        let (lag_bytes, lag_count) = state.ring.lag(*cursor);
-        if lag_bytes > state.config.client_queue_bytes && lag_count > 0 {
-            let to = state.ring.last_id();
-            let gap = gap_message(*cursor + 1, to, *cursor, "slow_consumer");
-            state
-                .counters
-                .slow_consumer_gaps
-                .fetch_add(1, Ordering::Relaxed);
-            send_timed(tx, text(gap), limit).await?;
-            *cursor = to;
-            return Ok(());
-        }
-        let read = state
-            .ring
-            .read_after(*cursor, READ_CHUNK, |r| filter.matches_item(r));
-        if let Some((from, to)) = read.missing {
-            send_timed(tx, text(gap_message(from, to, to, "not_retained")), limit).await?;
-        }
-        let n = read.records.len();
-        for r in &read.records {
-            // feed() queues without flushing; one flush per chunk.
-            match tokio::time::timeout(limit, tx.feed(record_message(r))).await {
-                Ok(Ok(())) => {}
-                _ => return Err(()),
-            }
-        }
-        if n > 0 {
-            match tokio::time::timeout(limit, tx.flush()).await {
-                Ok(Ok(())) => {}
-                _ => return Err(()),
-            }
-            state
-                .counters
-                .messages_out
-                .fetch_add(n as u64, Ordering::Relaxed);
-        }
-        let advanced = read.next_cursor != *cursor;
-        *cursor = read.next_cursor;
-        if !advanced || (n < READ_CHUNK && *cursor >= state.ring.last_id()) {
-            return Ok(());
-        }
-    }
-}

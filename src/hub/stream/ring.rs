@@ -84,6 +84,8 @@ pub struct Read {
     pub missing: Option<(u64, u64)>,
     /// The cursor to read after next time.
     pub next_cursor: u64,
+    /// How many entries were looked at (kept or not).
+    pub scanned: usize,
 }
 
 /// The ring of retained records.
@@ -208,6 +210,7 @@ impl Retained {
             if keep(&e.item) {
                 read.records.push(e.item.clone());
                 if read.records.len() >= max {
+                    scanned += 1;
                     break;
                 }
             }
@@ -217,21 +220,27 @@ impl Retained {
                 break;
             }
         }
+        read.scanned = scanned;
         read
     }
 
     /// How many bytes of records lie after `cursor` (how far a client is
-    /// behind), and how many records.
+    /// behind), and how many records. Ids older than the ring count at the
+    /// ring's average size.
     pub fn lag(&self, cursor: u64) -> (u64, u64) {
         let inner = self.inner.read();
+        let count = inner.last_id.saturating_sub(cursor);
         let Some(front) = inner.entries.front() else {
-            return (0, 0);
+            // Nothing held: only ids the ring never had (a start with a
+            // log the ring was not filled from), at an assumed 300 bytes.
+            return (count * 300, count);
         };
         let first = front.item.id;
-        let count = inner.last_id.saturating_sub(cursor);
         if cursor < first {
             let before_first = front.end_bytes - front.item.message.len() as u64;
-            return (inner.total_bytes - before_first, count);
+            let held = inner.total_bytes - before_first;
+            let average = held / inner.entries.len() as u64;
+            return (held + (first - 1 - cursor) * average, count);
         }
         match inner.after(cursor) {
             0 => (0, 0),

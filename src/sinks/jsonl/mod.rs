@@ -9,10 +9,15 @@
 //!   agent-events.jsonl                 active file: today's events (UTC), appended
 //!   agent-events-2024-10-14.jsonl      rotated at UTC midnight: one file per day
 //!   agent-events-2024-10-14.1.jsonl    same day again (name was taken, e.g. after a restart)
-//!   agent-events-2024-10-06.jsonl.gz   gzipped once more than `compress_after_days` old
+//!   agent-events-2024-10-06.jsonl.gz   gzipped once more than `compress_after_days` old,
+//!                                      as gzip members of ~256 KiB of lines each
 //!   agent-events.torn                  fragments of torn last lines, one per line
 //!   agent-events.ids                   ids reserved ahead (see `pipeline::ids`)
+//!   agent-events.epoch                 the stream epoch of this history (see `pipeline::epoch`)
 //! ```
+//!
+//! Readers seek into the log through [`index`], which the sink keeps
+//! current as it writes, rotates, gzips and deletes.
 //!
 //! Each line is one event in the wire format (see [`crate::event`]),
 //! terminated by `\n`. Rotated files are named after the UTC day they cover;
@@ -37,6 +42,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,10 +53,12 @@ use crate::clock::SharedClock;
 use crate::event::SharedRecord;
 use crate::sinks::{Sink, SinkError};
 
+pub mod index;
 mod pending;
 mod recovery;
 mod rotation;
 
+pub use index::{LogCursor, LogIndex};
 pub use recovery::TornLine;
 pub use rotation::{rotated_files, MaintenanceReport};
 
@@ -299,6 +307,12 @@ pub struct JsonlSink {
     dropped: u64,
     warn: WarnLimiter,
     maintenance: Option<JoinHandle<MaintenanceReport>>,
+    /// Kept current with what is written, for readers seeking into the log.
+    index: Option<Arc<LogIndex>>,
+    /// The id of the last line handed to `pending`.
+    last_pushed: u64,
+    /// The active file last opened (`None` after a rotation).
+    opened: Option<FileId>,
 }
 
 impl JsonlSink {
@@ -357,6 +371,9 @@ impl JsonlSink {
             dropped: 0,
             warn: WarnLimiter::default(),
             maintenance: None,
+            index: None,
+            last_pushed: 0,
+            opened: None,
             config,
             clock,
         };
@@ -366,9 +383,32 @@ impl JsonlSink {
             }
             sink.active_date = today;
         }
-        rotation::maintain(&dir, &sink.name, today, sink.config.retention());
+        rotation::maintain(&dir, &sink.name, today, sink.config.retention(), None);
         sink.ensure_file()?;
         Ok((sink, report))
+    }
+
+    /// From now on, keeps `index` current: what is written, rotated,
+    /// gzipped and deleted (see [`index`]).
+    pub fn set_index(&mut self, index: Arc<LogIndex>) {
+        self.index = Some(index);
+    }
+
+    /// Tells the index what is in the file once nothing is pending: the
+    /// file then ends with the last line pushed.
+    fn note_written(&mut self) {
+        let (Some(index), Some((file, _))) = (&self.index, &self.file) else {
+            return;
+        };
+        if !self.pending.is_empty() || self.last_pushed == 0 {
+            return;
+        }
+        match file.metadata() {
+            Ok(meta) => index.note_written(self.last_pushed, meta.len()),
+            Err(e) => self
+                .warn
+                .warn(format_args!("cannot read the length of the log: {e}")),
+        }
     }
 
     /// Path of the active file.
@@ -420,6 +460,10 @@ impl JsonlSink {
             )
         })?;
         rotation::sync_dir(&self.config.dir);
+        self.opened = None;
+        if let Some(index) = &self.index {
+            index.rotated(&target, &self.active_path);
+        }
         tracing::info!(from = %self.active_path.display(), to = %target.display(), "rotated log file");
         Ok(Some(target))
     }
@@ -462,9 +506,10 @@ impl JsonlSink {
         let dir = self.config.dir.clone();
         let name = self.name.clone();
         let retention = self.config.retention();
+        let index = self.index.clone();
         let spawned = std::thread::Builder::new()
             .name("jsonl-maintenance".to_owned())
-            .spawn(move || rotation::maintain(&dir, &name, today, retention));
+            .spawn(move || rotation::maintain(&dir, &name, today, retention, index.as_deref()));
         match spawned {
             Ok(handle) => self.maintenance = Some(handle),
             Err(e) => self
@@ -513,7 +558,16 @@ impl JsonlSink {
         let meta = file
             .metadata()
             .map_err(|e| SinkError::io(format!("reading {}", path.display()), e))?;
-        self.file = Some((file, FileId::of(&meta)));
+        let id = FileId::of(&meta);
+        if self.opened.is_some_and(|old| old != id) {
+            // The path names another file than the one written before (it
+            // was removed or replaced): what the index knew no longer holds.
+            if let Some(index) = &self.index {
+                index.reopened(meta.len());
+            }
+        }
+        self.opened = Some(id);
+        self.file = Some((file, id));
         Ok(())
     }
 
@@ -632,6 +686,7 @@ impl Sink for JsonlSink {
         let mut result = self.maybe_rotate();
         for record in batch {
             self.pending.push(&record.line);
+            self.last_pushed = record.event.id;
             // After a failure the rest of the batch is only buffered: one
             // failing attempt per batch is enough.
             if result.is_ok() && self.pending.unwritten() >= WRITE_THRESHOLD {
@@ -650,6 +705,7 @@ impl Sink for JsonlSink {
                 Durability::None => Ok(()),
             };
         }
+        self.note_written();
         self.report(result)
     }
 
@@ -659,6 +715,7 @@ impl Sink for JsonlSink {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         let result = self.flush_inner();
+        self.note_written();
         self.report(result)
     }
 
@@ -678,6 +735,7 @@ impl Sink for JsonlSink {
         {
             result = self.sync();
         }
+        self.note_written();
         self.report(rotated.and(result))
     }
 

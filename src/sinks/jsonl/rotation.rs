@@ -7,12 +7,14 @@
 //! the directory.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 use flate2::write::GzEncoder;
 use flate2::Compression;
+
+use super::index::{self, LogIndex};
 
 /// Suffix of a finished compressed file.
 const GZ: &str = ".gz";
@@ -203,13 +205,14 @@ pub struct MaintenanceReport {
 }
 
 /// Compresses and deletes rotated files of the log according to their
-/// dates (from their names) relative to `today`. Failures are logged and
-/// counted, and do not stop the rest.
+/// dates (from their names) relative to `today`, telling `index`. Failures
+/// are logged and counted, and do not stop the rest.
 pub(crate) fn maintain(
     dir: &Path,
     name: &LogName,
     today: NaiveDate,
     retention: Retention,
+    index: Option<&LogIndex>,
 ) -> MaintenanceReport {
     let mut report = MaintenanceReport::default();
     for f in scan(dir, name) {
@@ -219,11 +222,14 @@ pub(crate) fn maintain(
             // overlap): the original is still there and gets compressed again.
             fs::remove_file(&f.path).map(|()| {
                 if f.kind != Kind::GzTmp {
+                    if let Some(index) = index {
+                        index.deleted(&f.path);
+                    }
                     report.deleted.push(f.path.clone());
                 }
             })
         } else if age > i64::from(retention.compress_after_days) && f.kind == Kind::Plain {
-            compress(&f.path).map(|gz| report.compressed.push(gz))
+            compress(&f.path, index).map(|gz| report.compressed.push(gz))
         } else {
             Ok(())
         };
@@ -236,17 +242,61 @@ pub(crate) fn maintain(
 }
 
 /// Gzips `path` to `path.gz` through a temporary file, so that a complete
-/// `.gz` exists before the original goes away. Returns the `.gz` path.
-pub(crate) fn compress(path: &Path) -> io::Result<PathBuf> {
+/// `.gz` exists before the original goes away, and tells `index`. Returns
+/// the `.gz` path.
+///
+/// The output is a series of gzip members of about [`index::SPACING`]
+/// bytes of input each, cut at line ends (any gzip reader reads them as one
+/// stream): a reader can start decompressing at a member, so seeking into
+/// a gzipped day costs at most one member (the ratio is within 1 % of one
+/// member for the whole file).
+pub(crate) fn compress(path: &Path, index: Option<&LogIndex>) -> io::Result<PathBuf> {
     let gz = with_suffix(path, GZ);
     let tmp = with_suffix(path, GZ_TMP);
     let result = (|| {
         let src = File::open(path)?;
         let mtime = src.metadata()?.modified().ok();
-        let out = BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
-        let mut enc = GzEncoder::new(out, Compression::default());
-        io::copy(&mut BufReader::with_capacity(256 * 1024, src), &mut enc)?;
-        let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
+        // Between members `idle` holds the output; during one, the encoder.
+        let mut idle = Some(Counting {
+            inner: BufWriter::with_capacity(256 * 1024, File::create(&tmp)?),
+            written: 0,
+        });
+        let mut member: Option<(GzEncoder<Counting<BufWriter<File>>>, u64)> = None;
+        let mut points = Vec::new();
+        let mut input = BufReader::with_capacity(256 * 1024, src);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if input.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            let (enc, fed) = match &mut member {
+                Some(m) => m,
+                None => {
+                    let out = idle.take().expect("between members");
+                    if let Some(id) = crate::logfile::quick_id(&line) {
+                        points.push(index::Point {
+                            id,
+                            offset: out.written,
+                        });
+                    }
+                    member.insert((GzEncoder::new(out, Compression::default()), 0))
+                }
+            };
+            enc.write_all(&line)?;
+            *fed += line.len() as u64;
+            if *fed >= index::SPACING {
+                idle = Some(member.take().expect("in a member").0.finish()?);
+            }
+        }
+        if let Some((enc, _)) = member.take() {
+            idle = Some(enc.finish()?);
+        }
+        let out = idle
+            .expect("between members")
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())?;
         // Keep the original's mtime: it tells when the day's last event came.
         if let Some(t) = mtime {
             let _ = out.set_modified(t);
@@ -255,6 +305,9 @@ pub(crate) fn compress(path: &Path) -> io::Result<PathBuf> {
         drop(out);
         fs::rename(&tmp, &gz)?;
         sync_dir(path.parent().unwrap_or(Path::new(".")));
+        if let Some(index) = index {
+            index.compressed(path, &gz, points);
+        }
         fs::remove_file(path)
     })();
     match result {
@@ -263,6 +316,23 @@ pub(crate) fn compress(path: &Path) -> io::Result<PathBuf> {
             let _ = fs::remove_file(&tmp);
             Err(e)
         }
+    }
+}
+
+/// A writer that counts the bytes written through it (member offsets).
+struct Counting<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -396,7 +466,7 @@ mod tests {
         let p = dir.path().join("agent-events-2024-10-01.jsonl");
         let content = b"{\"id\":1}\n{\"id\":2}\n".repeat(1000);
         fs::write(&p, &content).unwrap();
-        let gz = compress(&p).unwrap();
+        let gz = compress(&p, None).unwrap();
         assert!(!p.exists());
         assert!(!with_suffix(&p, GZ_TMP).exists());
         let mut back = Vec::new();
@@ -432,6 +502,7 @@ mod tests {
                 compress_after_days: 7,
                 delete_after_days: 30,
             },
+            None,
         );
         assert_eq!(report.failures, 0);
         let mut left: Vec<String> = fs::read_dir(dir.path())
