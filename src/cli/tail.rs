@@ -19,7 +19,8 @@ pub struct Args {
     #[arg(
         long,
         env = "AGENTPULSE_HUB_URL",
-        default_value = "http://127.0.0.1:3010"
+        default_value = "http://127.0.0.1:3010",
+        value_parser = super::hub_url
     )]
     hub: String,
     /// Only these event types (comma-separated).
@@ -118,6 +119,15 @@ async fn tail(args: Args) -> anyhow::Result<ExitCode> {
         let (mut ws, _) = match conn {
             Ok(c) => c,
             Err(e) => {
+                // A refused token does not get better by retrying.
+                if let Some(status) = auth_refusal(&e) {
+                    let hub = args.hub.as_str();
+                    eprintln!(
+                        "tail: {}",
+                        super::token_refused(hub, status, args.token.as_deref())
+                    );
+                    return Ok(ExitCode::from(2));
+                }
                 eprintln!("tail: cannot connect to {url}: {e}; retrying in {backoff:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -180,5 +190,17 @@ async fn tail(args: Args) -> anyhow::Result<ExitCode> {
             "tail: disconnected; resuming after event {}",
             since.unwrap_or(0)
         );
+    }
+}
+
+/// The status of a handshake the hub refused for its token (401, 403).
+fn auth_refusal(e: &tokio_tungstenite::tungstenite::Error) -> Option<u16> {
+    match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp)
+            if matches!(resp.status().as_u16(), 401 | 403) =>
+        {
+            Some(resp.status().as_u16())
+        }
+        _ => None,
     }
 }
