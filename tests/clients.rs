@@ -1346,7 +1346,7 @@ fn replay_reads_the_original_format_and_names_bad_lines() {
         out.contains("replayed 3 events") && out.contains("2 new") && out.contains("1 rejected"),
         "{out}"
     );
-    assert!(out.contains("1 lines skipped"), "{out}");
+    assert!(out.contains("1 line skipped"), "{out}");
     let events = all_events(&hub, &[]);
     let ids: Vec<&str> = events
         .iter()

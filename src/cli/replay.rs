@@ -141,12 +141,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let s = client.stats();
     client.close(Duration::from_secs(1));
     outln!(
-        "replayed {queued} events to {}: {} new, {} already there, {} rejected, {} undelivered, {skipped} lines skipped",
+        "replayed {} to {}: {} new, {} already there, {} rejected, {} undelivered, {} skipped",
+        super::plural(queued, "event", "events"),
         client.hub_url(),
         s.sent - s.duplicates,
         s.duplicates,
         s.rejected,
         s.queued + s.lost,
+        super::plural(skipped, "line", "lines"),
     );
     if let Some(e) = s
         .last_error
