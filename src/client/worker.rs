@@ -646,7 +646,7 @@ impl Worker {
                 if self.warn_reject.ready() {
                     tracing::warn!(
                         "agentpulse client: the hub refused {} ({why}); they are not sent again",
-                        events(n as u64)
+                        events(n)
                     );
                 }
                 let mut st = self.shared.lock();
@@ -680,7 +680,7 @@ impl Worker {
         if rejected > 0 && self.warn_reject.ready() {
             tracing::warn!(
                 "agentpulse client: the hub rejected {}, e.g. {}",
-                events(rejected as u64),
+                events(rejected),
                 first_error.as_deref().unwrap_or("?")
             );
         }
@@ -722,7 +722,7 @@ impl Worker {
             tracing::warn!(
                 "agentpulse client: cannot deliver to {} ({why}); {} held, retrying",
                 self.shared.settings.endpoints.base,
-                events(held as u64)
+                events(held)
             );
         }
     }
