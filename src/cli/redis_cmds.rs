@@ -20,7 +20,7 @@ pub struct MetricsArgs {
     #[arg(long, env = "AGENTPULSE_REDIS_URL", value_parser = super::redis_url)]
     redis_url: String,
     /// hourly, daily or weekly.
-    #[arg(long, default_value = "daily")]
+    #[arg(long, visible_alias = "buckets", default_value = "daily")]
     bucket: String,
     /// Start (Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, UTC).
     #[arg(long)]

@@ -22,7 +22,7 @@ pub struct Args {
     json: bool,
     /// Print the KPIs of every hourly, daily or weekly bucket instead (JSON,
     /// keyed like the Redis values: `metrics:hourly:2026-12-01T07:00:00`).
-    #[arg(long)]
+    #[arg(long, visible_alias = "bucket")]
     buckets: Option<String>,
 }
 
