@@ -890,3 +890,61 @@ fn log_output_has_no_colour_off_a_terminal() {
     let _ = child.wait();
     assert!(!text.contains('\u{1b}'), "{text:?}");
 }
+
+/// `agentpulse serve` on a terminal (`script` gives it one): its log lines
+/// (stderr) are coloured, unless `NO_COLOR` is set.
+#[test]
+fn log_output_is_coloured_on_a_terminal_unless_no_color() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux) to give the hub a terminal");
+        return;
+    }
+    for (no_color, want_colour) in [(false, true), (true, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = format!(
+            "{}AGENTPULSE_LOG=info '{}' serve --port 0 --quiet --log-dir '{}'",
+            if no_color { "NO_COLOR=1 " } else { "" },
+            env!("CARGO_BIN_EXE_agentpulse"),
+            dir.path().display()
+        );
+        let mut child = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s2.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let text = wait_for("the start line on the terminal", T, || {
+            let s = seen.lock().unwrap().clone();
+            s.contains("pipeline started").then_some(s)
+        });
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = wait_for("script to exit", T, || child.try_wait().ok().flatten());
+        let line = text
+            .lines()
+            .find(|l| l.contains("pipeline started"))
+            .unwrap();
+        assert_eq!(
+            line.contains('\u{1b}'),
+            want_colour,
+            "NO_COLOR={no_color}: {line:?}"
+        );
+    }
+}
