@@ -856,6 +856,24 @@ fn metrics_skips_empty_buckets_unless_all_and_option_names_agree() {
     }
 }
 
+/// Everything `r` gives, as it comes, on a thread of its own.
+fn collect(mut r: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            s2.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    seen
+}
+
 #[test]
 fn log_output_has_no_colour_off_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
@@ -868,20 +886,7 @@ fn log_output_has_no_colour_off_a_terminal() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let s2 = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            s2.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let seen = collect(child.stderr.take().unwrap());
     let text = wait_for("the start line", T, || {
         let s = seen.lock().unwrap().clone();
         s.contains("pipeline started").then_some(s)
@@ -915,20 +920,7 @@ fn log_output_is_coloured_on_a_terminal_unless_no_color() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let s2 = seen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                s2.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let seen = collect(child.stdout.take().unwrap());
         let text = wait_for("the start line on the terminal", T, || {
             let s = seen.lock().unwrap().clone();
             s.contains("pipeline started").then_some(s)

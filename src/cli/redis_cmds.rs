@@ -14,6 +14,35 @@ use agentpulse::metrics::{Granularity, MetricsConfig, MetricsEngine};
 use agentpulse::sinks::redis_metrics::store::{read_series, replace};
 use agentpulse::sinks::redis_metrics::{connect as connect_redis, Keys};
 
+/// `--redis-prefix` (old name `--prefix`): one definition for `serve`,
+/// `metrics` and `rebuild-metrics`, so the name and variable agree.
+#[derive(Debug, clap::Args)]
+pub struct RedisPrefix {
+    /// Prefix of the metric keys in Redis.
+    #[arg(
+        long,
+        visible_alias = "prefix",
+        env = "AGENTPULSE_REDIS_PREFIX",
+        default_value = "metrics:"
+    )]
+    pub redis_prefix: String,
+}
+
+/// `--redis-ttl-days` (old name `--ttl-days`), for `serve` and
+/// `rebuild-metrics`.
+#[derive(Debug, clap::Args)]
+pub struct RedisTtl {
+    /// TTL of hourly / daily / weekly buckets, in days.
+    #[arg(
+        long,
+        visible_alias = "ttl-days",
+        env = "AGENTPULSE_REDIS_TTL_DAYS",
+        value_delimiter = ',',
+        default_value = "7,30,90"
+    )]
+    pub redis_ttl_days: Vec<u64>,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct MetricsArgs {
     /// The Redis holding the buckets (redis://HOST:PORT, or HOST:PORT).
@@ -28,14 +57,8 @@ pub struct MetricsArgs {
     /// End (same forms); default now.
     #[arg(long)]
     to: Option<String>,
-    /// Prefix of the metric keys in Redis.
-    #[arg(
-        long,
-        visible_alias = "prefix",
-        env = "AGENTPULSE_REDIS_PREFIX",
-        default_value = "metrics:"
-    )]
-    redis_prefix: String,
+    #[command(flatten)]
+    prefix: RedisPrefix,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -52,23 +75,10 @@ pub struct RebuildArgs {
     /// The Redis to write (redis://HOST:PORT, or HOST:PORT).
     #[arg(long, env = "AGENTPULSE_REDIS_URL", value_parser = super::redis_url)]
     redis_url: String,
-    /// Prefix of the metric keys in Redis.
-    #[arg(
-        long,
-        visible_alias = "prefix",
-        env = "AGENTPULSE_REDIS_PREFIX",
-        default_value = "metrics:"
-    )]
-    redis_prefix: String,
-    /// TTL of hourly / daily / weekly buckets, in days.
-    #[arg(
-        long,
-        visible_alias = "ttl-days",
-        env = "AGENTPULSE_REDIS_TTL_DAYS",
-        value_delimiter = ',',
-        default_value = "7,30,90"
-    )]
-    redis_ttl_days: Vec<u64>,
+    #[command(flatten)]
+    prefix: RedisPrefix,
+    #[command(flatten)]
+    ttl: RedisTtl,
 }
 
 /// A granularity stored in Redis (minutes are not).
@@ -102,7 +112,7 @@ pub fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
         None => to - 6.0 * g.length_secs() as f64,
     };
     let keys = Keys {
-        prefix: args.redis_prefix.clone(),
+        prefix: args.prefix.redis_prefix.clone(),
         ..Keys::default()
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -171,7 +181,7 @@ fn short(kpi: &str) -> &str {
 }
 
 pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    let keys = Keys::with_ttl_days(&args.redis_prefix, &args.redis_ttl_days)
+    let keys = Keys::with_ttl_days(&args.prefix.redis_prefix, &args.ttl.redis_ttl_days)
         .map_err(|e| anyhow::anyhow!("--redis-ttl-days: {e}"))?;
     // Keep every bucket of the logs, however old: retention is Redis's TTL.
     let mut engine = MetricsEngine::new(MetricsConfig::keeping_every_bucket());

@@ -37,20 +37,13 @@ pub struct Args {
     /// (redis://HOST:PORT, or HOST:PORT).
     #[arg(long, env = "AGENTPULSE_REDIS_URL", value_parser = super::redis_url)]
     redis_url: Option<String>,
-    /// Prefix of the metric keys in Redis.
-    #[arg(long, env = "AGENTPULSE_REDIS_PREFIX", default_value = "metrics:")]
-    redis_prefix: String,
+    #[command(flatten)]
+    redis_prefix: super::redis_cmds::RedisPrefix,
     /// Milliseconds between metric flushes to Redis.
     #[arg(long, env = "AGENTPULSE_REDIS_FLUSH_MS", default_value_t = 1000)]
     redis_flush_ms: u64,
-    /// TTL of hourly / daily / weekly buckets, in days.
-    #[arg(
-        long,
-        env = "AGENTPULSE_REDIS_TTL_DAYS",
-        value_delimiter = ',',
-        default_value = "7,30,90"
-    )]
-    redis_ttl_days: Vec<u64>,
+    #[command(flatten)]
+    redis_ttl: super::redis_cmds::RedisTtl,
     /// Do not subscribe to the agent-events channel (metrics only).
     #[arg(long, env = "AGENTPULSE_NO_REDIS_BRIDGE")]
     no_redis_bridge: bool,
@@ -137,9 +130,9 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         redis_metrics: match &args.redis_url {
             Some(url) => Some(redis_metrics_config(
                 url,
-                &args.redis_prefix,
+                &args.redis_prefix.redis_prefix,
                 args.redis_flush_ms,
-                &args.redis_ttl_days,
+                &args.redis_ttl.redis_ttl_days,
             )?),
             None => None,
         },
