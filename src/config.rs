@@ -115,8 +115,9 @@ pub struct Config {
     /// checked at load and parsed by [`crate::alerts::parse_rules`].
     #[serde(default)]
     pub alerts: Vec<Value>,
-    /// What each alert `action` does: action name → notifiers. An action
-    /// with no entry notifies the console only ([`Config::notifiers_for`]).
+    /// What each alert `action` does: action name → notifiers. Every rule's
+    /// action must have an entry (checked at load); the built-in ones,
+    /// `notify_admin` and `warn_user`, notify the console.
     #[serde(default)]
     pub notifiers: BTreeMap<String, Vec<NotifierConfig>>,
     /// Spending limits, tracked by [`crate::alerts::BudgetTracker`].
@@ -418,7 +419,9 @@ pub enum WebhookFormat {
     Slack,
 }
 
-/// The notifiers of an action that has no `notifiers:` entry.
+/// The console alone: the built-in actions' notifiers, and what
+/// [`Config::notifiers_for`] gives an action without an entry (which a
+/// loaded configuration's rules never have).
 pub const DEFAULT_NOTIFIERS: &[NotifierConfig] = &[NotifierConfig::Console {}];
 
 /// The largest `retries` a webhook notifier accepts.
@@ -862,8 +865,9 @@ impl Config {
     }
 
     /// The notifiers of alert action `action`: its `notifiers:` entry, or
-    /// the console alone ([`DEFAULT_NOTIFIERS`]) when it has none. An
-    /// explicit empty list (`notify_admin: []`) silences the action.
+    /// the console alone ([`DEFAULT_NOTIFIERS`]) when it has none (no rule
+    /// of a loaded configuration: an action without an entry is refused at
+    /// load). An explicit empty list (`notify_admin: []`) silences it.
     pub fn notifiers_for(&self, action: &str) -> &[NotifierConfig] {
         self.notifiers
             .get(action)
