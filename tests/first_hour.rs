@@ -372,6 +372,26 @@ fn errors_say_their_cause_once_with_a_hint() {
         );
         assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
     }
+    // tail keeps trying (the hub may come), and says what to check.
+    let mut child = clean(bin())
+        .args(["tail", "--hub", &dead])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = collect(child.stderr.take().unwrap());
+    let text = wait_for("tail's first retry line", T, || {
+        let s = seen.lock().unwrap().clone();
+        s.contains("retrying").then_some(s)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains(&format!(
+            "(is `agentpulse serve` running at http://{dead}?); retrying"
+        )),
+        "{text}"
+    );
 }
 
 #[test]

@@ -128,7 +128,15 @@ async fn tail(args: Args) -> anyhow::Result<ExitCode> {
                     );
                     return Ok(ExitCode::from(2));
                 }
-                eprintln!("tail: cannot connect to {url}: {e}; retrying in {backoff:?}");
+                let hint = match &e {
+                    tokio_tungstenite::tungstenite::Error::Io(io)
+                        if io.kind() == std::io::ErrorKind::ConnectionRefused =>
+                    {
+                        format!(" ({})", super::serve_hint(&args.hub))
+                    }
+                    _ => String::new(),
+                };
+                eprintln!("tail: cannot connect to {url}: {e}{hint}; retrying in {backoff:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
