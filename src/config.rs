@@ -551,6 +551,35 @@ fn builtin_value() -> Value {
     v
 }
 
+/// A serde_norway error as `(file:line:col, message)`: the path and the
+/// fault, and for an unknown key or value the nearest known one. A key
+/// inside a list of tagged entries (`notifiers.x[1].urll`) is reported by
+/// the parser at the list, without the index: it is looked for in each
+/// entry.
+fn parse_error(file: &str, text: &str, e: &serde_norway::Error) -> ConfigError {
+    let mut at = e.location().map(|l| (l.line(), l.column()));
+    let mut message = explain(e);
+    if let Some((path, rest)) = message.split_once(": unknown key") {
+        let segs = locate::parse_path(path);
+        if locate::locate(text, &segs).is_none() {
+            if let Some((parent, key)) = path.rsplit_once('.') {
+                let found = (0..1000).find_map(|i| {
+                    let p = format!("{parent}[{i}].{key}");
+                    locate::locate(text, &locate::parse_path(&p)).map(|pos| (p, pos))
+                });
+                if let Some((p, pos)) = found {
+                    at = Some(pos);
+                    message = format!("{p}: unknown key{rest}");
+                }
+            }
+        }
+    }
+    ConfigError::Parse {
+        origin: place(file, at),
+        message,
+    }
+}
+
 /// A serde_norway error as a message: the path and the fault, and for an
 /// unknown key or value the nearest known one.
 fn explain(e: &serde_norway::Error) -> String {
@@ -626,10 +655,7 @@ impl Config {
     /// Parses YAML text and lays it over the built-in configuration;
     /// `origin` names it in errors and in [`Config::sources`].
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let parse_error = |e: serde_norway::Error| ConfigError::Parse {
-            origin: place(origin, e.location().map(|l| (l.line(), l.column()))),
-            message: explain(&e),
-        };
+        let parse_error = |e: serde_norway::Error| parse_error(origin, text, &e);
         // Empty, or only comments.
         let doc: Value = serde_norway::from_str(text).map_err(parse_error)?;
         if doc.is_null() {
@@ -1223,6 +1249,14 @@ budgets:
             (
                 "notifiers:\n  page:\n    - type: webhok\n      url: http://x\n",
                 "unknown value `webhok`; did you mean `webhook`?",
+            ),
+            (
+                "notifiers:\n  page:\n    - type: console\n    - type: webhook\n      urll: http://x\n",
+                "t.yaml:5:7: notifiers.page[1].urll: unknown key; did you mean `url`?",
+            ),
+            (
+                "events:\n  - on: x\n    emit:\n      - cost: monye\n",
+                "t.yaml:4:9: events[0].emit[0].cost: unknown field kind `monye`; did you mean `money`?",
             ),
         ] {
             let e = err(yaml);

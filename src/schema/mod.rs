@@ -134,7 +134,7 @@ impl Schema {
                         let (n, k) = map.iter().next().expect("one entry");
                         let kind = k
                             .parse::<FieldKind>()
-                            .map_err(|e| invalid(format!("events[{i}].emit[{j}] ({n}): {e}")))?;
+                            .map_err(|e| invalid(format!("events[{i}].emit[{j}].{n}: {e}")))?;
                         (n.clone(), kind)
                     }
                     FieldDecl::Typed(_) => {
