@@ -24,7 +24,7 @@ use agentpulse::emitter::Emitter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use agentpulse::event::{Event, NewEvent, Record};
 use agentpulse::logfile;
-use agentpulse::metrics::{EventFields, MetricsConfig, MetricsEngine};
+use agentpulse::metrics::{MetricsConfig, MetricsEngine};
 use agentpulse::pipeline::QueuePolicy;
 use agentpulse::schema::Schema;
 use agentpulse::sinks::jsonl::{Durability, JsonlConfig};
@@ -191,21 +191,19 @@ fn bench_report(c: &mut Criterion) {
             engine.report()
         })
     });
-    g.bench_function("read_lines + fields + metrics (what `report` does)", |b| {
-        b.iter(|| {
-            let mut engine = MetricsEngine::new(MetricsConfig::default());
-            logfile::read_lines(
-                &path,
-                |line| {
-                    engine.observe_fields(&EventFields::from_wire(line)?);
-                    Ok(())
-                },
-                |_| {},
-            )
-            .unwrap();
-            engine.report()
-        })
-    });
+    g.bench_function(
+        "EventLog::read_fields + metrics (what `report` does)",
+        |b| {
+            b.iter(|| {
+                let mut engine = MetricsEngine::new(MetricsConfig::default());
+                logfile::EventLog::open(&path)
+                    .unwrap()
+                    .read_fields(|_, _, f| engine.observe_fields(f), |_| {})
+                    .unwrap();
+                engine.report()
+            })
+        },
+    );
     g.bench_function("read_events only", |b| {
         b.iter(|| {
             let mut n = 0u64;

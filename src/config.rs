@@ -13,10 +13,40 @@
 //!   original `condition`, `action` and `message`; `notifiers:` says what an
 //!   alert's `action` does and `budgets:` declares spending limits. All three
 //!   are documented in [`crate::alerts`], and checked at load: a bad rule
-//!   fails with its position (`alerts[2].condition: ...`).
+//!   fails with its position (`my.yaml:7:18: alerts[2].condition: ...`).
+//!
+//! # A file extends the built-in configuration
+//!
+//! A user's file is laid over the built-in one ([`merge`]): its event
+//! types, destinations, alert rules and notifiers add to the built-in ones
+//! or override those of the same name (an event type by `on`, a
+//! destination by `type`, a rule by its condition, a notifier by action);
+//! other settings override key by key (`metrics.aggregate.window_minutes`
+//! alone keeps the built-in buckets). `replace: [events, alerts,
+//! notifiers, destinations]` starts the named sections from nothing, and
+//! `replace: all` ignores the built-in file. [`Config::sources`] says where
+//! each entry of the result came from; `agentpulse validate-config` prints it.
+//!
+//! The built-in alert rules name the actions `notify_admin` and
+//! `warn_user`, which notify the console ([`BUILTIN_NOTIFIERS_YAML`]).
+//!
+//! # Checks
+//!
+//! Every key at every level must be known: the structs below refuse
+//! unknown fields, so a key added to one is known at once. A refusal names
+//! its file, line and column, the path, and the nearest known key:
+//! `my.yaml:3:1: budget: unknown key; did you mean `budgets`? (known: ...)`.
+//! An alert action must have a `notifiers:` entry (an empty list silences
+//! it). An empty file is accepted with a warning ([`Config::warnings`]):
+//! the built-in configuration applies.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+
+mod locate;
+pub mod merge;
+
+pub use merge::{Source, Sources, BUILTIN};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -55,8 +85,19 @@ pub enum ConfigError {
     },
 }
 
+/// Notifiers of the built-in rules' actions (the contract file has none):
+/// both notify the console.
+pub const BUILTIN_NOTIFIERS_YAML: &str = "\
+notifiers:
+  notify_admin:
+    - type: console
+  warn_user:
+    - type: console
+";
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Format version (1).
     #[serde(default = "one")]
@@ -74,8 +115,9 @@ pub struct Config {
     /// checked at load and parsed by [`crate::alerts::parse_rules`].
     #[serde(default)]
     pub alerts: Vec<Value>,
-    /// What each alert `action` does: action name → notifiers. An action
-    /// with no entry notifies the console only ([`Config::notifiers_for`]).
+    /// What each alert `action` does: action name → notifiers. Every rule's
+    /// action must have an entry (checked at load); the built-in ones,
+    /// `notify_admin` and `warn_user`, notify the console.
     #[serde(default)]
     pub notifiers: BTreeMap<String, Vec<NotifierConfig>>,
     /// Spending limits, tracked by [`crate::alerts::BudgetTracker`].
@@ -87,9 +129,93 @@ pub struct Config {
     /// Size limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Built-in sections this file replaces instead of extending.
+    #[serde(default)]
+    pub replace: Replace,
     /// Where this configuration came from (a path, or `<built-in>`).
     #[serde(skip)]
     pub origin: String,
+    /// Where each entry came from: the built-in file or the user's.
+    #[serde(skip)]
+    pub sources: Sources,
+    /// Things accepted but worth saying (an empty file, ...).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// Which built-in sections a file replaces instead of extending: `replace:
+/// all`, or a list of `events`, `destinations`, `alerts`, `notifiers`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Replace {
+    /// Ignore the built-in file altogether.
+    pub all: bool,
+    /// Start `events:` from nothing.
+    pub events: bool,
+    /// Start `destinations:` from nothing.
+    pub destinations: bool,
+    /// Start `alerts:` from nothing.
+    pub alerts: bool,
+    /// Start `notifiers:` from nothing.
+    pub notifiers: bool,
+}
+
+impl Replace {
+    /// The names `replace:` takes.
+    pub const NAMES: [&'static str; 5] = ["all", "events", "destinations", "alerts", "notifiers"];
+
+    /// Whether section `name` starts from nothing.
+    pub fn replaces(self, name: &str) -> bool {
+        self.all
+            || match name {
+                "events" => self.events,
+                "destinations" => self.destinations,
+                "alerts" => self.alerts,
+                "notifiers" => self.notifiers,
+                _ => false,
+            }
+    }
+
+    fn set(&mut self, name: &str) -> Result<(), String> {
+        match name {
+            "all" => self.all = true,
+            "events" => self.events = true,
+            "destinations" => self.destinations = true,
+            "alerts" => self.alerts = true,
+            "notifiers" => self.notifiers = true,
+            other => {
+                return Err(format!(
+                    "unknown section `{other}`{} (known: {})",
+                    crate::suggest::did_you_mean(other, Replace::NAMES),
+                    Replace::NAMES.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Replace {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Spec {
+            One(String),
+            Many(Vec<String>),
+        }
+        let names = match Spec::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected `all` or a list of sections (events, destinations, alerts, notifiers)",
+            )
+        })? {
+            Spec::One(s) => vec![s],
+            Spec::Many(v) => v,
+        };
+        let mut r = Replace::default();
+        for n in &names {
+            r.set(n).map_err(serde::de::Error::custom)?;
+        }
+        Ok(r)
+    }
 }
 
 fn one() -> u32 {
@@ -98,6 +224,7 @@ fn one() -> u32 {
 
 /// One declared event type.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EventDecl {
     /// The event type name.
     #[serde(rename = "on")]
@@ -119,6 +246,7 @@ pub enum FieldDecl {
 
 /// One destination entry (`type: websocket | console | file`).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Destination {
     /// `websocket`, `console` or `file`.
     #[serde(rename = "type")]
@@ -143,6 +271,7 @@ fn yes() -> bool {
 
 /// The `metrics:` section.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetricsSection {
     /// KPI names to track.
     #[serde(default)]
@@ -154,6 +283,7 @@ pub struct MetricsSection {
 
 /// `metrics.aggregate`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Aggregate {
     /// Rolling window length in minutes (default 60).
     #[serde(default = "sixty")]
@@ -178,6 +308,7 @@ fn sixty() -> u32 {
 
 /// `limits:` (an agentpulse extension).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest accepted serialised payload, in bytes.
     #[serde(default = "default_max_payload")]
@@ -288,7 +419,9 @@ pub enum WebhookFormat {
     Slack,
 }
 
-/// The notifiers of an action that has no `notifiers:` entry.
+/// The console alone: the built-in actions' notifiers, and what
+/// [`Config::notifiers_for`] gives an action without an entry (which a
+/// loaded configuration's rules never have).
 pub const DEFAULT_NOTIFIERS: &[NotifierConfig] = &[NotifierConfig::Console {}];
 
 /// The largest `retries` a webhook notifier accepts.
@@ -376,13 +509,132 @@ pub const KPI_NAMES: [&str; 6] = [
     "time_to_completion",
 ];
 
-impl Config {
-    /// The built-in default (the original project's file).
-    pub fn builtin() -> Config {
-        Config::from_yaml(DEFAULT_CONFIG_YAML, "<built-in>").expect("built-in config is valid")
+/// A check's finding: where (a path such as `alerts[2].action`) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    path: String,
+    message: String,
+}
+
+impl Problem {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
-    /// Reads `path`.
+    /// Splits `path: message` (the form of the errors other modules give).
+    fn from_text(text: &str) -> Problem {
+        match text.split_once(": ") {
+            Some((p, m)) if !p.contains(' ') => Problem::new(p, m),
+            _ => Problem::new("", text),
+        }
+    }
+}
+
+/// `file:line:col` when the position is known.
+fn place(file: &str, at: Option<(usize, usize)>) -> String {
+    match at {
+        Some((l, c)) => format!("{file}:{l}:{c}"),
+        None => file.to_string(),
+    }
+}
+
+/// The built-in configuration as a JSON value: the contract file and the
+/// notifiers of its actions.
+fn builtin_value() -> Value {
+    let mut v: Value =
+        serde_norway::from_str(DEFAULT_CONFIG_YAML).expect("built-in config is YAML");
+    let n: Value = serde_norway::from_str(BUILTIN_NOTIFIERS_YAML).expect("built-in notifiers");
+    v["notifiers"] = n["notifiers"].clone();
+    v
+}
+
+/// A serde_norway error as `(file:line:col, message)`: the path and the
+/// fault, and for an unknown key or value the nearest known one. A key
+/// inside a list of tagged entries (`notifiers.x[1].urll`) is reported by
+/// the parser at the list, without the index: it is looked for in each
+/// entry.
+fn parse_error(file: &str, text: &str, e: &serde_norway::Error) -> ConfigError {
+    let mut at = e.location().map(|l| (l.line(), l.column()));
+    let mut message = explain(e);
+    if let Some((path, rest)) = message.split_once(": unknown key") {
+        let segs = locate::parse_path(path);
+        if locate::locate(text, &segs).is_none() {
+            if let Some((parent, key)) = path.rsplit_once('.') {
+                let found = (0..1000).find_map(|i| {
+                    let p = format!("{parent}[{i}].{key}");
+                    locate::locate(text, &locate::parse_path(&p)).map(|pos| (p, pos))
+                });
+                if let Some((p, pos)) = found {
+                    at = Some(pos);
+                    message = format!("{p}: unknown key{rest}");
+                }
+            }
+        }
+    }
+    ConfigError::Parse {
+        origin: place(file, at),
+        message,
+    }
+}
+
+/// A serde_norway error as a message: the path and the fault, and for an
+/// unknown key or value the nearest known one.
+fn explain(e: &serde_norway::Error) -> String {
+    let mut text = e.to_string();
+    // The position goes in front (`file:line:col`), not at the end.
+    if let Some(l) = e.location() {
+        let suffix = format!(" at line {} column {}", l.line(), l.column());
+        if text.ends_with(&suffix) {
+            text.truncate(text.len() - suffix.len());
+        }
+    }
+    // serde's wording: "unknown field `x`, expected one of `a`, `b`" (or
+    // "expected `a`", "expected `a` or `b`", "there are no fields").
+    for (what, noun) in [("unknown field `", "key"), ("unknown variant `", "value")] {
+        let Some(at) = text.find(what) else { continue };
+        let prefix = text[..at].trim_end_matches(": ").to_string();
+        let rest = &text[at + what.len()..];
+        let Some(end) = rest.find('`') else { continue };
+        let word = &rest[..end];
+        let known: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
+        let path = if noun == "key" {
+            match prefix.as_str() {
+                "" => word.to_string(),
+                p => format!("{p}.{word}"),
+            }
+        } else {
+            prefix
+        };
+        let shown = if noun == "key" {
+            String::new()
+        } else {
+            format!(" `{word}`")
+        };
+        let head = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        return format!(
+            "{head}unknown {noun}{shown}{} (known: {})",
+            crate::suggest::did_you_mean(word, known.iter().copied()),
+            known.join(", ")
+        );
+    }
+    text
+}
+
+impl Config {
+    /// The built-in default: the original project's file, with console
+    /// notifiers for its alert actions.
+    pub fn builtin() -> Config {
+        Config::layered(None).expect("built-in config is valid")
+    }
+
+    /// Reads `path` and lays it over the built-in configuration.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -391,7 +643,8 @@ impl Config {
         Config::from_yaml(&text, &path.display().to_string())
     }
 
-    /// The file at `path` when given, else the built-in default.
+    /// The file at `path` over the built-in default when given, else the
+    /// built-in default.
     pub fn load_or_builtin(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {
             Some(p) => Config::load(p),
@@ -399,73 +652,184 @@ impl Config {
         }
     }
 
-    /// Parses YAML text; `origin` names it in errors.
+    /// Parses YAML text and lays it over the built-in configuration;
+    /// `origin` names it in errors and in [`Config::sources`].
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string(),
+        let parse_error = |e: serde_norway::Error| parse_error(origin, text, &e);
+        // Empty, or only comments.
+        let doc: Value = serde_norway::from_str(text).map_err(parse_error)?;
+        if doc.is_null() {
+            let mut c = Config::builtin();
+            c.origin = origin.to_string();
+            c.warnings.push(format!(
+                "{origin} is empty: the built-in configuration applies"
+            ));
+            return Ok(c);
+        }
+        // The file alone, as typed: unknown keys and wrong types, with
+        // their positions; then its entries, each checked where it is.
+        let own: Config = serde_norway::from_str(text).map_err(parse_error)?;
+        own.check_entries().map_err(|p| {
+            let at = locate::locate(text, &locate::parse_path(&p.path));
+            ConfigError::Invalid {
+                origin: place(origin, at),
+                message: if p.path.is_empty() {
+                    p.message
+                } else {
+                    format!("{}: {}", p.path, p.message)
+                },
+            }
         })?;
-        config.origin = origin.to_string();
-        config.check()?;
+        Config::layered(Some(&merge::Layer {
+            file: origin,
+            text,
+            value: &doc,
+            replace: own.replace,
+        }))
+    }
+
+    /// The built-in configuration with `layer` over it, checked.
+    fn layered(layer: Option<&merge::Layer<'_>>) -> Result<Config, ConfigError> {
+        let (value, sources) = merge::merge(&builtin_value(), layer);
+        let origin = layer.map_or(BUILTIN, |l| l.file).to_string();
+        let mut config: Config =
+            serde_json::from_value(value).map_err(|e| ConfigError::Invalid {
+                origin: origin.clone(),
+                message: format!("merged with the built-in configuration: {e}"),
+            })?;
+        config.origin = origin;
+        config.sources = sources;
+        if let Some(l) = layer {
+            config.replace = l.replace;
+        }
+        if layer.is_none() {
+            config.check_entries().map_err(|p| ConfigError::Invalid {
+                origin: BUILTIN.into(),
+                message: format!("{}: {}", p.path, p.message),
+            })?;
+        }
+        config.check_links(layer)?;
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            origin: self.origin.clone(),
-            message,
-        };
+    /// Checks each entry on its own (in the file that holds it, so that
+    /// positions are that file's).
+    fn check_entries(&self) -> Result<(), Problem> {
         if self.version != 1 {
-            return Err(invalid(format!(
-                "version {} is not supported (only 1)",
-                self.version
-            )));
+            return Err(Problem::new(
+                "version",
+                format!("{} is not supported (only 1)", self.version),
+            ));
         }
         for (i, m) in self.metrics.track.iter().enumerate() {
             if !KPI_NAMES.contains(&m.as_str()) {
-                return Err(invalid(format!(
-                    "metrics.track[{i}]: unknown metric `{m}` (known: {})",
-                    KPI_NAMES.join(", ")
-                )));
+                return Err(Problem::new(
+                    format!("metrics.track[{i}]"),
+                    format!(
+                        "unknown metric `{m}`{} (known: {})",
+                        crate::suggest::did_you_mean(m, KPI_NAMES),
+                        KPI_NAMES.join(", ")
+                    ),
+                ));
             }
         }
+        const BUCKETS: [&str; 3] = ["hourly", "daily", "weekly"];
         for (i, b) in self.metrics.aggregate.buckets.iter().enumerate() {
-            if !["hourly", "daily", "weekly"].contains(&b.as_str()) {
-                return Err(invalid(format!(
-                    "metrics.aggregate.buckets[{i}]: unknown bucket `{b}` (hourly, daily, weekly)"
-                )));
+            if !BUCKETS.contains(&b.as_str()) {
+                return Err(Problem::new(
+                    format!("metrics.aggregate.buckets[{i}]"),
+                    format!(
+                        "unknown bucket `{b}`{} (hourly, daily, weekly)",
+                        crate::suggest::did_you_mean(b, BUCKETS)
+                    ),
+                ));
             }
         }
         let w = self.metrics.aggregate.window_minutes;
         if !(1..=7 * 24 * 60).contains(&w) {
-            return Err(invalid(format!(
-                "metrics.aggregate.window_minutes: {w} is outside 1..=10080"
-            )));
+            return Err(Problem::new(
+                "metrics.aggregate.window_minutes",
+                format!("{w} is outside 1..=10080"),
+            ));
         }
+        const DESTINATIONS: [&str; 3] = ["websocket", "console", "file"];
         for (i, d) in self.destinations.iter().enumerate() {
-            if !["websocket", "console", "file"].contains(&d.kind.as_str()) {
-                return Err(invalid(format!(
-                    "destinations[{i}].type: unknown destination `{}` (websocket, console, file)",
-                    d.kind
-                )));
+            if !DESTINATIONS.contains(&d.kind.as_str()) {
+                return Err(Problem::new(
+                    format!("destinations[{i}].type"),
+                    format!(
+                        "unknown destination `{}`{} (websocket, console, file)",
+                        d.kind,
+                        crate::suggest::did_you_mean(&d.kind, DESTINATIONS)
+                    ),
+                ));
             }
         }
         if self.limits.max_payload_bytes == 0 {
-            return Err(invalid("limits.max_payload_bytes must be > 0".into()));
+            return Err(Problem::new("limits.max_payload_bytes", "must be > 0"));
         }
-        crate::alerts::parse_rules(self).map_err(|e| invalid(e.to_string()))?;
-        self.check_notifiers().map_err(invalid)?;
-        self.check_budgets().map_err(invalid)?;
+        crate::alerts::parse_rules(self).map_err(|e| Problem::from_text(&e.to_string()))?;
+        self.check_notifiers()?;
+        self.check_budgets()?;
         // Building the schema checks the event declarations.
-        crate::schema::Schema::from_config(self).map(|_| ())
+        crate::schema::Schema::from_config(self)
+            .map(|_| ())
+            .map_err(|e| match e {
+                ConfigError::Invalid { message, .. } => Problem::from_text(&message),
+                other => Problem::new("", other.to_string()),
+            })
     }
 
-    fn check_notifiers(&self) -> Result<(), String> {
+    /// Checks what joins entries of the effective configuration: every
+    /// alert action has notifiers.
+    fn check_links(&self, layer: Option<&merge::Layer<'_>>) -> Result<(), ConfigError> {
+        let rules = crate::alerts::parse_rules(self).map_err(|e| ConfigError::Invalid {
+            origin: self.origin.clone(),
+            message: e.to_string(),
+        })?;
+        for (rule, source) in rules.iter().zip(&self.sources.alerts) {
+            if self.notifiers.contains_key(&rule.action) {
+                continue;
+            }
+            let index = source.index.unwrap_or(rule.index);
+            let path = format!("alerts[{index}].action");
+            let (origin, whose) = match layer.filter(|_| !source.is_builtin()) {
+                Some(l) => (
+                    place(l.file, locate::locate(l.text, &locate::parse_path(&path))),
+                    String::new(),
+                ),
+                None => (
+                    self.origin.clone(),
+                    " (a built-in rule: define its notifier, or `replace: [alerts]`)".to_string(),
+                ),
+            };
+            let defined: Vec<&str> = self.notifiers.keys().map(String::as_str).collect();
+            return Err(ConfigError::Invalid {
+                origin,
+                message: format!(
+                    "{path}: no notifier `{}`{}{whose} (defined under notifiers: {})",
+                    rule.action,
+                    crate::suggest::did_you_mean(&rule.action, defined.iter().copied()),
+                    if defined.is_empty() {
+                        "none".to_string()
+                    } else {
+                        defined.join(", ")
+                    }
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_notifiers(&self) -> Result<(), Problem> {
         for (name, list) in &self.notifiers {
             if !crate::alerts::is_action_name(name) {
-                return Err(format!(
-                    "notifiers: bad action name {name:?} ({})",
-                    crate::alerts::ACTION_NAME_RULE
+                return Err(Problem::new(
+                    format!("notifiers.{name}"),
+                    format!(
+                        "bad action name {name:?} ({})",
+                        crate::alerts::ACTION_NAME_RULE
+                    ),
                 ));
             }
             for (i, n) in list.iter().enumerate() {
@@ -477,18 +841,25 @@ impl Config {
                             .strip_prefix("http://")
                             .or_else(|| url.strip_prefix("https://"));
                         if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
-                            return Err(format!(
-                                "{at}.url: expected an http:// or https:// URL with a host, got {url:?}"
+                            return Err(Problem::new(
+                                format!("{at}.url"),
+                                format!(
+                                    "expected an http:// or https:// URL with a host, got {url:?}"
+                                ),
                             ));
                         }
                         if retries.is_some_and(|r| r > MAX_WEBHOOK_RETRIES) {
-                            return Err(format!("{at}.retries: at most {MAX_WEBHOOK_RETRIES}"));
+                            return Err(Problem::new(
+                                format!("{at}.retries"),
+                                format!("at most {MAX_WEBHOOK_RETRIES}"),
+                            ));
                         }
                     }
                     NotifierConfig::Command { command } => {
                         if command.first().is_none_or(|p| p.is_empty()) {
-                            return Err(format!(
-                                "{at}.command: expected [program, args...] with a non-empty program"
+                            return Err(Problem::new(
+                                format!("{at}.command"),
+                                "expected [program, args...] with a non-empty program",
                             ));
                         }
                     }
@@ -498,21 +869,21 @@ impl Config {
         Ok(())
     }
 
-    fn check_budgets(&self) -> Result<(), String> {
+    fn check_budgets(&self) -> Result<(), Problem> {
         for (i, b) in self.budgets.iter().enumerate() {
             if !(b.limit_usd.is_finite()
                 && b.limit_usd > 0.0
                 && b.limit_usd <= crate::metrics::MAX_AMOUNT)
             {
-                return Err(format!(
-                    "budgets[{i}].limit_usd: expected a number > 0 and <= 1e12, got {}",
-                    b.limit_usd
+                return Err(Problem::new(
+                    format!("budgets[{i}].limit_usd"),
+                    format!("expected a number > 0 and <= 1e12, got {}", b.limit_usd),
                 ));
             }
             if !(b.warn_at > 0.0 && b.warn_at <= 1.0) {
-                return Err(format!(
-                    "budgets[{i}].warn_at: expected a fraction in (0, 1], got {}",
-                    b.warn_at
+                return Err(Problem::new(
+                    format!("budgets[{i}].warn_at"),
+                    format!("expected a fraction in (0, 1], got {}", b.warn_at),
                 ));
             }
         }
@@ -520,8 +891,9 @@ impl Config {
     }
 
     /// The notifiers of alert action `action`: its `notifiers:` entry, or
-    /// the console alone ([`DEFAULT_NOTIFIERS`]) when it has none. An
-    /// explicit empty list (`notify_admin: []`) silences the action.
+    /// the console alone ([`DEFAULT_NOTIFIERS`]) when it has none (no rule
+    /// of a loaded configuration: an action without an entry is refused at
+    /// load). An explicit empty list (`notify_admin: []`) silences it.
     pub fn notifiers_for(&self, action: &str) -> &[NotifierConfig] {
         self.notifiers
             .get(action)
@@ -556,6 +928,12 @@ mod tests {
         assert_eq!(c.events.len(), 7);
         assert_eq!(c.metrics.aggregate.window_minutes, 60);
         assert_eq!(c.alerts.len(), 4);
+        assert_eq!(
+            c.notifiers.keys().collect::<Vec<_>>(),
+            ["notify_admin", "warn_user"]
+        );
+        assert!(c.sources.alerts.iter().all(Source::is_builtin));
+        assert!(c.warnings.is_empty());
         assert!(c.destination_enabled("file"));
         assert_eq!(
             c.destination("file").unwrap().path.as_deref(),
@@ -568,13 +946,15 @@ mod tests {
         let e = Config::from_yaml("events: [", "x.yaml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("x.yaml"), "{e}");
-        assert!(e.contains("line"), "{e}");
+        assert!(e.starts_with("invalid config x.yaml:2:1: "), "{e}");
 
         let e = Config::from_yaml("metrics:\n  track: [nope]\n", "x.yaml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("metrics.track[0]: unknown metric `nope`"), "{e}");
+        assert!(
+            e.starts_with("invalid config x.yaml:2:11: metrics.track[0]: unknown metric `nope`"),
+            "{e}"
+        );
 
         let e = Config::from_yaml("events:\n  - on: \"Bad Type\"\n", "x.yaml")
             .unwrap_err()
@@ -616,7 +996,14 @@ budgets:
     #[test]
     fn alerting_sections() {
         let c = Config::from_yaml(ALERTING, "a.yaml").unwrap();
-        assert_eq!(c.alerts.len(), 2);
+        // The first rule overrides the built-in one of the same condition,
+        // the second is added.
+        assert_eq!(c.alerts.len(), 5);
+        assert_eq!(c.alerts[0]["message"], "Critic rejecting >50% of tests");
+        assert!(c.sources.alerts[0].overrides);
+        assert_eq!(c.sources.alerts[0].line, Some(3));
+        assert_eq!(c.alerts[4]["condition"], "events_dropped>0");
+        assert_eq!(c.sources.alerts[4].to_string(), "a.yaml:8");
         assert_eq!(
             c.notifiers_for("notify_admin"),
             [
@@ -652,9 +1039,9 @@ budgets:
                 },
             ]
         );
-        // The built-in file has neither section.
+        // The built-in file has no budgets; its actions go to the console.
         let b = Config::builtin();
-        assert!(b.notifiers.is_empty() && b.budgets.is_empty());
+        assert!(b.budgets.is_empty());
         assert_eq!(b.notifiers_for("notify_admin"), DEFAULT_NOTIFIERS);
     }
 
@@ -664,7 +1051,7 @@ budgets:
         let e = err("alerts:\n  - {condition: \"events > 1\", action: a}\n  - {condition: \"critic_rejection > 0.5\", action: a}\n");
         assert!(
             e.starts_with(
-                r#"invalid config x.yaml: alerts[1].condition: unknown metric "critic_rejection" (known: "#
+                r#"invalid config x.yaml:3:6: alerts[1].condition: unknown metric "critic_rejection"; did you mean `critic_rejection_rate`? (known: "#
             ),
             "{e}"
         );
@@ -699,7 +1086,10 @@ budgets:
             err("notifiers:\n  a:\n    - type: webhook\n      url: http://x\n      timeout: -1s\n");
         assert!(e.contains("expected a duration"), "{e}");
         let e = err("notifiers:\n  \"a b\":\n    - type: console\n");
-        assert!(e.contains(r#"notifiers: bad action name "a b""#), "{e}");
+        assert!(
+            e.contains(r#"x.yaml:2:3: notifiers.a b: bad action name "a b""#),
+            "{e}"
+        );
 
         let e = err("budgets:\n  - {scope: global, period: day, limit_usd: 0}\n");
         assert!(
@@ -720,5 +1110,172 @@ budgets:
         assert!(e.contains("budgets[0].period") && e.contains("year"), "{e}");
         let e = err("budgets:\n  - {scope: task, period: day, limit: 1}\n");
         assert!(e.contains("limit"), "{e}");
+    }
+
+    /// The README's example (`Alerts and budgets`), saved as a file.
+    const README_SHAPED: &str = r#"
+alerts:
+  - condition: "agent_failures{agent=\"medic\"} >= 3"
+    action: notify_admin
+    message: "The medic keeps failing"
+notifiers:
+  notify_admin:
+    - type: webhook
+      url: http://127.0.0.1:9999/hook
+      format: slack
+budgets:
+  - scope: global
+    period: day
+    limit_usd: 50
+"#;
+
+    #[test]
+    fn a_readme_shaped_file_extends_the_built_in_configuration() {
+        let c = Config::from_yaml(README_SHAPED, "my.yaml").unwrap();
+        // Validation stays on: the built-in event types are all there.
+        let schema = crate::schema::Schema::from_config(&c).unwrap();
+        assert_eq!(schema.declared_types().len(), 7);
+        assert!(c.sources.events.values().all(Source::is_builtin));
+        // Its rule is added to the four built-in ones.
+        assert_eq!(c.alerts.len(), 5);
+        assert_eq!(c.sources.alerts[4].to_string(), "my.yaml:3");
+        // Its notifier replaces the built-in one of that action; the other stays.
+        assert!(matches!(
+            c.notifiers_for("notify_admin"),
+            [NotifierConfig::Webhook { .. }]
+        ));
+        assert!(c.sources.notifiers["notify_admin"].overrides);
+        assert_eq!(c.notifiers_for("warn_user"), DEFAULT_NOTIFIERS);
+        assert!(c.sources.notifiers["warn_user"].is_builtin());
+        assert_eq!(c.budgets.len(), 1);
+        assert_eq!(c.sources.budgets[0].to_string(), "my.yaml:12");
+        // Settings not in the file keep the built-in values.
+        assert_eq!(c.metrics.aggregate.window_minutes, 60);
+        assert_eq!(c.metrics.track.len(), 6);
+        assert!(c.destination_enabled("file"));
+    }
+
+    #[test]
+    fn settings_merge_key_by_key_and_replace_opts_out() {
+        let c = Config::from_yaml(
+            "metrics:\n  aggregate:\n    window_minutes: 5\nstrict: true\nevents:\n  - on: agent_completed\n    emit: [agent]\n  - on: note\n    emit: [text]\n",
+            "m.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.aggregate.window_minutes, 5);
+        assert_eq!(c.metrics.aggregate.buckets.len(), 3);
+        assert!(c.strict);
+        let schema = crate::schema::Schema::from_config(&c).unwrap();
+        assert_eq!(schema.declared_types().len(), 8);
+        assert_eq!(schema.fields("agent_completed").unwrap().count(), 1);
+        assert!(c.sources.events["agent_completed"].overrides);
+        assert_eq!(c.sources.events["note"].to_string(), "m.yaml:8");
+        let (_, v, src) = c
+            .sources
+            .settings
+            .iter()
+            .find(|(k, _, _)| k == "metrics.aggregate.window_minutes")
+            .unwrap();
+        assert_eq!(
+            (v.clone(), src.to_string()),
+            (Value::from(5), "m.yaml:3".into())
+        );
+
+        // `replace: all`: the file alone, as before.
+        let c = Config::from_yaml(
+            "replace: all\nalerts:\n  - {condition: events > 1, action: page}\nnotifiers:\n  page: []\n",
+            "r.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.alerts.len(), 1);
+        assert!(c.events.is_empty());
+        // `replace: [alerts]`: the built-in rules go, the schema stays.
+        let c = Config::from_yaml(
+            "replace: [alerts]\nalerts:\n  - {condition: events > 1, action: warn_user}\n",
+            "r.yaml",
+        )
+        .unwrap();
+        assert_eq!((c.alerts.len(), c.events.len()), (1, 7));
+        let e = Config::from_yaml("replace: [alert]\n", "r.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown section `alert`; did you mean `alerts`?"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_typo_class_is_refused_with_its_position_and_suggestion() {
+        let err = |yaml: &str| Config::from_yaml(yaml, "t.yaml").unwrap_err().to_string();
+        for (yaml, want) in [
+            (
+                "budget:\n  - {scope: global, period: day, limit_usd: 5}\n",
+                "t.yaml:1:1: budget: unknown key; did you mean `budgets`?",
+            ),
+            (
+                "alert:\n  - {condition: events > 1, action: warn_user}\n",
+                "t.yaml:1:1: alert: unknown key; did you mean `alerts`?",
+            ),
+            ("stric: true\n", "t.yaml:1:1: stric: unknown key; did you mean `strict`?"),
+            (
+                "metrics:\n  aggregate:\n    windw_minutes: 5\n",
+                "t.yaml:3:5: metrics.aggregate.windw_minutes: unknown key; did you mean `window_minutes`?",
+            ),
+            (
+                "budgets:\n  - scope: global\n    period: day\n    limit: 5\n",
+                "t.yaml:4:5: budgets[0].limit: unknown key; did you mean `limit_usd`?",
+            ),
+            (
+                "budgets:\n  - {scope: globl, period: day, limit_usd: 5}\n",
+                "budgets[0].scope: unknown value `globl`; did you mean `global`?",
+            ),
+            (
+                "events:\n  - on: x\n    emits: [a]\n",
+                "t.yaml:3:5: events[0].emits: unknown key; did you mean `emit`?",
+            ),
+            (
+                "destinations:\n  - type: consol\n",
+                "t.yaml:2:5: destinations[0].type: unknown destination `consol`; did you mean `console`?",
+            ),
+            (
+                "alerts:\n  - condition: events > 1\n    action: warn_user\n    mesage: hi\n",
+                "t.yaml:4:5: alerts[0].mesage: unknown key; did you mean `message`?",
+            ),
+            (
+                "alerts:\n  - condition: events > 1\n    action: notify_admn\n",
+                "t.yaml:3:5: alerts[0].action: no notifier `notify_admn`; did you mean `notify_admin`?",
+            ),
+            (
+                "notifiers:\n  page:\n    - type: webhok\n      url: http://x\n",
+                "unknown value `webhok`; did you mean `webhook`?",
+            ),
+            (
+                "notifiers:\n  page:\n    - type: console\n    - type: webhook\n      urll: http://x\n",
+                "t.yaml:5:7: notifiers.page[1].urll: unknown key; did you mean `url`?",
+            ),
+            (
+                "events:\n  - on: x\n    emit:\n      - cost: monye\n",
+                "t.yaml:4:9: events[0].emit[0].cost: unknown field kind `monye`; did you mean `money`?",
+            ),
+        ] {
+            let e = err(yaml);
+            assert!(e.contains(want), "{yaml}\n  gave: {e}\n  want: {want}");
+        }
+        // The known keys come from the structs.
+        let e = err("stric: true\n");
+        assert!(e.contains("(known: version, events, destinations"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_file_is_a_warning_and_the_defaults_apply() {
+        for text in ["", "\n\n", "# nothing yet\n"] {
+            let c = Config::from_yaml(text, "e.yaml").unwrap();
+            assert_eq!(c.alerts.len(), 4);
+            assert_eq!(
+                c.warnings,
+                ["e.yaml is empty: the built-in configuration applies"]
+            );
+        }
     }
 }

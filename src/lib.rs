@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod schema;
 pub mod sinks;
+pub mod suggest;
 mod swar;
 
 pub use client::Client;

@@ -1,8 +1,11 @@
 //! Reading JSONL logs: plain or gzipped files, line by line, fast.
 //!
-//! Used by `validate`, `report`, replay and the recovery of the last id at
-//! start. [`LogReader`] reads in large chunks and hands out borrowed lines,
-//! so reading costs no allocation per line; [`read_events`] parses them.
+//! [`LogReader`] reads in large chunks and hands out borrowed lines, so
+//! reading costs no allocation per line. The offline commands (`validate`,
+//! `report`, `replay`, `rebuild-metrics`) read logs a user brings, in
+//! agentpulse's format or the original module's, through one reader:
+//! [`EventLog`] ([`entries`]). [`read_events`] reads agentpulse's own logs
+//! (every line has an id) for the recovery at start and stream backfill.
 //! [`last_event`] reads a plain log backwards from its end and so does not
 //! depend on the file's size. For the file layout see
 //! [`crate::sinks::jsonl`].
@@ -16,9 +19,13 @@ use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 
-use crate::event::{Event, WireError};
+use crate::event::Event;
 use crate::sinks::jsonl::rotated_files;
 use crate::swar;
+
+pub mod entries;
+
+pub use entries::{EventLog, LogError, LoggedEvent};
 
 /// Size of the chunks read from a file (grows for longer lines).
 const CHUNK: usize = 1 << 20;
@@ -268,26 +275,6 @@ fn is_blank(line: &[u8]) -> bool {
 pub fn read_events(
     path: impl AsRef<Path>,
     mut on_event: impl FnMut(Event),
-    on_error: impl FnMut(LineError),
-) -> io::Result<ReadStats> {
-    read_lines(
-        path,
-        |line| {
-            on_event(Event::from_wire(line)?);
-            Ok(())
-        },
-        on_error,
-    )
-}
-
-/// [`read_events`] with the parsing left to `on_line`, which gets every
-/// complete non-blank line (without its `\n`) and answers whether it read
-/// as an event: e.g. to read only some fields, borrowing from the line
-/// (`metrics::EventFields::from_wire`). Its errors, and a torn last line,
-/// go to `on_error`.
-pub fn read_lines(
-    path: impl AsRef<Path>,
-    mut on_line: impl FnMut(&[u8]) -> Result<(), WireError>,
     mut on_error: impl FnMut(LineError),
 ) -> io::Result<ReadStats> {
     let path = path.as_ref();
@@ -299,7 +286,7 @@ pub fn read_lines(
             return ControlFlow::Continue(());
         }
         let result = if line.terminated {
-            on_line(line.bytes).map_err(|e| e.to_string())
+            Event::from_wire(line.bytes).map_err(|e| e.to_string())
         } else {
             Err(format!(
                 "torn last line ({} bytes without a newline)",
@@ -307,7 +294,10 @@ pub fn read_lines(
             ))
         };
         match result {
-            Ok(()) => stats.events += 1,
+            Ok(event) => {
+                stats.events += 1;
+                on_event(event);
+            }
             Err(message) => {
                 stats.errors += 1;
                 on_error(LineError {

@@ -16,10 +16,11 @@ const T: Duration = Duration::from_secs(20);
 /// The contract's events plus `extra` YAML, written to a file in `dir`.
 fn config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let base = include_str!("../config/observability.yaml");
-    // Keep the events and destinations; replace the alerts.
+    // Keep the events and destinations; replace the alerts (a file
+    // extends the built-in ones unless it says so).
     let events_part = &base[..base.find("alerts:").unwrap()];
     let path = dir.join("agentpulse.yaml");
-    std::fs::write(&path, format!("{events_part}{extra}")).unwrap();
+    std::fs::write(&path, format!("replace: [alerts]\n{events_part}{extra}")).unwrap();
     path
 }
 
@@ -235,7 +236,7 @@ fn validate_config_checks_a_file_without_starting() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 alert rules"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 alert rule,"));
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,

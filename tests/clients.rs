@@ -1341,12 +1341,15 @@ fn replay_reads_the_original_format_and_names_bad_lines() {
         None,
     );
     assert_eq!(code, 1, "not everything reached the hub");
-    assert!(err.contains("old.jsonl:2: skipped: not JSON"), "{err}");
+    assert!(
+        err.contains("old.jsonl:2: skipped: malformed JSON"),
+        "{err}"
+    );
     assert!(
         out.contains("replayed 3 events") && out.contains("2 new") && out.contains("1 rejected"),
         "{out}"
     );
-    assert!(out.contains("1 lines skipped"), "{out}");
+    assert!(out.contains("1 line skipped"), "{out}");
     let events = all_events(&hub, &[]);
     let ids: Vec<&str> = events
         .iter()

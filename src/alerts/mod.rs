@@ -110,9 +110,13 @@
 //! | `webhook` | `url` (http/https, required), `format` (`json` default, `slack`), `timeout` (duration), `retries` (0–10) |
 //! | `command` | `command`: program and arguments, a list (no shell)                   |
 //!
-//! An action with no entry notifies the console only; an explicit empty
-//! list (`notify_admin: []`) silences it (its events are still emitted and
-//! kept in the history). Unknown keys are refused.
+//! Every rule's action must have an entry: a misspelt action is refused at
+//! load with the nearest defined one (`alerts[0].action: no notifier
+//! `notify_admn`; did you mean `notify_admin`?`). The built-in rules'
+//! actions, `notify_admin` and `warn_user`, notify the console; a file's
+//! entry of the same name replaces that. An explicit empty list
+//! (`notify_admin: []`) silences an action (its events are still emitted
+//! and kept in the history). Unknown keys are refused.
 //!
 //! ## `budgets:`
 //!

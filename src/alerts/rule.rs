@@ -421,7 +421,11 @@ pub enum ConditionError {
         found: String,
     },
     /// A name that is not a metric.
-    #[error("unknown metric {name:?} (known: {})", METRIC_NAMES.join(", "))]
+    #[error(
+        "unknown metric {name:?}{} (known: {})",
+        crate::suggest::did_you_mean(name, METRIC_NAMES.iter().copied()),
+        METRIC_NAMES.join(", ")
+    )]
     UnknownMetric {
         /// The name.
         name: String,
@@ -708,9 +712,13 @@ pub enum RuleProblem {
     /// The entry is not a mapping.
     #[error("expected a mapping with `condition` and `action`, got {0}")]
     NotAMapping(String),
-    /// A key the entry may not have.
-    #[error("unknown key (known: {})", RULE_KEYS.join(", "))]
-    UnknownKey,
+    /// A key the entry may not have (with the nearest known one, if any).
+    #[error(
+        "unknown key{} (known: {})",
+        crate::suggest::did_you_mean(.0, RULE_KEYS),
+        RULE_KEYS.join(", ")
+    )]
+    UnknownKey(String),
     /// A required key is missing.
     #[error("is required")]
     Missing,
@@ -774,7 +782,7 @@ impl Rule {
             .as_object()
             .ok_or_else(|| err(None, RuleProblem::NotAMapping(show(entry))))?;
         if let Some(k) = map.keys().find(|k| !RULE_KEYS.contains(&k.as_str())) {
-            return Err(err(Some(k), RuleProblem::UnknownKey));
+            return Err(err(Some(k), RuleProblem::UnknownKey(k.clone())));
         }
         let string = |key: &'static str| -> Result<Option<&str>, RuleError> {
             match map.get(key) {
@@ -917,7 +925,9 @@ mod tests {
     fn errors_say_what_is_wrong() {
         let e = err("critic_rejection > 0.5");
         assert!(
-            e.starts_with(r#"unknown metric "critic_rejection" (known: agent_utilization, "#),
+            e.starts_with(
+                r#"unknown metric "critic_rejection"; did you mean `critic_rejection_rate`? (known: agent_utilization, "#
+            ),
             "{e}"
         );
         assert_eq!(
@@ -991,8 +1001,9 @@ mod tests {
             "alerts[3].min_samples: expected an integer >= 0, got -1"
         );
         assert!(
-            parse(json!({"condition": "events > 1", "action": "a", "mesage": "x"}))
-                .starts_with("alerts[3].mesage: unknown key (known: condition, action")
+            parse(json!({"condition": "events > 1", "action": "a", "mesage": "x"})).starts_with(
+                "alerts[3].mesage: unknown key; did you mean `message`? (known: condition, action"
+            )
         );
         assert!(parse(json!("events > 1")).starts_with("alerts[3]: expected a mapping"));
     }

@@ -39,7 +39,7 @@ enum What {
     /// HTTP NDJSON ingest throughput.
     Ingest {
         /// The hub.
-        #[arg(long, default_value = "http://127.0.0.1:3010")]
+        #[arg(long, env = "AGENTPULSE_HUB_URL", default_value = "http://127.0.0.1:3010", value_parser = super::hub_url)]
         hub: String,
         /// Events to send in all.
         #[arg(long, default_value_t = 1_000_000)]
@@ -54,7 +54,7 @@ enum What {
     /// Fan-out: subscribers, a fixed event rate, latency histogram.
     Fanout {
         /// The hub.
-        #[arg(long, default_value = "http://127.0.0.1:3010")]
+        #[arg(long, env = "AGENTPULSE_HUB_URL", default_value = "http://127.0.0.1:3010", value_parser = super::hub_url)]
         hub: String,
         /// Stream subscribers.
         #[arg(long, default_value_t = 100)]
@@ -78,7 +78,7 @@ enum What {
     /// Idle connections: the hub's memory per connection.
     Idle {
         /// The hub.
-        #[arg(long, default_value = "http://127.0.0.1:3010")]
+        #[arg(long, env = "AGENTPULSE_HUB_URL", default_value = "http://127.0.0.1:3010", value_parser = super::hub_url)]
         hub: String,
         /// Connections to open.
         #[arg(long, default_value_t = 10_000)]

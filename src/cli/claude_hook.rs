@@ -49,7 +49,8 @@ pub struct Args {
     #[arg(
         long,
         env = "AGENTPULSE_HUB_URL",
-        default_value = "http://127.0.0.1:3010"
+        default_value = "http://127.0.0.1:3010",
+        value_parser = super::hub_url
     )]
     hub: String,
     /// The hub's token.
@@ -88,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let events = map_hook(&hook, &args.agent, now_unix());
     if args.print {
         for e in &events {
-            println!("{e}");
+            outln!("{e}");
         }
         return Ok(ExitCode::SUCCESS);
     }

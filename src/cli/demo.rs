@@ -12,13 +12,15 @@
 //!   critic rejections, runner failures, medic fixes, escalations and
 //!   budget events; the same seed gives the same events.
 //!
-//! Every event's timestamp is the start time (`--start`, default now) plus
-//! its offset in the workflow, whatever `--speed` is: `--speed 1` pauses
-//! between events as long as their offsets say (the success path takes
-//! 4 s, the failure path 5.2 s), `--speed 0.5` half as long, `--speed 0`
-//! not at all. So the final KPIs, computed from the run's own events
-//! (`report`'s "overall" figures: utilization over the run's time span),
-//! are the same at any speed.
+//! Every event's timestamp is the start time plus its offset in the
+//! workflow, whatever `--speed` is: `--speed 1` pauses between events as
+//! long as their offsets say (the success path takes 4 s, the failure path
+//! 5.2 s), `--speed 0.5` half as long, `--speed 0` not at all. So the final
+//! KPIs, computed from the run's own events (`report`'s "overall" figures:
+//! utilization over the run's time span), are the same at any speed. The
+//! start time is `--start`, else chosen so that no event is stamped after
+//! the moment it is sent: now at `--speed 1` or slower, and at `--speed 0`
+//! the run's span before now (the last event is stamped when it is sent).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,7 +47,7 @@ pub struct Args {
     failure: bool,
     /// Send to a running hub (e.g. http://127.0.0.1:3010) instead of an
     /// in-process pipeline.
-    #[arg(long, env = "AGENTPULSE_HUB_URL")]
+    #[arg(long, env = "AGENTPULSE_HUB_URL", value_parser = super::hub_url)]
     hub: Option<String>,
     /// The hub's token.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
@@ -522,7 +524,14 @@ pub fn run(config: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitC
         None if args.failure => ("failure", 1, failure_workflow()),
         None => ("success", 1, success_workflow()),
     };
-    let start = args.start.unwrap_or_else(now_unix);
+    // Faster than real time, the run is laid out so that it ends now:
+    // no event is stamped later than the moment it is sent (a stamp in the
+    // future would keep a dashboard's KPIs moving after the run, and fire
+    // alerts late).
+    let span = events.last().map_or(0.0, |e| e.at as f64 / 1000.0);
+    let start = args
+        .start
+        .unwrap_or_else(|| now_unix() - span * (1.0 - args.speed).max(0.0));
     if !(start.is_finite() && start >= 0.0) {
         bail!("--start: expected Unix seconds >= 0");
     }
@@ -534,7 +543,7 @@ pub fn run(config: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitC
                 b = b.token(t.as_str());
             }
             let client = b.build()?;
-            super::replay::check_reachable(client.hub_url())?;
+            super::check_hub(client.hub_url(), args.token.as_deref())?;
             Target::Hub(client)
         }
         None => {
@@ -542,7 +551,7 @@ pub fn run(config: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitC
                 Some(d) => d.clone(),
                 None => temp_dir()?,
             };
-            let cfg = agentpulse::config::Config::load_or_builtin(config)?;
+            let cfg = super::load_config(config)?;
             let mut b = Emitter::builder()
                 .config(cfg)
                 .log_dir(&dir)
@@ -653,9 +662,9 @@ pub fn run(config: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitC
             "kpis": kpis,
             "agents": report.agents,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print_summary(name, tasks, events.len(), span, &destination, &kpis);
+        print_summary(name, tasks, events.len(), span, &destination, &kpis)?;
     }
     let failed = destination["rejected"].as_u64().unwrap_or(0) > 0
         || destination["undelivered"].as_u64().unwrap_or(0) > 0;
@@ -673,24 +682,25 @@ fn print_summary(
     span: f64,
     destination: &Value,
     kpis: &Value,
-) {
-    let plural = if tasks == 1 { "" } else { "s" };
-    println!(
-        "agentpulse demo: {name} workflow, {tasks} task{plural}, {events} events over {span:.1} s"
+) -> anyhow::Result<()> {
+    outln!(
+        "agentpulse demo: {name} workflow, {}, {} over {span:.1} s",
+        super::plural(tasks, "task", "tasks"),
+        super::plural(events as u64, "event", "events")
     );
     if let Some(log) = destination["log"].as_str() {
-        println!("recorded in {log}");
+        outln!("recorded in {log}");
     } else {
-        println!(
+        outln!(
             "sent to {}: {} stored ({} duplicates), {} rejected",
             destination["hub"].as_str().unwrap_or("?"),
             destination["sent"],
             destination["duplicates"],
             destination["rejected"]
         );
-        println!("dashboard: {}/", destination["hub"].as_str().unwrap_or("?"));
+        outln!("dashboard: {}/", destination["hub"].as_str().unwrap_or("?"));
     }
-    println!("\nKPIs of this run (over its {span:.1} s)");
+    outln!("\nKPIs of this run (over its {span:.1} s)");
     for name in KPI_NAMES {
         let v = kpis[name].as_f64().unwrap_or(0.0);
         let unit = if name == "time_to_completion" {
@@ -698,13 +708,19 @@ fn print_summary(
         } else {
             ""
         };
-        println!("  {name:<24} {v:.4}{unit}");
+        outln!("  {name:<24} {v:.4}{unit}");
     }
     let s = &kpis["samples"];
-    println!(
-        "  (samples: {} agents, {} features completed, {} tasks finished, {} critic decisions, {} validations)",
-        s["agents"], s["features_completed"], s["tasks_finished"], s["critic_decisions"], s["validations"]
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    outln!(
+        "  (samples: {}, {} completed, {} finished, {}, {})",
+        super::plural(n("agents"), "agent", "agents"),
+        super::plural(n("features_completed"), "feature", "features"),
+        super::plural(n("tasks_finished"), "task", "tasks"),
+        super::plural(n("critic_decisions"), "critic decision", "critic decisions"),
+        super::plural(n("validations"), "validation", "validations"),
     );
+    Ok(())
 }
 
 /// A new directory under the system's temporary directory.

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use agentpulse::config::Config;
 use agentpulse::emitter::Emitter;
 use agentpulse::event::NewEvent;
 use agentpulse::pipeline::Outcome;
@@ -33,7 +32,7 @@ pub struct Args {
     quiet: bool,
     /// Send to a running hub (e.g. http://127.0.0.1:3010) instead of
     /// recording locally.
-    #[arg(long, env = "AGENTPULSE_HUB_URL")]
+    #[arg(long, env = "AGENTPULSE_HUB_URL", value_parser = super::hub_url)]
     hub: Option<String>,
     /// The hub's token.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
@@ -58,7 +57,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(hub) = &args.hub {
         return send_to_hub(hub, args.token.as_deref(), &args, payload);
     }
-    let config = Config::load_or_builtin(config)?;
+    let config = super::load_config(config)?;
     let mut builder = Emitter::builder().config(config).log_dir(&args.log_dir);
     if args.quiet {
         builder = builder.quiet();
@@ -70,8 +69,18 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     event.event_id = args.event_id.map(String::into_boxed_str);
     let result = emitter.ingest_blocking(vec![event]);
     emitter.stop()?;
+    let likely = emitter
+        .schema()
+        .likely_type(&args.event_type)
+        .map(str::to_string);
     match result?.pop().expect("one result per event") {
         Ok(Outcome::Accepted(id)) => {
+            if let Some(t) = likely {
+                eprintln!(
+                    "warning: undeclared event type `{}`; did you mean `{t}`?",
+                    args.event_type
+                );
+            }
             eprintln!("recorded event {id} in {}", args.log_dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -100,7 +109,7 @@ fn send_to_hub(
     if let Some(id) = &args.event_id {
         body["event_id"] = id.as_str().into();
     }
-    let url = format!("{}/events", hub.trim_end_matches('/'));
+    let url = format!("{hub}/events");
     let mut req = ureq::post(&url).timeout(std::time::Duration::from_secs(10));
     if let Some(t) = token {
         req = req.set("Authorization", &format!("Bearer {t}"));
@@ -108,10 +117,26 @@ fn send_to_hub(
     let (status, text) = match req.send_json(body) {
         Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
         Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
-        Err(e) => bail!("cannot reach the hub at {url}: {e}"),
+        Err(e) => {
+            return Err(super::unreachable(
+                "the hub",
+                hub,
+                &super::serve_hint(hub),
+                &e,
+            ))
+        }
     };
+    if status == 401 || status == 403 {
+        eprintln!("error: {}", super::token_refused(hub, status, token));
+        return Ok(ExitCode::from(2));
+    }
     let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if status == 200 {
+        for w in answer["warnings"].as_array().into_iter().flatten() {
+            if let Some(text) = w["warning"].as_str() {
+                eprintln!("warning: {text}");
+            }
+        }
         match answer["ids"].get(0).and_then(Value::as_u64) {
             Some(id) if answer["duplicates"] == 1 => eprintln!("duplicate of event {id}"),
             Some(id) => eprintln!("sent: event {id}"),

@@ -5,23 +5,51 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde_json::Value;
 
 use agentpulse::config::KPI_NAMES;
 use agentpulse::hub::api::parse_time;
-use agentpulse::logfile;
-use agentpulse::metrics::{EventFields, Granularity, MetricsConfig, MetricsEngine};
+use agentpulse::logfile::EventLog;
+use agentpulse::metrics::{Granularity, MetricsConfig, MetricsEngine};
 use agentpulse::sinks::redis_metrics::store::{read_series, replace};
 use agentpulse::sinks::redis_metrics::{connect as connect_redis, Keys};
 
+/// `--redis-prefix` (old name `--prefix`): one definition for `serve`,
+/// `metrics` and `rebuild-metrics`, so the name and variable agree.
+#[derive(Debug, clap::Args)]
+pub struct RedisPrefix {
+    /// Prefix of the metric keys in Redis.
+    #[arg(
+        long,
+        visible_alias = "prefix",
+        env = "AGENTPULSE_REDIS_PREFIX",
+        default_value = "metrics:"
+    )]
+    pub redis_prefix: String,
+}
+
+/// `--redis-ttl-days` (old name `--ttl-days`), for `serve` and
+/// `rebuild-metrics`.
+#[derive(Debug, clap::Args)]
+pub struct RedisTtl {
+    /// TTL of hourly / daily / weekly buckets, in days.
+    #[arg(
+        long,
+        visible_alias = "ttl-days",
+        env = "AGENTPULSE_REDIS_TTL_DAYS",
+        value_delimiter = ',',
+        default_value = "7,30,90"
+    )]
+    pub redis_ttl_days: Vec<u64>,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct MetricsArgs {
-    /// The Redis holding the buckets.
-    #[arg(long, env = "AGENTPULSE_REDIS_URL")]
+    /// The Redis holding the buckets (redis://HOST:PORT, or HOST:PORT).
+    #[arg(long, env = "AGENTPULSE_REDIS_URL", value_parser = super::redis_url)]
     redis_url: String,
     /// hourly, daily or weekly.
-    #[arg(long, default_value = "daily")]
+    #[arg(long, visible_alias = "buckets", default_value = "daily")]
     bucket: String,
     /// Start (Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, UTC).
     #[arg(long)]
@@ -29,12 +57,14 @@ pub struct MetricsArgs {
     /// End (same forms); default now.
     #[arg(long)]
     to: Option<String>,
-    /// Key prefix.
-    #[arg(long, env = "AGENTPULSE_REDIS_PREFIX", default_value = "metrics:")]
-    prefix: String,
+    #[command(flatten)]
+    prefix: RedisPrefix,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Also list the buckets without data (the table skips them).
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,15 +72,13 @@ pub struct RebuildArgs {
     /// JSONL logs (plain or .gz).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// The Redis to write.
-    #[arg(long, env = "AGENTPULSE_REDIS_URL")]
+    /// The Redis to write (redis://HOST:PORT, or HOST:PORT).
+    #[arg(long, env = "AGENTPULSE_REDIS_URL", value_parser = super::redis_url)]
     redis_url: String,
-    /// Key prefix.
-    #[arg(long, env = "AGENTPULSE_REDIS_PREFIX", default_value = "metrics:")]
-    prefix: String,
-    /// TTL of hourly / daily / weekly buckets, in days.
-    #[arg(long, value_delimiter = ',', default_value = "7,30,90")]
-    ttl_days: Vec<u64>,
+    #[command(flatten)]
+    prefix: RedisPrefix,
+    #[command(flatten)]
+    ttl: RedisTtl,
 }
 
 /// A granularity stored in Redis (minutes are not).
@@ -63,7 +91,14 @@ pub(crate) fn stored_granularity(option: &str, name: &str) -> anyhow::Result<Gra
 async fn connect(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
     connect_redis(url, Duration::from_secs(3), Duration::from_secs(30))
         .await
-        .map_err(anyhow::Error::msg)
+        .map_err(|e| {
+            let hint = if e.contains("refused") {
+                " (is redis-server running there?)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{e}{hint}")
+        })
 }
 
 pub fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
@@ -77,7 +112,7 @@ pub fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
         None => to - 6.0 * g.length_secs() as f64,
     };
     let keys = Keys {
-        prefix: args.prefix.clone(),
+        prefix: args.prefix.redis_prefix.clone(),
         ..Keys::default()
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -87,27 +122,43 @@ pub fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
         let mut con = connect(&args.redis_url).await?;
         anyhow::Ok(read_series(&mut con, &keys, g, from, to).await?)
     })?;
+    let total = series.len();
+    let series: Vec<Value> = series
+        .into_iter()
+        .filter(|b| args.all || b["kpis"].is_object())
+        .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&Value::Array(series))?);
+        outln!("{}", serde_json::to_string_pretty(&Value::Array(series))?);
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{:<20}", "bucket");
-    for k in KPI_NAMES {
-        print!(" {:>12}", short(k));
+    if series.is_empty() {
+        outln!(
+            "no data in {} (--all lists them)",
+            super::plural(
+                total as u64,
+                &format!("{} bucket", g.as_str()),
+                &format!("{} buckets", g.as_str())
+            )
+        );
+        return Ok(ExitCode::SUCCESS);
     }
-    println!(" {:>8}", "events");
+    out!("{:<20}", "bucket");
+    for k in KPI_NAMES {
+        out!(" {:>12}", short(k));
+    }
+    outln!(" {:>8}", "events");
     for b in &series {
-        print!("{:<20}", b["key"].as_str().unwrap_or(""));
+        out!("{:<20}", b["key"].as_str().unwrap_or(""));
         match b["kpis"].as_object() {
-            None => println!("  (no data)"),
+            None => outln!("  (no data)"),
             Some(k) => {
                 for name in KPI_NAMES {
-                    print!(
+                    out!(
                         " {:>12.4}",
                         k.get(name).and_then(Value::as_f64).unwrap_or(0.0)
                     );
                 }
-                println!(
+                outln!(
                     " {:>8}",
                     k.get("events").and_then(Value::as_u64).unwrap_or(0)
                 );
@@ -130,8 +181,8 @@ fn short(kpi: &str) -> &str {
 }
 
 pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    let keys = Keys::with_ttl_days(&args.prefix, &args.ttl_days)
-        .map_err(|e| anyhow::anyhow!("--ttl-days: {e}"))?;
+    let keys = Keys::with_ttl_days(&args.prefix.redis_prefix, &args.ttl.redis_ttl_days)
+        .map_err(|e| anyhow::anyhow!("--redis-ttl-days: {e}"))?;
     // Keep every bucket of the logs, however old: retention is Redis's TTL.
     let mut engine = MetricsEngine::new(MetricsConfig::keeping_every_bucket());
     let total: u64 = args
@@ -149,21 +200,23 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     for path in &args.files {
         bar.set_message(path.display().to_string());
         let mut seen = 0u64;
-        logfile::read_lines(
-            path,
-            |line| {
-                engine.observe_fields(&EventFields::from_wire(line)?);
-                events += 1;
+        // The reader `report` uses: either format, in file order; a file
+        // without a single event stops the rebuild before Redis is touched.
+        let mut log = EventLog::open(path)?;
+        let progress = log.progress();
+        let stats = log.read_fields(
+            |_, _, fields| {
+                engine.observe_fields(fields);
                 seen += 1;
                 if seen.is_multiple_of(65_536) {
-                    bar.set_position(done + seen * 300);
+                    bar.set_position(done + progress.bytes_read());
                 }
-                Ok(())
             },
-            |_| bad += 1,
-        )
-        .with_context(|| format!("cannot read {}", path.display()))?;
-        done += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            |_| {},
+        )?;
+        events += stats.events;
+        bad += stats.errors;
+        done += log.file_size();
         bar.set_position(done);
     }
     bar.finish_and_clear();
@@ -183,6 +236,11 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(())
     })?;
-    eprintln!("rebuilt {n} buckets from {events} events ({bad} unreadable lines skipped)");
+    eprintln!(
+        "rebuilt {} from {} ({} skipped)",
+        super::plural(n as u64, "bucket", "buckets"),
+        super::plural(events, "event", "events"),
+        super::plural(bad, "unreadable line", "unreadable lines"),
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -16,16 +16,14 @@
 //! goes to stdout; the exit code is 0 when every line reached the hub.
 
 use std::io::IsTerminal;
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use serde_json::Value;
+use anyhow::bail;
 
 use agentpulse::event::{NewEvent, MAX_EVENT_ID_LEN};
-use agentpulse::logfile::LogReader;
+use agentpulse::logfile::{EventLog, LogError, LoggedEvent};
 use agentpulse::Client;
 
 #[derive(Debug, clap::Args)]
@@ -34,7 +32,7 @@ pub struct Args {
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// The hub to send to, e.g. http://127.0.0.1:3010.
-    #[arg(long, env = "AGENTPULSE_HUB_URL")]
+    #[arg(long, env = "AGENTPULSE_HUB_URL", value_parser = super::hub_url)]
     hub: String,
     /// The hub's token.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
@@ -65,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         b = b.token(t.as_str());
     }
     let client = b.build()?;
-    check_reachable(client.hub_url())?;
+    super::check_hub(client.hub_url(), args.token.as_deref())?;
     let total: u64 = args
         .files
         .iter()
@@ -79,43 +77,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut queued, mut skipped) = (0u64, 0u64);
     let mut base = 0u64;
     for path in &args.files {
-        let mut reader =
-            LogReader::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let progress = reader.progress();
-        let gz = path.extension().is_some_and(|e| e == "gz");
+        let mut log = EventLog::open(path)?;
+        let progress = log.progress();
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut pos = 0u64;
-        let skip = |line: u64, why: String, skipped: &mut u64| {
-            *skipped += 1;
-            if *skipped <= SHOWN_ERRORS {
+        let skipped_cell = std::cell::Cell::new(skipped);
+        let skip = |line: u64, why: String| {
+            let n = skipped_cell.get() + 1;
+            skipped_cell.set(n);
+            if n <= SHOWN_ERRORS {
                 bar.suspend(|| eprintln!("{}:{line}: skipped: {why}", path.display()));
             }
         };
-        reader
-            .for_each_line(|line| {
-                pos += line.bytes.len() as u64 + 1;
-                bar.set_position(base + if gz { progress.bytes_read() } else { pos });
-                if line.bytes.iter().all(u8::is_ascii_whitespace) {
-                    return ControlFlow::Continue(());
-                }
-                if !line.terminated {
-                    skip(
-                        line.number,
-                        "torn last line (no newline)".into(),
-                        &mut skipped,
-                    );
-                    return ControlFlow::Continue(());
-                }
-                let event = match parse(line.bytes, &name, line.number) {
-                    Ok(e) => e,
-                    Err(why) => {
-                        skip(line.number, why, &mut skipped);
-                        return ControlFlow::Continue(());
-                    }
-                };
+        let result = log.read_events(
+            |number, logged| {
+                bar.set_position(base + progress.bytes_read());
+                let event = to_send(logged, &name, number);
                 if args.speed > 0.0 {
                     if let (Some(prev), Some(ts)) = (prev_ts, event.timestamp) {
                         schedule += ((ts - prev).max(0.0) * args.speed).min(max_pause);
@@ -134,15 +113,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 match client.emit_event(event) {
                     Ok(_) => queued += 1,
-                    Err(e) => skip(line.number, e.to_string(), &mut skipped),
+                    Err(e) => skip(number, e.to_string()),
                 }
                 if queued % 256 == 0 {
                     bar.set_message(format!("{queued} events"));
                 }
-                ControlFlow::Continue(())
-            })
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        base += reader.file_size();
+            },
+            |err| skip(err.line, err.message),
+        );
+        skipped = skipped_cell.get();
+        match result {
+            Ok(_) => {}
+            Err(e @ LogError::NotALog { lines, .. }) => {
+                // One line for the whole file, and the others are still sent.
+                bar.suspend(|| eprintln!("{e}"));
+                skipped += lines;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        base += log.file_size();
     }
     bar.finish_and_clear();
     if skipped > SHOWN_ERRORS {
@@ -151,13 +140,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let delivered = drain(&client, Duration::from_secs(30));
     let s = client.stats();
     client.close(Duration::from_secs(1));
-    println!(
-        "replayed {queued} events to {}: {} new, {} already there, {} rejected, {} undelivered, {skipped} lines skipped",
+    outln!(
+        "replayed {} to {}: {} new, {} already there, {} rejected, {} undelivered, {} skipped",
+        super::plural(queued, "event", "events"),
         client.hub_url(),
         s.sent - s.duplicates,
         s.duplicates,
         s.rejected,
         s.queued + s.lost,
+        super::plural(skipped, "line", "lines"),
     );
     if let Some(e) = s
         .last_error
@@ -172,16 +163,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Fails with a clear message when nothing answers at `hub` (`GET
-/// /health`, which needs no token), instead of queueing for nothing.
-pub(crate) fn check_reachable(hub: &str) -> anyhow::Result<()> {
-    let url = format!("{hub}/health");
-    match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
-        Ok(_) | Err(ureq::Error::Status(..)) => Ok(()),
-        Err(e) => bail!("cannot reach the hub at {hub}: {e}"),
-    }
 }
 
 /// Flushes `client` for as long as the hub keeps answering: gives up only
@@ -205,27 +186,18 @@ pub(crate) fn drain(client: &Client, stall: Duration) -> bool {
     }
 }
 
-/// One log line as the event to send again.
-fn parse(bytes: &[u8], file: &str, line: u64) -> Result<NewEvent, String> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(mut obj) = v else {
-        return Err("not a JSON object".into());
-    };
-    let Some(Value::String(event_type)) = obj.remove("event_type") else {
-        return Err("no event_type string".into());
-    };
-    let Some(Value::Object(payload)) = obj.remove("payload") else {
-        return Err("no payload object".into());
-    };
-    let timestamp = obj.get("timestamp").and_then(Value::as_f64);
-    let event_id = match (obj.get("event_id").and_then(Value::as_str), obj.get("id")) {
+/// A logged event as the event to send again, with its dedup key: its own
+/// `event_id`, else `replay:<id>`, else (the original's format, no id)
+/// `replay:<file>:<line>`.
+fn to_send(logged: LoggedEvent, file: &str, line: u64) -> NewEvent {
+    let mut event = logged.event;
+    let key = match (&event.event_id, logged.id) {
         (Some(own), _) => own.to_string(),
-        (None, Some(id)) if id.is_u64() => format!("replay:{id}"),
-        _ => format!("replay:{file}:{line}"),
+        (None, Some(id)) => format!("replay:{id}"),
+        (None, None) => format!("replay:{file}:{line}"),
     };
-    let mut event = NewEvent::new(event_type.as_str(), payload).with_event_id(clip(event_id));
-    event.timestamp = timestamp;
-    Ok(event)
+    event.event_id = Some(clip(key).into_boxed_str());
+    event
 }
 
 /// At most [`MAX_EVENT_ID_LEN`] bytes, cut on a character boundary.
@@ -260,31 +232,29 @@ mod tests {
 
     #[test]
     fn event_ids_come_from_the_line() {
+        let parse = |line: &[u8], file: &str, n: u64| {
+            to_send(LoggedEvent::from_line(line).unwrap(), file, n)
+        };
         let e = parse(
             br#"{"id":7,"event_type":"note","timestamp":5.5,"payload":{"n":1}}"#,
             "f.jsonl",
             3,
-        )
-        .unwrap();
+        );
         assert_eq!(e.event_id.as_deref(), Some("replay:7"));
         assert_eq!(e.timestamp, Some(5.5));
         let e = parse(
             br#"{"id":7,"event_type":"note","timestamp":5.5,"event_id":"sdk-1","payload":{}}"#,
             "f.jsonl",
             3,
-        )
-        .unwrap();
+        );
         assert_eq!(e.event_id.as_deref(), Some("sdk-1"));
         // The original module's format has no id.
         let e = parse(
             br#"{"event_type":"note","timestamp":5.5,"payload":{}}"#,
             "old.jsonl",
             3,
-        )
-        .unwrap();
+        );
         assert_eq!(e.event_id.as_deref(), Some("replay:old.jsonl:3"));
-        assert!(parse(b"[1]", "f", 1).is_err());
-        assert!(parse(br#"{"event_type":"note"}"#, "f", 1).is_err());
         assert_eq!(clip("é".repeat(100)).len(), 128);
     }
 }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use agentpulse::config::KPI_NAMES;
-use agentpulse::logfile;
-use agentpulse::metrics::{EventFields, MetricsConfig, MetricsEngine};
+use agentpulse::logfile::EventLog;
+use agentpulse::metrics::{MetricsConfig, MetricsEngine};
 use agentpulse::sinks::redis_metrics::store::value_json;
 use agentpulse::sinks::redis_metrics::Keys;
 
@@ -22,9 +22,12 @@ pub struct Args {
     json: bool,
     /// Print the KPIs of every hourly, daily or weekly bucket instead (JSON,
     /// keyed like the Redis values: `metrics:hourly:2026-12-01T07:00:00`).
-    #[arg(long)]
+    #[arg(long, visible_alias = "bucket")]
     buckets: Option<String>,
 }
+
+/// Unreadable lines named one by one before they are only counted.
+const SHOWN_ERRORS: u64 = 20;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut engine = MetricsEngine::new(if args.buckets.is_some() {
@@ -32,43 +35,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         MetricsConfig::default()
     });
-    let (mut events, mut bad) = (0u64, 0u64);
+    let (mut events, mut bad, mut shown) = (0u64, 0u64, 0u64);
     for path in &args.files {
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let mut log = EventLog::open(path)?;
+        let size = log.file_size();
         let bar = super::progress_bar(size);
+        let progress = log.progress();
         let mut seen = 0u64;
         // One thread: parsing on a second thread measured slower (the
         // events' memory then moves between threads). Only the fields the
-        // KPIs need are read, borrowed from the line.
-        logfile::read_lines(
-            path,
-            |line| {
-                engine.observe_fields(&EventFields::from_wire(line)?);
-                events += 1;
+        // KPIs need are read, borrowed from the line; lines of the
+        // original format (no id) count in file order like the others.
+        let stats = log.read_fields(
+            |_, _, fields| {
+                engine.observe_fields(fields);
                 seen += 1;
                 if seen.is_multiple_of(65_536) {
-                    // ~300 bytes an event: a progress estimate.
-                    bar.set_position((seen * 300).min(size));
+                    bar.set_position(progress.bytes_read());
                 }
-                Ok(())
             },
             |err| {
-                bad += 1;
-                if bad <= 20 {
-                    eprintln!(
-                        "{}:{}: skipped: {}",
-                        err.path.display(),
-                        err.line,
-                        err.message
-                    );
+                if shown < SHOWN_ERRORS {
+                    eprintln!("{err}: skipped");
                 }
+                shown += 1;
             },
-        )
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        )?;
+        bad += stats.errors;
+        events += stats.events;
         bar.finish_and_clear();
     }
-    if bad > 20 {
-        eprintln!("... {} more unreadable lines skipped", bad - 20);
+    if bad > SHOWN_ERRORS {
+        eprintln!("... {} more unreadable lines skipped", bad - SHOWN_ERRORS);
     }
     if let Some(name) = &args.buckets {
         let g = super::redis_cmds::stored_granularity("--buckets", name)?;
@@ -77,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .buckets(g)
             .map(|(start, b)| (keys.value_key(g, start), value_json(b, g)))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     let report = serde_json::to_value(engine.report())?;
@@ -85,21 +83,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut doc = report;
         doc["events"] = events.into();
         doc["unreadable_lines"] = bad.into();
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{events} events ({bad} unreadable lines skipped)\n");
-    println!("Overall");
+    outln!(
+        "{}{}\n",
+        super::plural(events, "event", "events"),
+        if bad > 0 {
+            format!(
+                " ({} skipped)",
+                super::plural(bad, "unreadable line", "unreadable lines")
+            )
+        } else {
+            String::new()
+        }
+    );
+    outln!("Overall");
     for name in KPI_NAMES {
-        println!("  {name:<24} {}", fmt(&report["overall"][name]));
+        outln!("  {name:<24} {}", fmt(&report["overall"][name]));
     }
     for extra in ["time_to_completion_p50", "time_to_completion_p95"] {
         if let Some(v) = report["overall"].get(extra) {
-            println!("  {extra:<24} {}", fmt(v));
+            outln!("  {extra:<24} {}", fmt(v));
         }
     }
-    print_table("Per agent", &report["agents"]);
-    print_table("Per feature", &report["features"]);
+    print_table("Per agent", &report["agents"])?;
+    print_table("Per feature", &report["features"])?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -112,9 +121,9 @@ fn fmt(v: &Value) -> String {
 }
 
 /// Prints a map of name → flat object as a table with a column per key.
-fn print_table(title: &str, rows: &Value) {
+fn print_table(title: &str, rows: &Value) -> anyhow::Result<()> {
     let Some(rows) = rows.as_object().filter(|r| !r.is_empty()) else {
-        return;
+        return Ok(());
     };
     let columns: Vec<String> = rows
         .values()
@@ -128,17 +137,18 @@ fn print_table(title: &str, rows: &Value) {
         })
         .unwrap_or_default();
     let name_w = rows.keys().map(String::len).max().unwrap_or(4).max(4);
-    println!("\n{title}");
-    print!("  {:<name_w$}", "name");
+    outln!("\n{title}");
+    out!("  {:<name_w$}", "name");
     for c in &columns {
-        print!("  {c:>w$}", w = c.len().max(10));
+        out!("  {c:>w$}", w = c.len().max(10));
     }
-    println!();
+    outln!();
     for (name, row) in rows {
-        print!("  {name:<name_w$}");
+        out!("  {name:<name_w$}");
         for c in &columns {
-            print!("  {:>w$}", fmt(&row[c]), w = c.len().max(10));
+            out!("  {:>w$}", fmt(&row[c]), w = c.len().max(10));
         }
-        println!();
+        outln!();
     }
+    Ok(())
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use agentpulse::config::Config;
 use agentpulse::emitter::Emitter;
 use agentpulse::hub::tokens::{self, Access, Role, Tokens};
 use agentpulse::hub::{self, HubConfig};
@@ -20,7 +19,8 @@ use agentpulse::sinks::redis_metrics::{Keys, RedisMetricsConfig};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Address to listen on.
-    #[arg(long, env = "AGENTPULSE_BIND", default_value = "127.0.0.1")]
+    /// (An IP address, or a name such as `localhost`.)
+    #[arg(long, env = "AGENTPULSE_BIND", default_value = "127.0.0.1", value_parser = super::bind_addr)]
     bind: IpAddr,
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = "AGENTPULSE_PORT", default_value_t = 3010)]
@@ -35,23 +35,17 @@ pub struct Args {
     /// Log durability: none, batch (fsync every second), always.
     #[arg(long, env = "AGENTPULSE_DURABILITY", default_value = "batch")]
     durability: Durability,
-    /// Redis URL for the agent-events bridge and bucket metrics.
-    #[arg(long, env = "AGENTPULSE_REDIS_URL")]
+    /// Redis URL for the agent-events bridge and bucket metrics
+    /// (redis://HOST:PORT, or HOST:PORT).
+    #[arg(long, env = "AGENTPULSE_REDIS_URL", value_parser = super::redis_url)]
     redis_url: Option<String>,
-    /// Prefix of the metric keys in Redis.
-    #[arg(long, env = "AGENTPULSE_REDIS_PREFIX", default_value = "metrics:")]
-    redis_prefix: String,
+    #[command(flatten)]
+    redis_prefix: super::redis_cmds::RedisPrefix,
     /// Milliseconds between metric flushes to Redis.
     #[arg(long, env = "AGENTPULSE_REDIS_FLUSH_MS", default_value_t = 1000)]
     redis_flush_ms: u64,
-    /// TTL of hourly / daily / weekly buckets, in days.
-    #[arg(
-        long,
-        env = "AGENTPULSE_REDIS_TTL_DAYS",
-        value_delimiter = ',',
-        default_value = "7,30,90"
-    )]
-    redis_ttl_days: Vec<u64>,
+    #[command(flatten)]
+    redis_ttl: super::redis_cmds::RedisTtl,
     /// Do not subscribe to the agent-events channel (metrics only).
     #[arg(long, env = "AGENTPULSE_NO_REDIS_BRIDGE")]
     no_redis_bridge: bool,
@@ -138,7 +132,7 @@ pub struct Args {
 }
 
 pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
-    let config = Config::load_or_builtin(config_path)?;
+    let config = super::load_config(config_path)?;
     let jsonl = JsonlConfig {
         dir: args.log_dir.clone(),
         durability: args.durability,
@@ -184,9 +178,9 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         redis_metrics: match &args.redis_url {
             Some(url) => Some(redis_metrics_config(
                 url,
-                &args.redis_prefix,
+                &args.redis_prefix.redis_prefix,
                 args.redis_flush_ms,
-                &args.redis_ttl_days,
+                &args.redis_ttl.redis_ttl_days,
             )?),
             None => None,
         },
@@ -205,7 +199,7 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         let shutdown = CancellationToken::new();
         let running = hub::start(hub_config, builder, shutdown.clone()).await?;
         let addr = running.addr;
-        println!(
+        outln!(
             "agentpulse listening on http://{addr} (dashboard http://{addr}/, stream ws://{addr}/agent-events, ingest POST http://{addr}/events)"
         );
         if let Some(token) = &generated {

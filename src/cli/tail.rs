@@ -16,7 +16,8 @@ pub struct Args {
     #[arg(
         long,
         env = "AGENTPULSE_HUB_URL",
-        default_value = "http://127.0.0.1:3010"
+        default_value = "http://127.0.0.1:3010",
+        value_parser = super::hub_url
     )]
     hub: String,
     /// Only these event types (comma-separated).
@@ -119,11 +120,29 @@ async fn tail(args: Args) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
-            Delivery::Disconnected { reason, retry_in } => eprintln!(
-                "tail: {reason}; resuming after event {} in {retry_in:?}",
-                sub.last_id().unwrap_or(0)
-            ),
+            Delivery::Disconnected { reason, retry_in } => {
+                let hint = if reason.contains("Connection refused") {
+                    format!(" ({})", super::serve_hint(&args.hub))
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "tail: {reason}{hint}; retrying in {retry_in:?}, resuming after event {}",
+                    sub.last_id().unwrap_or(0)
+                )
+            }
             Delivery::Shutdown => eprintln!("tail: the hub is shutting down"),
+            Delivery::Refused { status, message } => {
+                // A refused token does not get better by retrying.
+                out.flush()?;
+                let why = super::token_refused(&args.hub, status, args.token.as_deref());
+                if message.is_empty() {
+                    eprintln!("tail: {why}");
+                } else {
+                    eprintln!("tail: {why} ({message})");
+                }
+                return Ok(ExitCode::from(2));
+            }
         }
         out.flush()?;
     }

@@ -1,18 +1,14 @@
 //! `agentpulse validate FILE.jsonl...`: checks every line of the logs
 //! against the schema and reports each bad line as `path:line: error`.
-//! Lines in the original format (without `id`) are accepted; where ids are
-//! present they must increase.
+//! Lines are read as `report` and `replay` read them
+//! ([`agentpulse::logfile::EventLog`]): agentpulse's format or the
+//! original's (without `id`); where ids are present they must increase.
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use serde_json::Value;
-
-use agentpulse::config::Config;
-use agentpulse::logfile::LogReader;
-use agentpulse::schema::{parse_new_event, Schema};
+use agentpulse::logfile::{EventLog, LogError, LoggedEvent};
+use agentpulse::schema::Schema;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,7 +16,7 @@ pub struct Args {
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Refuse event types the schema does not declare.
-    #[arg(long)]
+    #[arg(long, env = "AGENTPULSE_STRICT")]
     strict: bool,
     /// Stop listing after this many bad lines (all are still counted).
     #[arg(long, default_value_t = 1000)]
@@ -28,50 +24,68 @@ pub struct Args {
 }
 
 pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
-    let config = Config::load_or_builtin(config)?;
+    let config = super::load_config(config)?;
     let mut schema = Schema::from_config(&config)?;
     if args.strict {
         schema.set_strict(true);
     }
-    let (mut lines, mut bad) = (0u64, 0u64);
+    let (mut lines, mut bad, mut not_logs) = (0u64, 0u64, 0u64);
     let mut last_id: Option<u64> = None;
+    // Bad lines are listed as they come, from either callback.
+    let listing = std::cell::RefCell::new(Listing {
+        max: args.max_errors,
+        listed: 0,
+        failed: Ok(()),
+    });
     for path in &args.files {
-        let mut reader = LogReader::open(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let bar = super::progress_bar(reader.file_size());
-        let progress = reader.progress();
-        reader.for_each_line(|line| {
-            if line.number.is_multiple_of(65_536) {
-                bar.set_position(progress.bytes_read());
-            }
-            if line.bytes.iter().all(u8::is_ascii_whitespace) {
-                return ControlFlow::Continue(());
-            }
-            lines += 1;
-            let problem = if !line.terminated {
-                Some("torn last line (no newline): an interrupted write".to_string())
-            } else {
-                check_line(&schema, line.bytes, &mut last_id).err()
-            };
-            if let Some(p) = problem {
-                bad += 1;
-                if bad as usize <= args.max_errors {
-                    println!("{}:{}: {p}", path.display(), line.number);
+        let mut log = EventLog::open(path)?;
+        let bar = super::progress_bar(log.file_size());
+        let progress = log.progress();
+        let mut invalid = 0u64;
+        let result = log.read_events(
+            |number, e| {
+                if number.is_multiple_of(65_536) {
+                    bar.set_position(progress.bytes_read());
                 }
-            }
-            ControlFlow::Continue(())
-        })?;
-        bar.finish_and_clear();
-    }
-    if bad as usize > args.max_errors {
-        println!(
-            "... {} more bad lines not listed",
-            bad as usize - args.max_errors
+                if let Err(p) = check(&schema, &e, &mut last_id) {
+                    invalid += 1;
+                    listing
+                        .borrow_mut()
+                        .list(format!("{}:{number}: {p}", path.display()));
+                }
+            },
+            |err| listing.borrow_mut().list(err.to_string()),
         );
+        bar.finish_and_clear();
+        match result {
+            Ok(stats) => {
+                lines += stats.events + stats.errors;
+                bad += stats.errors + invalid;
+            }
+            Err(e @ LogError::NotALog { lines: n, .. }) => {
+                lines += n;
+                bad += n;
+                not_logs += 1;
+                listing.borrow_mut().list(e.to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        std::mem::replace(&mut listing.borrow_mut().failed, Ok(()))?;
     }
-    println!(
-        "{lines} events checked, {} valid, {bad} invalid",
-        lines - bad
+    let listed = listing.borrow().listed;
+    if listed > args.max_errors {
+        outln!("... {} more bad lines not listed", listed - args.max_errors);
+    }
+    outln!(
+        "{} checked, {} valid, {} invalid{}",
+        super::plural(lines, "event", "events"),
+        lines - bad,
+        bad,
+        if not_logs > 0 {
+            format!(" ({} not a log)", super::plural(not_logs, "file", "files"))
+        } else {
+            String::new()
+        }
     );
     Ok(if bad == 0 {
         ExitCode::SUCCESS
@@ -80,19 +94,31 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn check_line(schema: &Schema, bytes: &[u8], last_id: &mut Option<u64>) -> Result<(), String> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
-    let id = match value.get("id") {
-        None => None,
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| format!("event.id: expected an integer >= 0, got {v}"))?,
-        ),
-    };
-    let ty = value["event_type"].as_str().unwrap_or("event").to_string();
+/// Lists bad lines on stdout, up to `max`; counts the rest.
+struct Listing {
+    max: usize,
+    listed: usize,
+    /// The first write error (a closed stdout), handed on after the file.
+    failed: std::io::Result<()>,
+}
+
+impl Listing {
+    fn list(&mut self, text: String) {
+        use std::io::Write as _;
+        self.listed += 1;
+        if self.listed <= self.max && self.failed.is_ok() {
+            self.failed = writeln!(std::io::stdout(), "{text}");
+        }
+    }
+}
+
+/// What is wrong with an event read from a log line: its id out of order,
+/// or what the schema says.
+fn check(schema: &Schema, e: &LoggedEvent, last_id: &mut Option<u64>) -> Result<(), String> {
+    let ty = &*e.event.event_type;
     // Order is checked on every line that has an id, valid or not, so one
     // bad line does not hide an ordering fault after it.
-    if let Some(id) = id {
+    if let Some(id) = e.id {
         let prev = last_id.replace(id);
         if let Some(prev) = prev.filter(|p| id <= *p) {
             return Err(format!(
@@ -100,6 +126,5 @@ fn check_line(schema: &Schema, bytes: &[u8], last_id: &mut Option<u64>) -> Resul
             ));
         }
     }
-    let event = parse_new_event(value, |t| Arc::from(t)).map_err(|e| e.to_string())?;
-    schema.validate(&event).map_err(|e| e.to_string())
+    schema.validate(&e.event).map_err(|e| e.to_string())
 }

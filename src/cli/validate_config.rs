@@ -1,17 +1,39 @@
-//! `agentpulse validate-config [--config PATH]`: checks a configuration file
+//! `agentpulse validate-config [FILE]`: checks a configuration file
 //! (schema, destinations, metrics, alert rules, notifiers, budgets) without
-//! starting anything.
+//! starting anything, and prints the effective configuration (the file
+//! laid over the built-in one) with where each entry came from.
+//!
+//! The printout is a list of sections ([`sections`]); a new section of the
+//! configuration adds one function there.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use agentpulse::config::Config;
+use serde_json::{json, Value};
+
+use agentpulse::config::{Config, NotifierConfig, Source};
 use agentpulse::schema::Schema;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The file to check (or the global `--config`).
+    /// The file to check (or the global `--config`; neither: the built-in one).
     file: Option<std::path::PathBuf>,
+    /// Print the effective configuration as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One entry of the effective configuration.
+struct Row {
+    name: String,
+    detail: String,
+    source: Source,
+}
+
+/// One part of the printout.
+struct Section {
+    title: &'static str,
+    rows: Vec<Row>,
 }
 
 pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
@@ -23,16 +45,257 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
     let schema = Schema::from_config(&config)?;
-    let rules = agentpulse::alerts::parse_rules(&config)?;
-    println!(
-        "{}: ok: {} event types, {} alert rules, {} notifier actions, {} budgets{}",
+    let sections = sections(&config, &schema)?;
+    if args.json {
+        let doc: serde_json::Map<String, Value> = sections
+            .iter()
+            .map(|s| {
+                let rows: Vec<Value> = s
+                    .rows
+                    .iter()
+                    .map(|r| json!({"name": r.name, "detail": r.detail, "source": r.source}))
+                    .collect();
+                (s.title.replace(' ', "_"), Value::Array(rows))
+            })
+            .collect();
+        let doc = json!({
+            "origin": config.origin,
+            "ok": true,
+            "warnings": config.warnings,
+            "strict": config.strict,
+            "sections": doc,
+        });
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let counts: Vec<String> = sections
+        .iter()
+        .filter(|s| s.title != "settings")
+        .map(|s| super::plural(s.rows.len() as u64, singular(s.title), s.title))
+        .collect();
+    let base = if path.is_none() {
+        "the built-in configuration"
+    } else if !config.warnings.is_empty() && config.sources.alerts.iter().all(Source::is_builtin) {
+        "empty: the built-in configuration"
+    } else if config.replace.all {
+        "replaces the built-in configuration"
+    } else {
+        "extends the built-in configuration"
+    };
+    outln!(
+        "{}: ok ({base}): {}{}",
         config.origin,
-        schema.declared_types().len(),
-        rules.len(),
-        config.notifiers.len(),
-        config.budgets.len(),
+        counts.join(", "),
         if config.strict { ", strict" } else { "" }
     );
+    for s in &sections {
+        outln!();
+        outln!("{} ({})", s.title, s.rows.len());
+        let name_w = s.rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+        let detail_w = s
+            .rows
+            .iter()
+            .map(|r| r.detail.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(60);
+        for r in &s.rows {
+            let pad = detail_w.saturating_sub(r.detail.chars().count());
+            outln!(
+                "  {:<name_w$}  {}{}  {}",
+                r.name,
+                r.detail,
+                " ".repeat(pad),
+                r.source
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn singular(title: &str) -> &str {
+    match title {
+        "event types" => "event type",
+        "alert rules" => "alert rule",
+        "notifiers" => "notifier",
+        "budgets" => "budget",
+        "destinations" => "destination",
+        other => other,
+    }
+}
+
+/// The effective configuration, section by section.
+fn sections(config: &Config, schema: &Schema) -> anyhow::Result<Vec<Section>> {
+    Ok(vec![
+        event_types(config, schema),
+        alert_rules(config)?,
+        notifiers(config),
+        budgets(config),
+        destinations(config),
+        settings(config),
+    ])
+}
+
+fn event_types(config: &Config, schema: &Schema) -> Section {
+    let rows = schema
+        .declared_types()
+        .into_iter()
+        .map(|t| Row {
+            name: t.to_string(),
+            detail: schema
+                .fields(t)
+                .map(|f| f.map(|(n, _)| n).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default(),
+            source: config.sources.events.get(t).cloned().unwrap_or_default(),
+        })
+        .collect();
+    Section {
+        title: "event types",
+        rows,
+    }
+}
+
+fn alert_rules(config: &Config) -> anyhow::Result<Section> {
+    let rules = agentpulse::alerts::parse_rules(config)?;
+    let rows = rules
+        .iter()
+        .zip(&config.sources.alerts)
+        .map(|(r, source)| Row {
+            name: r.condition.to_string(),
+            detail: format!(
+                "→ {} (min {} samples, repeat {}): {}",
+                r.action,
+                r.min_samples,
+                duration(r.repeat_interval),
+                r.message
+            ),
+            source: source.clone(),
+        })
+        .collect();
+    Ok(Section {
+        title: "alert rules",
+        rows,
+    })
+}
+
+fn duration(secs: f64) -> String {
+    for (unit, len) in [("d", 86_400.0), ("h", 3_600.0), ("m", 60.0)] {
+        if secs >= len && (secs / len).fract() == 0.0 {
+            return format!("{}{unit}", secs / len);
+        }
+    }
+    format!("{secs}s")
+}
+
+fn notifiers(config: &Config) -> Section {
+    let rows = config
+        .notifiers
+        .iter()
+        .map(|(action, list)| Row {
+            name: action.clone(),
+            detail: if list.is_empty() {
+                "(silenced)".to_string()
+            } else {
+                list.iter().map(notifier).collect::<Vec<_>>().join(", ")
+            },
+            source: config
+                .sources
+                .notifiers
+                .get(action)
+                .cloned()
+                .unwrap_or_default(),
+        })
+        .collect();
+    Section {
+        title: "notifiers",
+        rows,
+    }
+}
+
+fn notifier(n: &NotifierConfig) -> String {
+    match n {
+        NotifierConfig::Console {} => "console".into(),
+        NotifierConfig::Webhook { url, format, .. } => {
+            format!(
+                "webhook {url} ({})",
+                serde_json::to_value(format)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("json")
+            )
+        }
+        NotifierConfig::Command { command } => format!("command {}", command.join(" ")),
+    }
+}
+
+fn budgets(config: &Config) -> Section {
+    let rows = config
+        .budgets
+        .iter()
+        .zip(&config.sources.budgets)
+        .map(|(b, source)| Row {
+            name: format!("{} · {}", b.scope.as_str(), b.period.as_str()),
+            detail: format!(
+                "${} (warning at {}%)",
+                b.limit_usd,
+                (b.warn_at * 100.0).round()
+            ),
+            source: source.clone(),
+        })
+        .collect();
+    Section {
+        title: "budgets",
+        rows,
+    }
+}
+
+fn destinations(config: &Config) -> Section {
+    let rows = config
+        .destinations
+        .iter()
+        .map(|d| {
+            let mut detail = vec![if d.enabled { "on" } else { "off" }.to_string()];
+            detail.extend(d.path.clone());
+            detail.extend(d.level.clone());
+            detail.extend(d.url.clone());
+            Row {
+                name: d.kind.clone(),
+                detail: detail.join(", "),
+                source: config
+                    .sources
+                    .destinations
+                    .get(&d.kind)
+                    .cloned()
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    Section {
+        title: "destinations",
+        rows,
+    }
+}
+
+fn settings(config: &Config) -> Section {
+    let rows = config
+        .sources
+        .settings
+        .iter()
+        .map(|(name, value, source)| Row {
+            name: name.clone(),
+            detail: match value {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            },
+            source: source.clone(),
+        })
+        .collect();
+    Section {
+        title: "settings",
+        rows,
+    }
 }

@@ -68,8 +68,8 @@ impl Sink for ForwardSink {
             std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(
-                    "{} events still undelivered after {:?} ({})",
-                    s.queued,
+                    "{} still undelivered after {:?} ({})",
+                    super::worker::events(s.queued),
                     self.flush_timeout,
                     s.last_error.as_deref().unwrap_or("no answer yet")
                 ),

@@ -111,7 +111,7 @@ pub const WS_WINDOW: usize = 4;
 /// Why an event was not queued, or the client could not be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClientError {
-    /// The hub URL is not `http://HOST[:PORT][/PATH]`.
+    /// The hub URL is not `http://HOST[:PORT][/PATH]` (or `HOST[:PORT]`).
     #[error("invalid hub URL {url:?}: {reason}")]
     InvalidUrl {
         /// The URL given.
@@ -675,6 +675,14 @@ impl Endpoints {
             reason: reason.to_string(),
         };
         let trimmed = url.trim().trim_end_matches('/');
+        // A bare `HOST:PORT` means http.
+        let owned;
+        let trimmed = if trimmed.contains("://") || trimmed.is_empty() {
+            trimmed
+        } else {
+            owned = format!("http://{trimmed}");
+            owned.as_str()
+        };
         let rest = if let Some(r) = trimmed.strip_prefix("http://") {
             r
         } else if trimmed.starts_with("https://") {
@@ -685,7 +693,10 @@ impl Endpoints {
             return Err(bad("expected http://HOST[:PORT]"));
         };
         let host_port = rest.split('/').next().unwrap_or("");
-        if host_port.is_empty() || host_port.contains(['?', '#', '@', ' ']) {
+        if host_port.is_empty()
+            || host_port.starts_with(':')
+            || host_port.contains(['?', '#', '@', ' '])
+        {
             return Err(bad("expected http://HOST[:PORT]"));
         }
         if let Some((_, port)) = host_port.rsplit_once(':') {
@@ -848,8 +859,13 @@ mod tests {
         assert_eq!(e.events, "http://127.0.0.1:3010/events");
         let e = Endpoints::parse("http://hub.local/agentpulse").unwrap();
         assert_eq!(e.ws, "ws://hub.local/agentpulse/ingest");
+        assert_eq!(
+            Endpoints::parse("127.0.0.1:3010").unwrap().base,
+            "http://127.0.0.1:3010"
+        );
         for bad in [
-            "127.0.0.1:3010",
+            "",
+            ":3010",
             "https://x",
             "http://",
             "http://h:port",

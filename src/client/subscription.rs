@@ -37,7 +37,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::{ClientError, Endpoints};
 use crate::event::{Event, WireError};
@@ -103,6 +103,15 @@ pub enum Delivery {
     },
     /// The hub said it is shutting down (a disconnection follows).
     Shutdown,
+    /// The hub refused the token (401: none or unknown; 403: a token that
+    /// may not read). Retrying cannot help: every later `next` answers the
+    /// same.
+    Refused {
+        /// The HTTP status of the refused handshake.
+        status: u16,
+        /// The hub's reason, when it gave one.
+        message: String,
+    },
 }
 
 /// Settings of a [`Subscription`].
@@ -175,6 +184,7 @@ impl SubscriptionBuilder {
             ws: None,
             backoff: INITIAL_BACKOFF,
             wait: None,
+            refused: None,
             connections: 0,
         })
     }
@@ -195,6 +205,8 @@ pub struct Subscription {
     backoff: Duration,
     /// Set after a disconnection: wait this long before reconnecting.
     wait: Option<Duration>,
+    /// Set once the hub refused the token: status and reason.
+    refused: Option<(u16, String)>,
     connections: u64,
 }
 
@@ -272,13 +284,25 @@ impl Subscription {
     /// followed by a reconnection. Cancel-safe: dropping the future loses
     /// nothing.
     pub async fn next(&mut self) -> Delivery {
+        if let Some((status, message)) = &self.refused {
+            return Delivery::Refused {
+                status: *status,
+                message: message.clone(),
+            };
+        }
         loop {
             if self.ws.is_none() {
                 if let Some(wait) = self.wait.take() {
                     tokio::time::sleep(wait).await;
                 }
-                if let Err(reason) = self.connect().await {
-                    return self.disconnected(reason);
+                match self.connect().await {
+                    Ok(()) => {}
+                    Err(Failure::Refused { status, message }) => {
+                        // Remembered: the next call answers the same at once.
+                        self.refused = Some((status, message.clone()));
+                        return Delivery::Refused { status, message };
+                    }
+                    Err(Failure::Other(reason)) => return self.disconnected(reason),
                 }
             }
             let ws = self.ws.as_mut().expect("connected above");
@@ -303,16 +327,16 @@ impl Subscription {
         }
     }
 
-    async fn connect(&mut self) -> Result<(), String> {
+    async fn connect(&mut self) -> Result<(), Failure> {
         let url = self.url();
         let mut request = url
             .as_str()
             .into_client_request()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Other(e.to_string()))?;
         if let Some(t) = &self.opts.token {
             let value = format!("Bearer {t}")
                 .parse()
-                .map_err(|_| "bad token".to_string())?;
+                .map_err(|_| Failure::Other("bad token".to_string()))?;
             request.headers_mut().insert("Authorization", value);
         }
         let connecting = tokio_tungstenite::connect_async(request);
@@ -321,8 +345,24 @@ impl Subscription {
                 self.ws = Some(ws);
                 Ok(())
             }
-            Ok(Err(e)) => Err(format!("cannot connect to {url}: {e}")),
-            Err(_) => Err(format!("cannot connect to {url}: timed out")),
+            Ok(Err(tungstenite::Error::Http(resp)))
+                if matches!(resp.status().as_u16(), 401 | 403) =>
+            {
+                let message = resp
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                    .and_then(|v| v["error"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                Err(Failure::Refused {
+                    status: resp.status().as_u16(),
+                    message,
+                })
+            }
+            Ok(Err(e)) => Err(Failure::Other(format!("cannot connect to {url}: {e}"))),
+            Err(_) => Err(Failure::Other(format!(
+                "cannot connect to {url}: timed out"
+            ))),
         }
     }
 
@@ -405,6 +445,14 @@ fn encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Why a connection attempt failed.
+enum Failure {
+    /// The hub refused the token: final.
+    Refused { status: u16, message: String },
+    /// Anything else: retried.
+    Other(String),
 }
 
 #[cfg(test)]

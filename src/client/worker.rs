@@ -61,7 +61,8 @@ pub(super) fn run(shared: Arc<Shared>) {
     let left = st.held();
     if left > 0 {
         tracing::warn!(
-            "agentpulse client: {left} events not delivered to {} before close",
+            "agentpulse client: {} not delivered to {} before close",
+            events(left),
             shared.settings.endpoints.base
         );
     }
@@ -644,7 +645,8 @@ impl Worker {
                 let why = answer_error(status, answer.as_ref());
                 if self.warn_reject.ready() {
                     tracing::warn!(
-                        "agentpulse client: the hub refused {n} events ({why}); they are not sent again"
+                        "agentpulse client: the hub refused {} ({why}); they are not sent again",
+                        events(n)
                     );
                 }
                 let mut st = self.shared.lock();
@@ -677,7 +679,8 @@ impl Worker {
             });
         if rejected > 0 && self.warn_reject.ready() {
             tracing::warn!(
-                "agentpulse client: the hub rejected {rejected} events, e.g. {}",
+                "agentpulse client: the hub rejected {}, e.g. {}",
+                events(rejected),
                 first_error.as_deref().unwrap_or("?")
             );
         }
@@ -717,8 +720,9 @@ impl Worker {
         };
         if self.warn_retry.ready() {
             tracing::warn!(
-                "agentpulse client: cannot deliver to {} ({why}); {held} events held, retrying",
-                self.shared.settings.endpoints.base
+                "agentpulse client: cannot deliver to {} ({why}); {} held, retrying",
+                self.shared.settings.endpoints.base,
+                events(held)
             );
         }
     }
@@ -770,4 +774,9 @@ fn answer_error(status: u16, answer: Option<&Value>) -> String {
         Some(w) => format!("HTTP {status}: {w}"),
         None => format!("HTTP {status}"),
     }
+}
+
+/// `1 event`, `2 events`.
+pub(crate) fn events(n: u64) -> String {
+    format!("{n} event{}", if n == 1 { "" } else { "s" })
 }

@@ -481,7 +481,8 @@ async fn alerts_json(State(state): State<SharedState>) -> Response {
 }
 
 /// `GET /api/budgets`: each budget and key with spend, limit, remaining and
-/// state (`ok`, `warning`, `exceeded`).
+/// state (`ok`, `warning`, `exceeded`), and `configured`: the `budgets:`
+/// entries themselves (a feature budget has no row before its first cost).
 async fn budgets_json(State(state): State<SharedState>) -> Response {
     let a = state
         .emitter
@@ -489,6 +490,7 @@ async fn budgets_json(State(state): State<SharedState>) -> Response {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     Json(json!({
+        "configured": state.emitter.config().budgets,
         "budgets": a.budgets.snapshot(crate::event::now_unix()),
         "stats": a.budgets.stats(),
     }))

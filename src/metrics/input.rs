@@ -81,6 +81,16 @@ impl<'a> EventFields<'a> {
     /// engine. Accepts and refuses exactly the lines [`Event::from_wire`]
     /// does, but builds nothing the engine does not read.
     pub fn from_wire(line: &'a [u8]) -> Result<Self, WireError> {
+        match Self::from_log_line(line)? {
+            (Some(_), fields) => Ok(fields),
+            (None, _) => Err(WireError::new("missing field `id`".into())),
+        }
+    }
+
+    /// Reads one line of a log in either format, agentpulse's or the
+    /// original module's (no `id`), with its id if it has one: the lines
+    /// [`crate::logfile::LoggedEvent::from_line`] reads.
+    pub fn from_log_line(line: &'a [u8]) -> Result<(Option<u64>, Self), WireError> {
         // Strings that are skipped are not checked by the parser; a line
         // `Event::from_wire` refuses must be refused here too. Most lines
         // are ASCII, which is checked a word at a time.
@@ -90,20 +100,23 @@ impl<'a> EventFields<'a> {
         let w: WireFields<'a> =
             serde_json::from_slice(line).map_err(|e| WireError::new(e.to_string()))?;
         let p = w.payload;
-        Ok(EventFields {
-            event_type: w.event_type,
-            timestamp: w.timestamp,
-            agent: p.agent,
-            task_id: p.task_id,
-            feature: p.feature,
-            status: p.status,
-            cost_usd: p.cost_usd,
-            cost: p.cost,
-            duration_ms: p.duration_ms,
-            attempts: p.attempts,
-            result_passed: p.result_passed,
-            rejected: p.rejected,
-        })
+        Ok((
+            w.id,
+            EventFields {
+                event_type: w.event_type,
+                timestamp: w.timestamp,
+                agent: p.agent,
+                task_id: p.task_id,
+                feature: p.feature,
+                status: p.status,
+                cost_usd: p.cost_usd,
+                cost: p.cost,
+                duration_ms: p.duration_ms,
+                attempts: p.attempts,
+                result_passed: p.result_passed,
+                rejected: p.rejected,
+            },
+        ))
     }
 }
 
@@ -142,11 +155,12 @@ fn result_flags_pass(passed: Flag, test_passed: Flag, browser: Flag, executed: F
         || (test_passed == Flag::True && browser != Flag::Other && executed != Flag::Other)
 }
 
-/// The envelope of a wire line, as [`Event::from_wire`] requires it.
+/// The envelope of a log line: as [`Event::from_wire`] requires it, but
+/// with `id` optional (the original module's lines have none).
 #[derive(Deserialize)]
 struct WireFields<'a> {
-    #[allow(dead_code)] // Required, as for `Event::from_wire`; unused.
-    id: u64,
+    #[serde(default)]
+    id: Option<u64>,
     #[serde(borrow)]
     event_type: Cow<'a, str>,
     timestamp: f64,

@@ -156,10 +156,24 @@ impl FromStr for FieldKind {
             "bool" | "boolean" => FieldKind::Bool,
             "any" => FieldKind::Any,
             other => {
+                const KINDS: [&str; 11] = [
+                    "name",
+                    "text",
+                    "money",
+                    "duration",
+                    "number",
+                    "count",
+                    "count_or_list",
+                    "string_list",
+                    "object",
+                    "bool",
+                    "any",
+                ];
                 return Err(format!(
-                    "unknown field kind `{other}` (name, text, money, duration, number, count, \
-                     count_or_list, string_list, object, bool, any)"
-                ))
+                    "unknown field kind `{other}`{} ({})",
+                    crate::suggest::did_you_mean(other, KINDS),
+                    KINDS.join(", ")
+                ));
             }
         })
     }

@@ -26,9 +26,12 @@ pub use input::{parse_new_event, parse_new_event_bytes, MAX_EVENT_TYPE_LEN};
 /// Deepest accepted nesting of a payload (objects and arrays).
 pub const MAX_DEPTH: usize = 64;
 
-/// An event was refused: which event, which field, what was wrong.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{event_type}.{field}: {message}")]
+/// An event was refused: which event, which field, what was wrong. When
+/// several declared fields are missing or wrong, the first (in declared
+/// order) is `field`/`message` and the others are in `more`; the message
+/// names them all: `agent_completed.status: missing (expected a non-empty
+/// string); agent_completed.cost_usd: expected a finite number >= 0, got "abc"`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ValidationError {
     /// The event's type, or `event` when the type itself is unusable.
     pub event_type: String,
@@ -37,7 +40,30 @@ pub struct ValidationError {
     pub field: String,
     /// What was expected and what was found.
     pub message: String,
+    /// The other faulty fields of the same event, in declared order.
+    pub more: Vec<FieldError>,
 }
+
+/// One faulty field of an event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// The field.
+    pub field: String,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+impl std::fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}: {}", self.event_type, self.field, self.message)?;
+        for m in &self.more {
+            write!(f, "; {}.{}: {}", self.event_type, m.field, m.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationError {}
 
 impl ValidationError {
     /// A new error.
@@ -50,7 +76,18 @@ impl ValidationError {
             event_type: event_type.into(),
             field: field.into(),
             message: message.into(),
+            more: Vec::new(),
         }
+    }
+
+    /// Every faulty field: `field`/`message`, then `more`.
+    pub fn fields(&self) -> Vec<FieldError> {
+        let mut all = vec![FieldError {
+            field: self.field.clone(),
+            message: self.message.clone(),
+        }];
+        all.extend(self.more.iter().cloned());
+        all
     }
 }
 
@@ -97,7 +134,7 @@ impl Schema {
                         let (n, k) = map.iter().next().expect("one entry");
                         let kind = k
                             .parse::<FieldKind>()
-                            .map_err(|e| invalid(format!("events[{i}].emit[{j}] ({n}): {e}")))?;
+                            .map_err(|e| invalid(format!("events[{i}].emit[{j}].{n}: {e}")))?;
                         (n.clone(), kind)
                     }
                     FieldDecl::Typed(_) => {
@@ -173,6 +210,16 @@ impl Schema {
             .map(|d| d.fields.iter().map(|(n, k)| (&**n, *k)))
     }
 
+    /// For an undeclared type, the declared type it is likely a misspelling
+    /// of (within a small edit distance: `agent_complete` →
+    /// `agent_completed`).
+    pub fn likely_type(&self, event_type: &str) -> Option<&str> {
+        if self.types.contains_key(event_type) {
+            return None;
+        }
+        crate::suggest::within_edits(event_type, self.types.keys().map(|k| &**k))
+    }
+
     /// The shared name of a declared type, so that events of declared types
     /// do not allocate their type name.
     pub fn intern(&self, event_type: &str) -> Arc<str> {
@@ -203,7 +250,7 @@ impl Schema {
         // merges it with the declared fields (also sorted).
         let required: &[usize] = decl.map_or(&[], |d| &d.sorted);
         let mut next = 0;
-        let mut problem: Option<Problem<'_>> = None;
+        let mut problem: Option<Problem> = None;
         let limit = self.max_payload_bytes;
         let mut size = 2usize;
         for (k, v) in &event.payload {
@@ -218,10 +265,8 @@ impl Schema {
                         next += 1;
                     }
                     std::cmp::Ordering::Equal => {
-                        if problem.is_none() {
-                            if let Err(m) = kind.check(v) {
-                                problem = Some(Problem::Kind(name, m));
-                            }
+                        if problem.is_none() && kind.check(v).is_err() {
+                            problem = Some(Problem::Kind);
                         }
                         next += 1;
                         break;
@@ -237,24 +282,33 @@ impl Schema {
             problem.get_or_insert(Problem::Missing);
         }
         match (decl, problem) {
-            (Some(d), Some(Problem::Missing)) => {
-                // Named in declared order, as the configuration lists them.
-                let (name, kind) = d
-                    .fields
-                    .iter()
-                    .find(|(n, _)| !event.payload.contains_key(&**n))
-                    .expect("a declared field is missing");
-                Err(ValidationError::new(
-                    ty,
-                    &**name,
-                    format!("missing (expected {})", kind.expected()),
-                ))
+            // Every faulty field, named in declared order as the
+            // configuration lists them (the error path: a second pass).
+            (Some(d), Some(_)) => {
+                let mut faults = d.fields.iter().filter_map(|(name, kind)| {
+                    let message = match event.payload.get(&**name) {
+                        None => format!("missing (expected {})", kind.expected()),
+                        Some(v) => kind.check(v).err()?,
+                    };
+                    Some(FieldError {
+                        field: name.to_string(),
+                        message,
+                    })
+                });
+                let first = faults.next().expect("a declared field is faulty");
+                let mut e = ValidationError::new(ty, first.field, first.message);
+                e.more = faults.collect();
+                Err(e)
             }
-            (_, Some(Problem::Kind(name, message))) => Err(ValidationError::new(ty, name, message)),
             (None, _) if self.strict => Err(ValidationError::new(
                 ty,
                 "event_type",
-                "undeclared event type (strict mode is on)",
+                format!(
+                    "undeclared event type (strict mode is on){}",
+                    self.likely_type(ty)
+                        .map(|t| format!("; did you mean `{t}`?"))
+                        .unwrap_or_default()
+                ),
             )),
             _ => Ok(()),
         }
@@ -262,9 +316,9 @@ impl Schema {
 }
 
 /// The first thing wrong with a declared event's fields, in key order.
-enum Problem<'a> {
+enum Problem {
     Missing,
-    Kind(&'a str, String),
+    Kind,
 }
 
 /// Why a payload is refused as a whole.

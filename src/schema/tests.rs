@@ -358,7 +358,7 @@ fn explicit_field_kinds_in_the_file() {
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("events[0].emit[0] (r): unknown field kind `widget`"),
+        e.contains("events[0].emit[0].r: unknown field kind `widget`"),
         "{e}"
     );
 }

@@ -131,6 +131,9 @@ pub struct ConsoleSink {
     color: bool,
     level: Level,
     buf: Vec<u8>,
+    /// Its reader has gone (`agentpulse serve | head`): nothing more is
+    /// written, and that is no fault (as `cat` would stop).
+    closed: bool,
 }
 
 impl ConsoleSink {
@@ -149,6 +152,20 @@ impl ConsoleSink {
             color,
             level,
             buf: Vec::with_capacity(8 * 1024),
+            closed: false,
+        }
+    }
+}
+
+impl ConsoleSink {
+    /// A broken pipe closes the sink quietly; other errors stay errors.
+    fn closed_pipe(&mut self, r: std::io::Result<()>) -> std::io::Result<()> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other,
         }
     }
 }
@@ -159,6 +176,9 @@ impl Sink for ConsoleSink {
     }
 
     fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
+        if self.closed {
+            return Ok(());
+        }
         self.buf.clear();
         for r in batch {
             if event_level(&r.event) >= self.level {
@@ -166,15 +186,17 @@ impl Sink for ConsoleSink {
             }
         }
         // A console is best effort: what fails to print is not kept.
-        self.out
-            .write_all(&self.buf)
-            .and_then(|_| self.out.flush())
+        let result = self.out.write_all(&self.buf).and_then(|_| self.out.flush());
+        self.closed_pipe(result)
             .map_err(|e| SinkError::io("writing to the console", e))
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out
-            .flush()
+        if self.closed {
+            return Ok(());
+        }
+        let result = self.out.flush();
+        self.closed_pipe(result)
             .map_err(|e| SinkError::io("flushing the console", e))
     }
 }

@@ -118,7 +118,11 @@ def test_exit_is_bounded_when_hub_absent(child_env):
     assert proc.returncode == 0, proc.stderr
     last_emit = float(proc.stdout.split()[-1])
     assert 1.5 < ended - last_emit < 6.0, ended - last_emit
-    assert b"cannot deliver" in proc.stderr and b"undelivered" in proc.stderr  # it said so
+    # It said so, in one line that agrees with itself.
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "exiting with 5000 events undelivered: no hub at" in lines[0], lines
+    assert "is `agentpulse serve` running there?" in lines[0], lines
 
 
 def test_late_hub_gets_everything_held(make_emitter, hub_factory):
@@ -132,3 +136,37 @@ def test_late_hub_gets_everything_held(make_emitter, hub_factory):
     hub.restart()
     assert em.flush(timeout=20)
     assert [e["event_id"] for e in hub.wait_events(300)] == ids
+
+
+def test_no_hub_is_one_line_that_agrees_with_itself(child_env):
+    """A short script with no hub: one line, at exit, with the right count."""
+    child_env["AGENTPULSE_HUB_URL"] = f"http://127.0.0.1:{free_port()}"
+    code = (
+        "from agentpulse import emit_event\n"
+        "emit_event('agent_started', {'agent': 'a', 'task_id': 't', 'model': 'm', 'tools': []})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=child_env, capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stderr.decode()
+    assert "Traceback" not in text, text
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("agentpulse: exiting with 1 event undelivered: no hub at http://127.0.0.1:"), lines
+
+
+def test_a_hub_away_for_long_is_reported_while_running(make_emitter, caplog):
+    """Deliveries failing for longer than WARN_AFTER: said while it lasts."""
+    import logging
+    from agentpulse import emitter as emitter_module
+    caplog.set_level(logging.WARNING, logger="agentpulse")
+    old = emitter_module.WARN_AFTER
+    emitter_module.WARN_AFTER = 0.2
+    try:
+        em = make_emitter(f"http://127.0.0.1:{free_port()}", retry_initial=0.02, retry_max=0.05)
+        em.emit("note", {})
+        wait_until(lambda: "no hub at" in caplog.text, 10, "the warning")
+        assert "1 event held, retrying" in caplog.text, caplog.text
+        em.close(timeout=0.1)
+    finally:
+        emitter_module.WARN_AFTER = old
+

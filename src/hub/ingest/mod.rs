@@ -10,8 +10,17 @@
 //!  "ids":[41,42,17,null],
 //!  "errors":[{"index":3,"event_type":"agent_completed","field":"cost_usd",
 //!             "message":"expected a finite number >= 0, got \"abc\"",
-//!             "error":"agent_completed.cost_usd: expected a finite number >= 0, got \"abc\""}]}
+//!             "fields":[{"field":"cost_usd","message":"expected a finite number >= 0, got \"abc\""}],
+//!             "error":"agent_completed.cost_usd: expected a finite number >= 0, got \"abc\""}],
+//!  "warnings":[{"index":2,"event_type":"agent_complete","likely_type":"agent_completed",
+//!               "warning":"undeclared event type `agent_complete`; did you mean `agent_completed`?"}]}
 //! ```
+//!
+//! `field` and `message` name an event's first fault; `fields` lists every
+//! missing or wrong field of it (in declared order), and `error` says them
+//! all in one line. `warnings` (present when there are some) names events
+//! that were taken but whose undeclared type is a few edits from a
+//! declared one.
 //!
 //! `ids` has one entry per input event, in order: its id, the id of the
 //! original for a duplicate, or `null` when rejected. HTTP status: 200 when
@@ -66,6 +75,7 @@ pub fn answer(items: Vec<Result<Outcome, ValidationError>>) -> (StatusCode, Valu
                     "event_type": e.event_type,
                     "field": e.field,
                     "message": e.message,
+                    "fields": e.fields(),
                     "error": e.to_string(),
                 }));
             }
@@ -105,6 +115,7 @@ pub async fn take(state: &SharedState, items: Vec<Item>) -> (StatusCode, Value) 
         }
     }
     let pre_rejected = slots.iter().filter(|s| s.is_err()).count() as u64;
+    let warnings = near_miss_types(state, &slots, &events);
     // Answered once the accepted events are in the log (per its
     // durability setting): an acknowledged event survives a crash.
     let results = match state.emitter.ingest(events).await {
@@ -124,7 +135,16 @@ pub async fn take(state: &SharedState, items: Vec<Item>) -> (StatusCode, Value) 
             Err(e) => Err(e),
         })
         .collect();
-    let (status, body) = answer(merged);
+    let (status, mut body) = answer(merged);
+    let taken = |i: usize| body["ids"][i].is_u64();
+    let warnings: Vec<Value> = warnings
+        .into_iter()
+        .filter(|w| taken(w.0))
+        .map(|w| w.1)
+        .collect();
+    if !warnings.is_empty() {
+        body["warnings"] = Value::Array(warnings);
+    }
     let rejected = body["rejected"].as_u64().unwrap_or(0);
     state
         .counters
@@ -134,6 +154,39 @@ pub async fn take(state: &SharedState, items: Vec<Item>) -> (StatusCode, Value) 
     // that the pipeline's `rejected` covers every refusal.
     state.emitter.note_rejected(pre_rejected);
     (status, body)
+}
+
+/// `(index, warning)` for each event whose undeclared type is a likely
+/// misspelling of a declared one.
+fn near_miss_types(
+    state: &SharedState,
+    slots: &[Result<(), ValidationError>],
+    events: &[crate::event::NewEvent],
+) -> Vec<(usize, Value)> {
+    let schema = state.emitter.schema();
+    let mut events = events.iter();
+    let mut out = Vec::new();
+    for (index, slot) in slots.iter().enumerate() {
+        if slot.is_err() {
+            continue;
+        }
+        let Some(ev) = events.next() else { break };
+        if let Some(likely) = schema.likely_type(&ev.event_type) {
+            out.push((
+                index,
+                json!({
+                    "index": index,
+                    "event_type": &*ev.event_type,
+                    "likely_type": likely,
+                    "warning": format!(
+                        "undeclared event type `{}`; did you mean `{likely}`?",
+                        ev.event_type
+                    ),
+                }),
+            ));
+        }
+    }
+    out
 }
 
 /// The answer to a body that could not be read at all (counted).

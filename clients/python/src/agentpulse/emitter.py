@@ -45,6 +45,11 @@ from .transport import AgentPulseError, HubTransport, TransportError
 
 logger = logging.getLogger("agentpulse")
 
+#: Seconds deliveries must have failed before the emitter says so: a hub
+#: restarting is no news, and a short script with no hub gets one line, at
+#: exit.
+WARN_AFTER = 5.0
+
 #: The six KPIs that :meth:`Emitter.get_metrics` puts at the top level.
 KPI_NAMES = (
     "agent_utilization",
@@ -212,6 +217,12 @@ class Emitter:
         self._warn_reject = _Throttle(interval)
         self._warn_retry = _Throttle(interval)
         self._warn_lost = _Throttle(interval)
+        # Since when deliveries fail (None: they work). A hub that is away
+        # for less than WARN_AFTER seconds is not worth a line.
+        self._failing_since: Optional[float] = None
+        # Closing at interpreter exit: one summary line instead of the
+        # per-batch ones.
+        self._at_exit = False
 
     def __repr__(self) -> str:
         return f"<agentpulse.Emitter hub_url={self.hub_url!r} queued={self._enqueued - self._done}>"
@@ -506,6 +517,7 @@ class Emitter:
                     self._account(batch, answer)
                     return
                 if status == 200:  # an answer we cannot read: the hub took it
+                    self._failing_since = None
                     self._sent += len(batch)
                     self._resolve(len(batch))
                     return
@@ -530,17 +542,29 @@ class Emitter:
             if self._stop_deadline is not None and self._stopping:
                 delay = min(delay, max(0.0, self._stop_deadline - time.monotonic()))
             attempt += 1
-            if self._warn_retry.ready():
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now
+            if now - self._failing_since >= WARN_AFTER and self._warn_retry.ready():
                 logger.warning(
-                    "agentpulse: cannot deliver %d events to %s (%s); retrying (attempt %d)",
-                    len(batch), self.hub_url, problem, attempt,
+                    "agentpulse: %s; %s held, retrying (for %.0f s so far)",
+                    self._no_hub(problem), _n(self._enqueued - self._done, "event"),
+                    now - self._failing_since,
                 )
             self._kick.wait(delay)
             self._kick.clear()
             self._retries += 1
 
+    def _no_hub(self, problem: str) -> str:
+        """What a delivery failure means, in a phrase: no hub answering
+        (with the obvious question), or the problem itself."""
+        if "refused" in problem.lower():
+            return f"no hub at {self.hub_url} ({problem}; is `agentpulse serve` running there?)"
+        return f"cannot deliver to {self.hub_url} ({problem})"
+
     def _account(self, batch: Batch, answer: Dict[str, Any]) -> None:
         """Counts a 200/207/422 answer: one id (or null: rejected) per event."""
+        self._failing_since = None
         ids = answer.get("ids") or []
         n = len(batch)
         rejected = sum(1 for i in ids[:n] if i is None)
@@ -564,8 +588,8 @@ class Emitter:
         if self._warn_reject.ready():
             shown = "; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else "")
             logger.warning(
-                "agentpulse: the hub rejected %d events (not retried): %s; %d rejected so far",
-                n, shown, self._rejected,
+                "agentpulse: the hub rejected %s (not retried): %s; %d rejected so far",
+                _n(n, "event"), shown, self._rejected,
             )
 
     def _give_up(self, batch: Batch, problem: str) -> None:
@@ -573,10 +597,10 @@ class Emitter:
         self._lost += len(batch)
         self._last_error = problem
         self._resolve(len(batch))
-        if self._warn_lost.ready():
+        if not self._at_exit and self._warn_lost.ready():
             logger.error(
-                "agentpulse: gave up on %d events for %s: %s; %d lost so far",
-                len(batch), self.hub_url, problem, self._lost,
+                "agentpulse: gave up on %s for %s: %s; %d lost so far",
+                _n(len(batch), "event"), self.hub_url, problem, self._lost,
             )
 
     def _abandon_queue(self) -> None:
@@ -591,8 +615,13 @@ class Emitter:
         if n:
             self._lost += n
             self._resolve(n)
-            if self._warn_lost.ready():
-                logger.error("agentpulse: %d events still queued when the emitter closed were not sent", n)
+            if not self._at_exit and self._warn_lost.ready():
+                logger.error("agentpulse: %s still queued when the emitter closed not sent", _n(n, "event"))
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 event``, ``2 events``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _close_at_exit() -> None:
@@ -600,11 +629,18 @@ def _close_at_exit() -> None:
     for emitter in list(_registry):
         if emitter._flush_at_exit and not emitter._closed:
             try:
+                emitter._at_exit = True
+                lost_before = emitter.stats().lost
                 if not emitter.close(emitter._exit_timeout):
-                    logger.warning(
-                        "agentpulse: exiting with %d events undelivered to %s",
-                        emitter.stats().queued, emitter.hub_url,
-                    )
+                    # One line: what did not get there (held, or given up
+                    # while closing), and why.
+                    s = emitter.stats()
+                    undelivered = s.queued + s.lost - lost_before
+                    if undelivered:
+                        logger.warning(
+                            "agentpulse: exiting with %s undelivered: %s",
+                            _n(undelivered, "event"), emitter._no_hub(s.last_error or "no answer"),
+                        )
             except Exception:  # pragma: no cover - never fail the exit
                 pass
 
