@@ -30,7 +30,11 @@
 //! the sink keeps the unwritten lines (up to `max_pending_bytes`, dropping
 //! the oldest whole lines beyond that and counting them), reopens the file
 //! (recreating the directory) and retries on the next tick or write. A line
-//! is never written twice nor in pieces separated by another line.
+//! is never written twice nor in pieces separated by another line. With a
+//! [`Backlog`] (the emitter always gives one) new events are refused before
+//! the buffer would have to drop, and any line it drops all the same is
+//! reported by id, so that no acknowledgement claims it (see
+//! [`backlog`]).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -47,9 +51,12 @@ use crate::clock::SharedClock;
 use crate::event::SharedRecord;
 use crate::sinks::{Sink, SinkError};
 
+pub mod backlog;
 mod pending;
 mod recovery;
 mod rotation;
+
+pub use backlog::Backlog;
 
 pub use recovery::TornLine;
 pub use rotation::{rotated_files, MaintenanceReport};
@@ -299,6 +306,10 @@ pub struct JsonlSink {
     dropped: u64,
     warn: WarnLimiter,
     maintenance: Option<JoinHandle<MaintenanceReport>>,
+    /// Shared with the pipeline, when given.
+    backlog: Option<std::sync::Arc<Backlog>>,
+    /// Bytes of lines taken in so far (written, pending or dropped).
+    pushed: u64,
 }
 
 impl JsonlSink {
@@ -357,6 +368,8 @@ impl JsonlSink {
             dropped: 0,
             warn: WarnLimiter::default(),
             maintenance: None,
+            backlog: None,
+            pushed: 0,
             config,
             clock,
         };
@@ -369,6 +382,24 @@ impl JsonlSink {
         rotation::maintain(&dir, &sink.name, today, sink.config.retention());
         sink.ensure_file()?;
         Ok((sink, report))
+    }
+
+    /// Reports unwritten bytes, failures and dropped ids to `backlog`.
+    pub fn with_backlog(mut self, backlog: std::sync::Arc<Backlog>) -> Self {
+        self.backlog = Some(backlog);
+        self
+    }
+
+    /// Tells the backlog how far writing is and whether it fails.
+    fn publish(&self, result: &Result<(), SinkError>) {
+        if let Some(b) = &self.backlog {
+            b.set_settled(self.pushed - self.pending.unwritten() as u64);
+            match result {
+                Ok(()) if !self.failing => b.set_failing(None),
+                Ok(()) => {}
+                Err(e) => b.set_failing(Some(e.to_string())),
+            }
+        }
     }
 
     /// Path of the active file.
@@ -576,7 +607,22 @@ impl JsonlSink {
         if self.pending.unwritten() <= self.config.max_pending_bytes {
             return;
         }
-        let n = self.pending.drop_oldest(self.config.max_pending_bytes);
+        let backlog = self.backlog.clone();
+        let mut range: Option<(u64, u64)> = None;
+        let n =
+            self.pending
+                .drop_oldest_ids(self.config.max_pending_bytes, |id| match &mut range {
+                    Some((_, z)) if id == *z + 1 => *z = id,
+                    _ => {
+                        if let (Some(b), Some((a, z))) = (&backlog, range) {
+                            b.record_lost(a, z);
+                        }
+                        range = Some((id, id));
+                    }
+                });
+        if let (Some(b), Some((a, z))) = (&backlog, range) {
+            b.record_lost(a, z);
+        }
         if n > 0 {
             self.dropped += n;
             self.warn.warn(format_args!(
@@ -590,6 +636,7 @@ impl JsonlSink {
 
     /// Logs a failure (rate limited) and hands it back.
     fn report(&mut self, result: Result<(), SinkError>) -> Result<(), SinkError> {
+        self.publish(&result);
         if let Err(e) = &result {
             self.warn.warn(format_args!(
                 "{e}; keeping {} bytes to retry",
@@ -631,13 +678,18 @@ impl Sink for JsonlSink {
     fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
         let mut result = self.maybe_rotate();
         for record in batch {
+            self.pushed += record.line.len() as u64;
             self.pending.push(&record.line);
             // After a failure the rest of the batch is only buffered: one
             // failing attempt per batch is enough.
             if result.is_ok() && self.pending.unwritten() >= WRITE_THRESHOLD {
                 result = self.write_pending();
             }
-            self.enforce_bound();
+            // Only while writing fails: a healthy sink writes the buffer
+            // down at the threshold.
+            if result.is_err() {
+                self.enforce_bound();
+            }
         }
         // Unless durability is `none`, a batch is with the OS (or, for
         // `always`, on disk) before the sink returns: acknowledgements wait
@@ -649,6 +701,9 @@ impl Sink for JsonlSink {
                 Durability::Batch => self.write_pending(),
                 Durability::None => Ok(()),
             };
+        }
+        if result.is_err() {
+            self.enforce_bound();
         }
         self.report(result)
     }
