@@ -676,6 +676,20 @@ impl Emitter {
         Some(EmitError::LogUnavailable { reason })
     }
 
+    /// Refuses one in-process event (counted) while the log cannot take it.
+    fn refuse_if_log_full(&self) -> Result<(), EmitError> {
+        match self.refusal() {
+            Some(refused) => {
+                self.inner
+                    .stats
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(refused)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The log's backlog, when there is a log (for `/health`).
     pub fn log_backlog(&self) -> Option<&Arc<crate::sinks::jsonl::Backlog>> {
         self.inner.backlog.get()
@@ -688,13 +702,7 @@ impl Emitter {
             self.count_rejected();
             return Err(e.into());
         }
-        if let Some(refused) = self.refusal() {
-            self.inner
-                .stats
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(refused);
-        }
+        self.refuse_if_log_full()?;
         if event.timestamp.is_none() {
             event.timestamp = Some(now);
         }
@@ -712,13 +720,7 @@ impl Emitter {
         if event.timestamp.is_none() {
             event.timestamp = Some(now);
         }
-        if let Some(refused) = self.refusal() {
-            self.inner
-                .stats
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(refused);
-        }
+        self.refuse_if_log_full()?;
         let ty = event.event_type.to_string();
         self.inner
             .tx

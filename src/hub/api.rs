@@ -299,6 +299,17 @@ fn page_params(query: &HashMap<String, String>) -> Result<(usize, Option<String>
     Ok((limit, query.get("after").cloned()))
 }
 
+/// The rolling window now and its length in seconds.
+fn window_now(state: &SharedState) -> (crate::metrics::BucketStats, f64) {
+    let engine = state
+        .emitter
+        .engine()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let span = f64::from(engine.config().window_minutes) * 60.0;
+    (engine.window_stats(crate::event::now_unix()), span)
+}
+
 /// One page of `entries` sorted by name, after `after`.
 fn page<T>(
     mut entries: Vec<(String, T)>,
@@ -333,16 +344,7 @@ async fn agents_page(
         Ok(p) => p,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
     };
-    let now = crate::event::now_unix();
-    let (window, span) = {
-        let engine = state
-            .emitter
-            .engine()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let span = f64::from(engine.config().window_minutes) * 60.0;
-        (engine.window_stats(now), span)
-    };
+    let (window, span) = window_now(&state);
     let entries: Vec<(String, &crate::metrics::AgentStats)> = window
         .per_agent
         .iter()
@@ -370,13 +372,7 @@ async fn features_page(
         Ok(p) => p,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
     };
-    let now = crate::event::now_unix();
-    let window = state
-        .emitter
-        .engine()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .window_stats(now);
+    let (window, _) = window_now(&state);
     let entries: Vec<(String, &crate::metrics::FeatureStats)> = window
         .per_feature
         .iter()
