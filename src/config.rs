@@ -291,6 +291,23 @@ pub struct Aggregate {
     /// Bucket granularities kept (`hourly`, `daily`, `weekly`).
     #[serde(default)]
     pub buckets: Vec<String>,
+    /// Tasks the metrics engine holds in memory at most (default 250,000);
+    /// past it the least recently active one is evicted and counted.
+    #[serde(default = "default_max_open_tasks")]
+    pub max_open_tasks: usize,
+    /// Names per section (agents, features, event types) the all-time
+    /// totals keep (default 1,000); the least active are folded into one
+    /// `(other)` row.
+    #[serde(default = "default_max_names")]
+    pub max_names: usize,
+}
+
+fn default_max_open_tasks() -> usize {
+    crate::metrics::DEFAULT_MAX_OPEN_TASKS
+}
+
+fn default_max_names() -> usize {
+    crate::metrics::DEFAULT_MAX_NAMES
 }
 
 impl Default for Aggregate {
@@ -298,6 +315,8 @@ impl Default for Aggregate {
         Aggregate {
             window_minutes: 60,
             buckets: vec!["hourly".into(), "daily".into(), "weekly".into()],
+            max_open_tasks: default_max_open_tasks(),
+            max_names: default_max_names(),
         }
     }
 }

@@ -49,6 +49,9 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 
 pub use crate::event::MAX_FUTURE_SECS;
 
+/// How long an ingest waits for the log before checking whether it fails.
+const DURABLE_SLICE: Duration = Duration::from_millis(50);
+
 /// Default number of `event_id`s remembered for deduplication.
 pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
 
@@ -75,6 +78,21 @@ pub enum EmitError {
     #[error("events up to id {id} are accepted but not yet written to the log; retry with the same event_id")]
     NotDurable {
         /// The highest id waited for.
+        id: u64,
+    },
+    /// The log cannot be written and enough already waits for it: the
+    /// events were not taken at all (no id, no trace). Retry later.
+    #[error("{reason}")]
+    LogUnavailable {
+        /// What fails, and how much waits.
+        reason: String,
+    },
+    /// Some of the events were taken but the log had to drop them before
+    /// they could be written: they are not stored. A retry (with the same
+    /// `event_id`s) stores them.
+    #[error("events up to id {id} were accepted but dropped before the log could write them (its buffer overflowed while writing failed); retry with the same event_id and they will be stored")]
+    NotStored {
+        /// The highest id of the batch.
         id: u64,
     },
 }
@@ -175,6 +193,8 @@ struct Inner {
     durable: Mutex<Option<tokio::sync::watch::Receiver<u64>>>,
     /// The log's index, for readers seeking into it (with a log only).
     log_index: std::sync::OnceLock<Arc<LogIndex>>,
+    /// What the log has not written yet, with a log.
+    backlog: OnceLock<Arc<crate::sinks::jsonl::Backlog>>,
     state: Mutex<State>,
 }
 
@@ -368,8 +388,11 @@ impl EmitterBuilder {
             budgets: BudgetTracker::new(config.budgets.clone()),
         }));
         let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let aggregate = &config.metrics.aggregate;
         let engine = MetricsEngine::new(MetricsConfig {
-            window_minutes: config.metrics.aggregate.window_minutes,
+            window_minutes: aggregate.window_minutes,
+            max_open_tasks: aggregate.max_open_tasks,
+            max_names: aggregate.max_names,
             ..MetricsConfig::default()
         });
         Ok(Emitter {
@@ -387,6 +410,7 @@ impl EmitterBuilder {
                 recovered_last_id: std::sync::atomic::AtomicU64::new(0),
                 durable: Mutex::new(None),
                 log_index: std::sync::OnceLock::new(),
+                backlog: OnceLock::new(),
                 state: Mutex::new(State::Built(Box::new(Parts {
                     rx,
                     jsonl,
@@ -457,11 +481,19 @@ impl Emitter {
         let mut next_id = 1;
         let mut ids = None;
         report.epoch = crate::pipeline::epoch::fresh();
+        let mut backlog = None;
         if let Some(jcfg) = jsonl {
             // Open first: it repairs a torn last line before we read back.
-            let (mut sink, open) = JsonlSink::open(jcfg.clone(), self.inner.clock.clone())?;
+            let (sink, open) = JsonlSink::open(jcfg.clone(), self.inner.clock.clone())?;
+            let shared = Arc::new(crate::sinks::jsonl::Backlog::new(jcfg.max_pending_bytes));
+            let mut sink = sink.with_backlog(shared.clone());
+            let _ = self.inner.backlog.set(shared.clone());
+            backlog = Some(shared);
             report.torn_line_moved_to = open.torn.map(|t| t.moved_to);
             let mut engine = self.inner.engine.lock().unwrap_or_else(|e| e.into_inner());
+            // The window follows the clock, not the log's newest timestamp:
+            // an event stamped ahead in the log must not prune what follows.
+            engine.advance_clock(self.inner.clock.now());
             let rec = recovery::recover(
                 &jcfg.dir,
                 &jcfg.file_name,
@@ -503,7 +535,8 @@ impl Emitter {
             }
             sinks.push(handle);
         }
-        let mut metrics_sink = MetricsSink::new(self.inner.engine.clone());
+        let mut metrics_sink =
+            MetricsSink::new(self.inner.engine.clone()).with_clock(self.inner.clock.clone());
         if let Some(inc) = increments {
             metrics_sink = metrics_sink.with_increments(inc);
         }
@@ -600,6 +633,7 @@ impl Emitter {
             clock: self.inner.clock.clone(),
             ids,
             lines: crate::event::LineWriter::new(),
+            backlog,
             reclaim_thread,
         };
         let thread = std::thread::Builder::new()
@@ -646,6 +680,32 @@ impl Emitter {
         Ok(())
     }
 
+    /// Why new events are refused now, if they are: the log cannot be
+    /// written and enough already waits for it.
+    fn refusal(&self) -> Option<EmitError> {
+        let reason = self.inner.backlog.get()?.refusal()?;
+        Some(EmitError::LogUnavailable { reason })
+    }
+
+    /// Refuses one in-process event (counted) while the log cannot take it.
+    fn refuse_if_log_full(&self) -> Result<(), EmitError> {
+        match self.refusal() {
+            Some(refused) => {
+                self.inner
+                    .stats
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(refused)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The log's backlog, when there is a log (for `/health`).
+    pub fn log_backlog(&self) -> Option<&Arc<crate::sinks::jsonl::Backlog>> {
+        self.inner.backlog.get()
+    }
+
     /// Emits a prepared event (with its own timestamp or dedup key).
     pub fn emit_event(&self, mut event: NewEvent) -> Result<(), EmitError> {
         let now = self.inner.clock.now();
@@ -653,6 +713,7 @@ impl Emitter {
             self.count_rejected();
             return Err(e.into());
         }
+        self.refuse_if_log_full()?;
         if event.timestamp.is_none() {
             event.timestamp = Some(now);
         }
@@ -670,6 +731,7 @@ impl Emitter {
         if event.timestamp.is_none() {
             event.timestamp = Some(now);
         }
+        self.refuse_if_log_full()?;
         let ty = event.event_type.to_string();
         self.inner
             .tx
@@ -708,11 +770,21 @@ impl Emitter {
                     event_type: "batch".into(),
                 }
             })?;
-        let outcomes = rx.await.map_err(|_| EmitError::Stopped {
-            event_type: "batch".into(),
-        })?;
+        let outcomes = rx
+            .await
+            .map_err(|_| EmitError::Stopped {
+                event_type: "batch".into(),
+            })?
+            .map_err(|r| EmitError::LogUnavailable { reason: r.reason })?;
         let highest = outcomes.iter().map(|o| o.id()).max().unwrap_or(0);
         self.wait_durable(highest).await?;
+        // Written up to `highest`, but perhaps not every one of them: the
+        // log may have had to drop some while it could not write.
+        if let Some(b) = self.inner.backlog.get() {
+            if b.any_lost(outcomes.iter().map(|o| o.id())) {
+                return Err(EmitError::NotStored { id: highest });
+            }
+        }
         Ok(merge_outcomes(&mut results, outcomes))
     }
 
@@ -736,16 +808,23 @@ impl Emitter {
         {
             return Ok(());
         }
-        let waited = tokio::time::timeout(Duration::from_secs(10), async {
-            rx.wait_for(|w| *w >= id).await.is_ok()
-        })
-        .await;
-        // When the sink thread is gone (the pipeline stopped, which
-        // flushes), its last watermark is the answer.
-        if waited == Ok(true) || *rx.borrow() >= id {
-            Ok(())
-        } else {
-            Err(EmitError::NotDurable { id })
+        // In slices, so that a log that fails is answered at once rather
+        // than after the whole wait.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waited = tokio::time::timeout(DURABLE_SLICE, async {
+                rx.wait_for(|w| *w >= id).await.is_ok()
+            })
+            .await;
+            // When the sink thread is gone (the pipeline stopped, which
+            // flushes), its last watermark is the answer.
+            if waited == Ok(true) || *rx.borrow() >= id {
+                return Ok(());
+            }
+            let failing = self.inner.backlog.get().is_some_and(|b| b.failing());
+            if waited == Ok(false) || failing || tokio::time::Instant::now() >= deadline {
+                return Err(EmitError::NotDurable { id });
+            }
         }
     }
 
@@ -763,9 +842,12 @@ impl Emitter {
             let _ = tx.send(o);
         });
         self.send_blocking(Command::Many(valid, Some(reply)))?;
-        let outcomes = rx.recv().map_err(|_| EmitError::Stopped {
-            event_type: "batch".into(),
-        })?;
+        let outcomes = rx
+            .recv()
+            .map_err(|_| EmitError::Stopped {
+                event_type: "batch".into(),
+            })?
+            .map_err(|r| EmitError::LogUnavailable { reason: r.reason })?;
         Ok(merge_outcomes(&mut results, outcomes))
     }
 

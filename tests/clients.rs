@@ -605,8 +605,9 @@ fn demo_success_and_failure_match_hand_worked_kpis() {
     //   2.0-2.6 runner (0.01 $), 2.8 gemini started (never completed),
     //   3.8 validation_complete passed (0.08 $), 4.0 budget_warning.
     // - agents seen: scribe, critic, runner, gemini = 4; span 4.0 s;
-    //   busy 1.0 + 0.4 + 0.6 = 2.0 s (gemini's open start adds nothing)
-    //   → utilization = 2.0 / (4.0 × 4) = 0.125
+    //   busy 1.0 + 0.4 + 0.6 = 2.0 s, plus gemini's 2.8-3.8 = 1.0 s (the
+    //   validation ends the span of the validator, which never completes)
+    //   → utilization = 3.0 / (4.0 × 4) = 0.1875
     // - cost_per_feature = (0.12 + 0.02 + 0.01 + 0.08) / 1 feature = 0.23
     // - average_retry_count = 0 retries / 1 finished task = 0
     // - critic_rejection_rate = 0 rejected / 1 decision = 0
@@ -618,9 +619,10 @@ fn demo_success_and_failure_match_hand_worked_kpis() {
     assert_eq!(doc["workflow"], "success");
     assert_eq!(doc["events"], 10);
     assert_close(&doc["span_seconds"], 4.0, "span");
+    assert_close(&doc["agents"]["gemini"]["busy_seconds"], 1.0, "gemini busy");
     assert_kpis(
         &doc["kpis"],
-        [0.125, 0.23, 0.0, 0.0, 1.0, 3.8],
+        [0.1875, 0.23, 0.0, 0.0, 1.0, 3.8],
         json!({"events": 10, "agents": 4, "features_completed": 1, "tasks_finished": 1,
                "critic_decisions": 1, "validations": 1, "completions": 1}),
     );
@@ -681,7 +683,7 @@ fn demo_success_and_failure_match_hand_worked_kpis() {
         "{out}"
     );
     for line in [
-        "  agent_utilization        0.1250",
+        "  agent_utilization        0.1875",
         "  cost_per_feature         0.2300",
         "  average_retry_count      0.0000",
         "  critic_rejection_rate    0.0000",
@@ -725,9 +727,10 @@ fn demo_against_a_hub_sends_the_same_events() {
     let doc = demo_json(&["--hub", &hub.url("")]);
     assert_eq!(doc["destination"]["sent"], 10);
     assert_eq!(doc["destination"]["rejected"], 0);
+    assert_close(&doc["agents"]["gemini"]["busy_seconds"], 1.0, "gemini busy");
     assert_kpis(
         &doc["kpis"],
-        [0.125, 0.23, 0.0, 0.0, 1.0, 3.8],
+        [0.1875, 0.23, 0.0, 0.0, 1.0, 3.8],
         json!({"events": 10, "agents": 4, "features_completed": 1, "tasks_finished": 1,
                "critic_decisions": 1, "validations": 1, "completions": 1}),
     );

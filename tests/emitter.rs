@@ -344,3 +344,135 @@ fn events_stamped_far_in_the_future_are_refused() {
     e.stop().unwrap();
     assert_eq!(log_events(dir.path()).len(), 1);
 }
+
+/// Issue 22 (1), the property: whatever the sequence of batches, disk
+/// failures (the log directory replaced by a file) and recoveries, with a
+/// buffer small enough to drop lines, the dedup window only ever holds
+/// stored ids. Seen from outside: every acknowledged event (accepted or
+/// duplicate) is in the log with its `event_id`, and once the log works
+/// again a retry of every key leaves each key in the log exactly once.
+mod dedup_holds_only_stored_ids {
+    use super::*;
+    use agentpulse::sinks::jsonl::JsonlConfig;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A batch of keys `k{first}..k{first+n}`.
+        Send(u8, u8),
+        Break,
+        Fix,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..40, 1u8..40).prop_map(|(a, n)| Op::Send(a, n)),
+            1 => Just(Op::Break),
+            1 => Just(Op::Fix),
+        ]
+    }
+
+    fn batch(first: u8, n: u8) -> Vec<NewEvent> {
+        (first..first.saturating_add(n).min(80))
+            .map(|k| {
+                NewEvent::new(
+                    "note",
+                    json!({"pad": "x".repeat(100)}).as_object().unwrap().clone(),
+                )
+                .with_event_id(format!("k{k}"))
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+        #[test]
+        fn acknowledged_means_stored(ops in prop::collection::vec(op(), 1..14)) {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("logs");
+            let aside = root.path().join("aside");
+            let emitter = Emitter::builder()
+                .jsonl(JsonlConfig { dir: dir.clone(), max_pending_bytes: 4096, ..JsonlConfig::default() })
+                .quiet()
+                .build()
+                .unwrap();
+            emitter.start().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let mut broken = false;
+            let fix = |broken: &mut bool| {
+                if *broken {
+                    std::fs::remove_file(&dir).unwrap();
+                    std::fs::rename(&aside, &dir).unwrap();
+                    *broken = false;
+                }
+            };
+            // key -> id of every acknowledged answer
+            let mut acked: Vec<(String, u64)> = Vec::new();
+            for op in &ops {
+                match op {
+                    Op::Send(a, n) => {
+                        let events = batch(*a, *n);
+                        let keys: Vec<String> = events.iter().map(|e| e.event_id.as_deref().unwrap().to_string()).collect();
+                        if let Ok(results) = rt.block_on(emitter.ingest(events)) {
+                            for (k, r) in keys.into_iter().zip(results) {
+                                let id = match r.unwrap() { Outcome::Accepted(id) | Outcome::Duplicate(id) => id };
+                                acked.push((k, id));
+                            }
+                        }
+                    }
+                    Op::Break if !broken => {
+                        std::fs::create_dir_all(&dir).unwrap();
+                        std::fs::rename(&dir, &aside).unwrap();
+                        std::fs::write(&dir, b"not a directory").unwrap();
+                        broken = true;
+                    }
+                    Op::Fix => fix(&mut broken),
+                    Op::Break => {}
+                }
+            }
+            fix(&mut broken);
+            // Everything kept is written once the log works again.
+            wait_for_written(&emitter);
+            // Retry every key: each ends up in the log exactly once.
+            for first in (0..80u8).step_by(20) {
+                let results = rt.block_on(emitter.ingest(batch(first, 20))).unwrap();
+                for (i, r) in results.into_iter().enumerate() {
+                    let id = match r.unwrap() { Outcome::Accepted(id) | Outcome::Duplicate(id) => id };
+                    acked.push((format!("k{}", first as usize + i), id));
+                }
+            }
+            emitter.stop().unwrap();
+            let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
+            for e in log_events(&dir) {
+                if let Some(k) = &e.event_id {
+                    by_key.entry(k.to_string()).or_default().push(e.id);
+                }
+            }
+            for (k, id) in &acked {
+                let ids = by_key.get(k).cloned().unwrap_or_default();
+                prop_assert!(ids.contains(id), "{k} acknowledged as {id}, log has {ids:?}");
+            }
+            prop_assert_eq!(by_key.len(), 80);
+            for (k, ids) in &by_key {
+                prop_assert_eq!(ids.len(), 1, "{} stored {:?}", k, ids);
+            }
+        }
+    }
+
+    fn wait_for_written(emitter: &Emitter) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            emitter.flush();
+            let b = emitter.log_backlog().unwrap();
+            if b.unwritten() == 0 && !b.failing() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log did not recover"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

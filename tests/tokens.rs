@@ -105,6 +105,23 @@ fn each_role_may_do_its_part_only() {
         assert_eq!(ws_status(&hub, "/ingest", token), 401);
     }
     assert_eq!(get(&hub, "/health", None), 200);
+    // The admin call takes the admin token only, and no foreign page.
+    let ack = |token: &str, origin: Option<&str>| {
+        let auth = format!("Bearer {token}");
+        let mut h = vec![("Authorization", auth.as_str())];
+        h.extend(origin.map(|o| ("Origin", o)));
+        post_to(
+            &hub.url("/api/health/acknowledge"),
+            b"",
+            "application/json",
+            &h,
+        )
+        .0
+    };
+    assert_eq!(ack("r34d", None), 403);
+    assert_eq!(ack("in-a", None), 403);
+    assert_eq!(ack("adm1n", Some("https://evil.example")), 403);
+    assert_eq!(ack("adm1n", None), 200);
     // The message of a wrong role names it.
     let (_, body) = get_json(&hub.url("/api/events"), &[("Authorization", "Bearer in-a")]);
     let e = body["error"].as_str().unwrap();

@@ -1085,6 +1085,7 @@ mod tests {
             dropped: 13,
             duplicates: 14,
             last_id: 99,
+            ..Default::default()
         };
         let input = MetricInput::new(&snap, counters);
         let read = |s: &str| {

@@ -10,6 +10,9 @@
 //!   reader reading everything from the start.
 //! - `bench idle`: opens N idle stream connections and reports the hub's
 //!   resident memory per connection (`--pid` of the hub).
+//! - `bench names`: a hub that has seen N distinct agent names: the rate
+//!   of one-event POSTs (as `curl` sends them) and the time and size of
+//!   `GET /api/metrics`.
 //! - `bench pipeline`: the in-process pipeline (validation, JSONL log with
 //!   durability `batch`, metrics; no console): events/s, and the CPU time
 //!   every thread spent per event (run under `taskset -c 0` for the
@@ -87,6 +90,21 @@ enum What {
         #[arg(long)]
         pid: u32,
     },
+    /// Distinct agent names: one-event POST rate and `/api/metrics` time.
+    Names {
+        /// The hub.
+        #[arg(long, default_value = "http://127.0.0.1:3010")]
+        hub: String,
+        /// Distinct agent names sent first (and cycled through after).
+        #[arg(long, default_value_t = 100_000)]
+        agents: u64,
+        /// Seconds of one-event POSTs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent connections posting.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
     /// The in-process pipeline: validation + JSONL (`batch`) + metrics.
     Pipeline {
         /// Events to emit in all.
@@ -130,6 +148,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             connections,
             pid,
         } => idle(&hub, connections, pid),
+        What::Names {
+            hub,
+            agents,
+            seconds,
+            connections,
+        } => names(
+            &hub,
+            agents.max(1),
+            seconds.clamp(1, 600),
+            connections.max(1),
+        ),
         What::Pipeline { events, log_dir } => pipeline(events, log_dir),
     }
 }
@@ -550,6 +579,118 @@ fn report_fanout(
         println!("  [{lo:>5} .. {hi:>5}) {n}");
         lo = hi;
     }
+}
+
+/// One event of agent `run-{i % agents}`.
+fn named_event(i: u64, agents: u64) -> String {
+    format!(
+        r#"{{"event_type":"note","payload":{{"agent":"run-{:06}","task_id":"t{}","n":{i}}}}}"#,
+        i % agents,
+        i
+    )
+}
+
+fn names(hub: &str, agents: u64, seconds: u64, connections: usize) -> anyhow::Result<ExitCode> {
+    let base = hub.trim_end_matches('/').to_string();
+    let url = format!("{base}/events");
+    let http = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .build();
+    // Every name once, in batches.
+    let mut i = 0;
+    while i < agents {
+        let end = (i + 5000).min(agents);
+        let mut body = String::new();
+        for j in i..end {
+            body.push_str(&named_event(j, agents));
+            body.push('\n');
+        }
+        http.post(&url)
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(&body)
+            .context("posting the names")?;
+        i = end;
+    }
+    // Wait until the metrics have seen them (the log acknowledges first).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let m: serde_json::Value = http
+            .get(&format!("{base}/api/metrics"))
+            .call()?
+            .into_json()?;
+        if m["agents_total"].as_u64() >= Some(agents) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One event per request, names cycling, for `seconds`.
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let stop = started + Duration::from_secs(seconds);
+    let threads: Vec<_> = (0..connections)
+        .map(|c| {
+            let url = url.clone();
+            let sent = sent.clone();
+            std::thread::spawn(move || -> anyhow::Result<Vec<u32>> {
+                let http = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(60))
+                    .build();
+                let mut lat = Vec::new();
+                let mut n = c as u64;
+                while Instant::now() < stop {
+                    let t = Instant::now();
+                    let resp = http
+                        .post(&url)
+                        .set("Content-Type", "application/json")
+                        .send_string(&named_event(n, agents))?;
+                    if resp.status() != 200 {
+                        bail!("hub answered {}", resp.status());
+                    }
+                    lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    n += connections as u64;
+                }
+                Ok(lat)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in threads {
+        lat.extend(t.join().map_err(|_| anyhow::anyhow!("sender panicked"))??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len().max(1) - 1) as f64 * p) as usize)
+            .map_or(f64::NAN, |&u| u as f64 / 1000.0)
+    };
+    let n = sent.load(Ordering::Relaxed);
+    println!(
+        "names: {agents} agents: one-event POSTs {:.0}/s over {connections} connections (p50 {:.2} ms, p99 {:.2} ms)",
+        n as f64 / secs,
+        pct(0.5),
+        pct(0.99)
+    );
+    // `/api/metrics`: median of 21 reads.
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..21 {
+        let t = Instant::now();
+        let text = http
+            .get(&format!("{base}/api/metrics"))
+            .call()?
+            .into_string()?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        size = text.len();
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "names: {agents} agents: GET /api/metrics median {:.1} ms (min {:.1}, max {:.1}), {size} bytes",
+        times[10],
+        times[0],
+        times[20]
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The `sent_ns` number in a message, found without parsing the JSON.

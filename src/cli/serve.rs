@@ -126,16 +126,53 @@ pub struct Args {
     /// Largest request body in bytes.
     #[arg(long, env = "AGENTPULSE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Most events in one request, WebSocket message or Redis message.
+    #[arg(
+        long,
+        env = "AGENTPULSE_MAX_EVENTS_PER_REQUEST",
+        default_value_t = 100_000
+    )]
+    max_events_per_request: usize,
+    /// Seconds a client may take to send a request's body.
+    #[arg(long, env = "AGENTPULSE_BODY_TIMEOUT", default_value_t = 60.0)]
+    body_timeout: f64,
+    /// Seconds shutdown waits for clients before closing their connections.
+    #[arg(long, env = "AGENTPULSE_SHUTDOWN_GRACE", default_value_t = 3.0)]
+    shutdown_grace: f64,
+    /// Tasks the metrics engine holds at most (default 250000, or the
+    /// config's metrics.aggregate.max_open_tasks); the least recently
+    /// active is evicted past it.
+    #[arg(long, env = "AGENTPULSE_MAX_OPEN_TASKS")]
+    max_open_tasks: Option<usize>,
+    /// Bytes of log lines kept in memory while the log cannot be written;
+    /// new events are refused (503) past half of it.
+    #[arg(long, env = "AGENTPULSE_LOG_MAX_PENDING_BYTES", default_value_t = 64 << 20)]
+    log_max_pending_bytes: usize,
     /// Full ingest queue: block (backpressure to senders) or drop.
     #[arg(long, env = "AGENTPULSE_QUEUE_POLICY", default_value = "block")]
     queue_policy: QueuePolicy,
 }
 
+/// A number of seconds given on the command line, checked.
+fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
+    if !(0.01..=86_400.0).contains(&v) {
+        anyhow::bail!("--{flag}: {v} is outside 0.01..=86400 seconds");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
 pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(config_path)?;
+    let mut config = super::load_config(config_path)?;
+    if let Some(n) = args.max_open_tasks {
+        if n == 0 {
+            anyhow::bail!("--max-open-tasks: must be at least 1");
+        }
+        config.metrics.aggregate.max_open_tasks = n;
+    }
     let jsonl = JsonlConfig {
         dir: args.log_dir.clone(),
         durability: args.durability,
+        max_pending_bytes: args.log_max_pending_bytes.max(4096),
         ..JsonlConfig::default()
     };
     let mut builder = Emitter::builder()
@@ -174,6 +211,9 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         ping_interval: Duration::from_secs_f64(args.ping_interval),
         max_connections: args.max_connections,
         max_body_bytes: args.max_body_bytes,
+        max_events_per_request: args.max_events_per_request.max(1),
+        body_timeout: seconds("body-timeout", args.body_timeout)?,
+        shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
         max_event_bytes: config.limits.max_payload_bytes,
         redis_metrics: match &args.redis_url {
             Some(url) => Some(redis_metrics_config(
@@ -186,7 +226,6 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         },
         redis_url: args.redis_url.filter(|_| !args.no_redis_bridge),
         log: (!args.no_log).then_some(jsonl),
-        ..HubConfig::default()
     };
     let mut hub_config = hub_config;
     let generated = token_off_loopback(&mut hub_config, args.no_token)?;

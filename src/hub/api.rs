@@ -1,5 +1,10 @@
 //! The router and the query endpoints: `/api/events`, `/api/metrics`,
-//! `/health`, `/metrics` (Prometheus), and the page at `/`.
+//! `/api/agents`, `/api/features`, `/health` (and its acknowledgement),
+//! `/metrics` (Prometheus), and the page at `/`.
+//!
+//! Answers are bounded whatever the data: `/api/metrics` lists the most
+//! active agents and event types ([`METRICS_TOP`]); the full lists are paged
+//! through `/api/agents` and `/api/features`.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -19,7 +24,14 @@ use super::tokens::Access;
 use super::{error_response, ingest, stream, HubState, SharedState};
 use crate::metrics::Granularity;
 
-/// Default `limit` of `/api/events`.
+/// Agents and event types listed in `/api/metrics` (the most active).
+pub const METRICS_TOP: usize = crate::metrics::DEFAULT_SNAPSHOT_AGENTS;
+
+/// Default and largest page of `/api/agents` and `/api/features`.
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1000;
+
+/// Default and largest `limit` of `/api/events`.
 const EVENTS_DEFAULT_LIMIT: usize = 1000;
 
 /// Most events one `/api/events` answer looks at: a filter that matches
@@ -48,6 +60,8 @@ pub fn router(state: SharedState) -> Router {
     let reads = Router::new()
         .route("/api/events", get(events))
         .route("/api/metrics", get(metrics_json))
+        .route("/api/agents", get(agents_page))
+        .route("/api/features", get(features_page))
         .route("/api/config", get(config_json))
         .route("/api/alerts", get(alerts_json))
         .route("/api/budgets", get(budgets_json))
@@ -57,6 +71,18 @@ pub fn router(state: SharedState) -> Router {
             Guard(state.clone(), Access::Read),
             require_token,
         ));
+    // Admin calls change the hub's own state: an admin token, and no
+    // foreign browser origin.
+    let admin = Router::new()
+        .route("/api/health/acknowledge", post(acknowledge_losses))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_own_origin,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Guard(state.clone(), Access::Admin),
+            require_token,
+        ));
     Router::new()
         .route("/", get(root))
         .route("/agent-events", get(stream::handler))
@@ -64,9 +90,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/ingest", get(ingest::ws_ingest))
         .merge(writes)
         .merge(reads)
+        .merge(admin)
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(json_refusals))
         // Outermost, so that no path (not even a 404) answers a name that
         // another site pointed at the hub.
         .layer(axum::middleware::from_fn_with_state(
@@ -74,6 +102,47 @@ pub fn router(state: SharedState) -> Router {
             require_known_host,
         ))
         .with_state(state)
+}
+
+/// Gives every refusal a JSON body naming the fault: some come from layers
+/// and extractors (decompression, WebSocket upgrade checks) with an empty
+/// or plain-text body.
+async fn json_refusals(req: Request, next: axum::middleware::Next) -> Response {
+    let encoding = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = match (status, encoding) {
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(enc)) => format!(
+            "Content-Encoding {enc:?} is not supported: send the body plain or gzip-compressed"
+        ),
+        _ if !text.is_empty() => text,
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+    };
+    let mut out = error_response(status, message);
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 async fn require_known_host(
@@ -314,13 +383,138 @@ pub fn metrics_document(state: &SharedState) -> Value {
         "epoch": state.epoch,
         "redis": redis_status(state),
     });
+    doc["hub"]["ingest_unavailable"] = json!(c.ingest_unavailable.load(Ordering::Relaxed));
     let engine = state
         .emitter
         .engine()
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    doc["events_by_type"] = json!(engine.totals().events_by_type);
+    let by_type = &engine.totals().events_by_type;
+    let mut types: Vec<(&std::sync::Arc<str>, &u64)> = by_type.iter().collect();
+    types.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let mut listed = serde_json::Map::new();
+    let mut rest = 0u64;
+    for (i, (t, n)) in types.iter().enumerate() {
+        if i < METRICS_TOP {
+            listed.insert(t.to_string(), json!(n));
+        } else {
+            rest += **n;
+        }
+    }
+    if rest > 0 {
+        let other = listed
+            .get(crate::metrics::OTHER)
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        listed.insert(crate::metrics::OTHER.into(), json!(other + rest));
+    }
+    doc["events_by_type"] = Value::Object(listed);
+    doc["event_types_total"] = json!(types.len());
     doc
+}
+
+/// `?limit=&after=` of the paged lists.
+fn page_params(query: &HashMap<String, String>) -> Result<(usize, Option<String>), String> {
+    let limit = match query.get("limit") {
+        None => PAGE_DEFAULT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=PAGE_MAX).contains(&n) => n,
+            _ => return Err(format!("limit: expected 1..={PAGE_MAX}, got {l:?}")),
+        },
+    };
+    Ok((limit, query.get("after").cloned()))
+}
+
+/// The rolling window now and its length in seconds.
+fn window_now(state: &SharedState) -> (crate::metrics::BucketStats, f64) {
+    let engine = state
+        .emitter
+        .engine()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let span = f64::from(engine.config().window_minutes) * 60.0;
+    (engine.window_stats(crate::event::now_unix()), span)
+}
+
+/// One page of `entries` sorted by name, after `after`.
+fn page<T>(
+    mut entries: Vec<(String, T)>,
+    limit: usize,
+    after: Option<&str>,
+) -> (Vec<(String, T)>, usize, Option<String>) {
+    let total = entries.len();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let start = match after {
+        Some(a) => entries.partition_point(|(n, _)| n.as_str() <= a),
+        None => 0,
+    };
+    let mut out: Vec<(String, T)> = entries.into_iter().skip(start).take(limit + 1).collect();
+    let next = if out.len() > limit {
+        out.truncate(limit);
+        out.last().map(|(n, _)| n.clone())
+    } else {
+        None
+    };
+    (out, total, next)
+}
+
+/// `GET /api/agents?limit=100&after=NAME`: every agent of the rolling
+/// window with its figures, by name, a page at a time:
+/// `{"agents":[{"agent":...,"events":...,...}],"total":N,"next":NAME|null}`
+/// (pass `next` as `after` for the following page).
+async fn agents_page(
+    State(state): State<SharedState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let (limit, after) = match page_params(&query) {
+        Ok(p) => p,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
+    };
+    let (window, span) = window_now(&state);
+    let entries: Vec<(String, &crate::metrics::AgentStats)> = window
+        .per_agent
+        .iter()
+        .map(|(a, s)| (a.to_string(), s))
+        .collect();
+    let (rows, total, next) = page(entries, limit, after.as_deref());
+    let agents: Vec<Value> = rows
+        .into_iter()
+        .map(|(name, s)| {
+            let mut v = json!(crate::metrics::AgentKpis::from_stats(s, span));
+            v["agent"] = json!(name);
+            v
+        })
+        .collect();
+    Json(json!({ "agents": agents, "total": total, "next": next })).into_response()
+}
+
+/// `GET /api/features?limit=100&after=NAME`: every feature of the rolling
+/// window, by name, a page at a time (as `/api/agents`).
+async fn features_page(
+    State(state): State<SharedState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let (limit, after) = match page_params(&query) {
+        Ok(p) => p,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
+    };
+    let (window, _) = window_now(&state);
+    let entries: Vec<(String, &crate::metrics::FeatureStats)> = window
+        .per_feature
+        .iter()
+        .map(|(f, s)| (f.to_string(), s))
+        .collect();
+    let (rows, total, next) = page(entries, limit, after.as_deref());
+    let features: Vec<Value> = rows
+        .into_iter()
+        .map(|(name, s)| {
+            let done = window.features_completed.contains(name.as_str());
+            let mut v = json!(crate::metrics::FeatureReport::from_stats(s, done));
+            v["feature"] = json!(name);
+            v
+        })
+        .collect();
+    Json(json!({ "features": features, "total": total, "next": next })).into_response()
 }
 
 /// `GET /api/metrics`: the live document; with `bucket=` a series of
@@ -553,28 +747,93 @@ fn redis_status(state: &SharedState) -> Value {
             "up": state.counters.redis_up.load(Ordering::Relaxed),
             "messages": state.counters.redis_messages.load(Ordering::Relaxed),
             "errors": state.counters.redis_errors.load(Ordering::Relaxed),
+            "refused": state.counters.redis_refused.load(Ordering::Relaxed),
         }),
     }
 }
 
+/// Losses since start: counted until acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Log lines the JSONL sink had to drop.
+    pub log_lines: u64,
+    /// Events whose Redis increments were dropped.
+    pub redis_increments: u64,
+}
+
+/// The losses counted since start.
+fn losses(state: &SharedState) -> Losses {
+    Losses {
+        log_lines: state
+            .emitter
+            .sink_reports()
+            .iter()
+            .find(|s| s.name == "jsonl")
+            .map_or(0, |s| s.dropped),
+        redis_increments: state
+            .store
+            .as_ref()
+            .map_or(0, |s| s.stats.dropped_events.load(Ordering::Relaxed)),
+    }
+}
+
+/// `POST /api/health/acknowledge` (token): the losses counted so far are
+/// acknowledged; `/health` is `ok` again once nothing else is wrong. The
+/// counters of `/metrics` and `/api/metrics` are not reset.
+async fn acknowledge_losses(State(state): State<SharedState>) -> Response {
+    let now = losses(&state);
+    let before = std::mem::replace(
+        &mut *state.acknowledged.lock().unwrap_or_else(|e| e.into_inner()),
+        now,
+    );
+    Json(json!({
+        "acknowledged": {
+            "log_lines_dropped": now.log_lines - before.log_lines.min(now.log_lines),
+            "redis_increments_dropped": now.redis_increments - before.redis_increments.min(now.redis_increments),
+        },
+    }))
+    .into_response()
+}
+
 /// `GET /health`: always 200; `status` is `ok` or `degraded` with reasons.
+/// A component is `degraded` while it fails (and `ok` as soon as it
+/// recovers, without waiting for an event), and while a loss since start
+/// (log lines or Redis increments dropped) is not acknowledged with
+/// `POST /api/health/acknowledge`.
 async fn health(State(state): State<SharedState>) -> Response {
     let mut reasons: Vec<String> = Vec::new();
     let mut components = serde_json::Map::new();
-    components.insert("pipeline".into(), json!({"status": "ok"}));
+    let acked = *state.acknowledged.lock().unwrap_or_else(|e| e.into_inner());
+    let lost = losses(&state);
+    let lost_lines = lost.log_lines.saturating_sub(acked.log_lines);
+    let lost_increments = lost.redis_increments.saturating_sub(acked.redis_increments);
+    let refused = state.emitter.stats().refused;
+    components.insert(
+        "pipeline".into(),
+        json!({"status": "ok", "refused": refused}),
+    );
     for s in state.emitter.sink_reports() {
-        let status = if s.last_error.is_some() {
-            "degraded"
-        } else {
-            "ok"
-        };
+        let mut degraded = s.last_error.is_some();
         if let Some(err) = &s.last_error {
             reasons.push(format!("sink {}: {err}", s.name));
         }
-        components.insert(
-            format!("sink_{}", s.name),
-            json!({"status": status, "error": s.last_error, "dropped": s.dropped}),
-        );
+        let mut c = json!({"error": s.last_error, "dropped": s.dropped});
+        if s.name == "jsonl" {
+            c["lost_since_acknowledged"] = json!(lost_lines);
+            if let Some(b) = state.emitter.log_backlog() {
+                c["unwritten_bytes"] = json!(b.unwritten());
+                c["refused"] = json!(b.refused().max(refused));
+            }
+            if lost_lines > 0 {
+                degraded = true;
+                reasons.push(format!(
+                    "sink jsonl: {lost_lines} log lines dropped since start (not stored); \
+                     acknowledge with POST /api/health/acknowledge"
+                ));
+            }
+        }
+        c["status"] = json!(if degraded { "degraded" } else { "ok" });
+        components.insert(format!("sink_{}", s.name), c);
     }
     if state.config.redis_url.is_some() {
         let up = state.counters.redis_up.load(Ordering::Relaxed);
@@ -583,7 +842,10 @@ async fn health(State(state): State<SharedState>) -> Response {
         }
         components.insert(
             "redis_bridge".into(),
-            json!({"status": if up { "ok" } else { "degraded" }}),
+            json!({
+                "status": if up { "ok" } else { "degraded" },
+                "refused": state.counters.redis_refused.load(Ordering::Relaxed),
+            }),
         );
     }
     if let Some(store) = &state.store {
@@ -596,17 +858,19 @@ async fn health(State(state): State<SharedState>) -> Response {
                 "redis metrics: not connected; increments of {pending} events pending"
             ));
         }
-        if dropped > 0 {
+        if lost_increments > 0 {
             reasons.push(format!(
-                "redis metrics: increments of {dropped} events dropped (pending bound reached)"
+                "redis metrics: increments of {lost_increments} events dropped since start \
+                 (pending bound reached); acknowledge with POST /api/health/acknowledge"
             ));
         }
         components.insert(
             "redis_metrics".into(),
             json!({
-                "status": if up && dropped == 0 { "ok" } else { "degraded" },
+                "status": if up && lost_increments == 0 { "ok" } else { "degraded" },
                 "pending_events": pending,
                 "dropped_events": dropped,
+                "lost_since_acknowledged": lost_increments,
                 "flushes": s.flushes.load(Ordering::Relaxed),
                 "failures": s.failures.load(Ordering::Relaxed),
             }),

@@ -70,6 +70,10 @@ pub struct HubConfig {
     pub max_body_bytes: usize,
     /// Largest single event.
     pub max_event_bytes: usize,
+    /// Most events in one request, WebSocket message or Redis message.
+    pub max_events_per_request: usize,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: Duration,
     /// Redis for the `agent-events` bridge.
     pub redis_url: Option<String>,
     /// Redis bucket metrics (usually the same URL).
@@ -94,6 +98,8 @@ impl Default for HubConfig {
             max_connections: 10_000,
             max_body_bytes: 16 * 1024 * 1024,
             max_event_bytes: 64 * 1024,
+            max_events_per_request: ingest::body::DEFAULT_MAX_EVENTS,
+            body_timeout: Duration::from_secs(60),
             redis_url: None,
             redis_metrics: None,
             log: Some(JsonlConfig::default()),
@@ -145,12 +151,16 @@ pub struct HubCounters {
     pub ingest_requests: AtomicU64,
     /// Events refused at ingest (malformed or invalid).
     pub ingest_rejected: AtomicU64,
+    /// Ingest requests answered 503 (the log cannot take their events).
+    pub ingest_unavailable: AtomicU64,
     /// Whether the Redis bridge is connected (when configured).
     pub redis_up: AtomicBool,
     /// Messages taken from the Redis channel.
     pub redis_messages: AtomicU64,
     /// Redis connection failures.
     pub redis_errors: AtomicU64,
+    /// Redis messages refused whole (over the body or event-count limit).
+    pub redis_refused: AtomicU64,
 }
 
 /// What every handler shares.
@@ -175,6 +185,8 @@ pub struct HubState {
     pub store: Option<StoreHandle>,
     /// The stream epoch: which event history this hub serves.
     pub epoch: String,
+    /// Losses acknowledged with `POST /api/health/acknowledge`.
+    pub acknowledged: std::sync::Mutex<api::Losses>,
 }
 
 /// The hub's view of the Redis bucket store.
@@ -291,6 +303,7 @@ pub async fn start(
         addr,
         store,
         epoch: start_report.epoch.clone(),
+        acknowledged: std::sync::Mutex::new(api::Losses::default()),
     });
     if let Some(url) = state.config.redis_url.clone() {
         let st = state.clone();
@@ -319,6 +332,14 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
 }
 
 impl HubState {
+    /// What one request, WebSocket message or Redis message may hold.
+    pub fn body_limits(&self) -> ingest::body::BodyLimits {
+        ingest::body::BodyLimits {
+            max_event_bytes: self.config.max_event_bytes,
+            max_events: self.config.max_events_per_request,
+        }
+    }
+
     /// Uptime in seconds.
     pub fn uptime(&self) -> f64 {
         self.started.elapsed().as_secs_f64()

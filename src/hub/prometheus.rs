@@ -37,6 +37,21 @@ pub fn render(state: &SharedState) -> String {
             "Retried events recognised by event_id."
         );
         counter!("agentpulse_events_duplicate_total").absolute(p.duplicates);
+        describe_counter!(
+            "agentpulse_events_refused_total",
+            "Events refused because the log could not take them (disk full)."
+        );
+        counter!("agentpulse_events_refused_total").absolute(p.refused);
+        describe_counter!(
+            "agentpulse_tasks_evicted_total",
+            "Tasks the metrics engine evicted (idle, or past --max-open-tasks)."
+        );
+        counter!("agentpulse_tasks_evicted_total").absolute(m.kpis.evicted_tasks);
+        describe_gauge!(
+            "agentpulse_open_tasks",
+            "Tasks the metrics engine tracks that have not finished."
+        );
+        gauge!("agentpulse_open_tasks").set(m.kpis.open_tasks as f64);
         describe_gauge!("agentpulse_last_event_id", "The last id given.");
         gauge!("agentpulse_last_event_id").set(p.last_id as f64);
         describe_gauge!(
@@ -140,6 +155,11 @@ pub fn render(state: &SharedState) -> String {
                 "Redis connection failures."
             );
             counter!("agentpulse_redis_errors_total").absolute(c.redis_errors.load(Relaxed));
+            describe_counter!(
+                "agentpulse_redis_refused_total",
+                "Messages of the agent-events channel refused whole (over a limit)."
+            );
+            counter!("agentpulse_redis_refused_total").absolute(c.redis_refused.load(Relaxed));
         }
 
         if let Some(store) = &state.store {

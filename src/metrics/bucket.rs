@@ -111,6 +111,10 @@ impl Granularity {
 /// Raw per-agent state of a bucket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentStats {
+    /// Events of the agent in the bucket: its activity, by which the
+    /// bounded views (`/api/metrics`, the all-time totals) rank agents.
+    #[serde(default)]
+    pub events: u64,
     /// Seconds of completed busy spans clipped to the bucket.
     pub busy_seconds: f64,
     /// `agent_completed` events.
@@ -127,7 +131,8 @@ pub struct AgentStats {
 }
 
 impl AgentStats {
-    fn merge(&mut self, o: &AgentStats) {
+    pub(crate) fn merge(&mut self, o: &AgentStats) {
+        self.events += o.events;
         self.busy_seconds += o.busy_seconds;
         self.runs += o.runs;
         self.failures += o.failures;
@@ -153,7 +158,7 @@ pub struct FeatureStats {
 }
 
 impl FeatureStats {
-    fn merge(&mut self, o: &FeatureStats) {
+    pub(crate) fn merge(&mut self, o: &FeatureStats) {
         self.cost_usd += o.cost_usd;
         self.tasks_queued += o.tasks_queued;
         self.validations += o.validations;
@@ -199,6 +204,10 @@ pub struct BucketStats {
     pub ttc_histogram: LogHistogram,
     /// Features completed in the bucket.
     pub features_completed: BTreeSet<Arc<str>>,
+    /// Completed features counted without their names: in the bounded
+    /// all-time totals, those folded into the `(other)` row.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub features_completed_other: u64,
     /// Earliest event timestamp in the bucket.
     pub min_ts: Option<f64>,
     /// Latest event timestamp in the bucket.
@@ -277,6 +286,7 @@ impl BucketStats {
                 self.features_completed.insert(Arc::clone(f));
             }
         }
+        self.features_completed_other += other.features_completed_other;
         self.min_ts = min_opt(self.min_ts, other.min_ts);
         self.max_ts = max_opt(self.max_ts, other.max_ts);
         for (k, a) in &other.per_agent {
@@ -292,6 +302,8 @@ impl BucketStats {
     /// See the module documentation for the definitions.
     pub fn kpis(&self, span_seconds: f64) -> Kpis {
         let agents = self.per_agent.len() as u64;
+        let features_completed =
+            self.features_completed.len() as u64 + self.features_completed_other;
         let capacity = if span_seconds.is_finite() && span_seconds > 0.0 {
             span_seconds * agents as f64
         } else {
@@ -299,7 +311,7 @@ impl BucketStats {
         };
         Kpis {
             agent_utilization: ratio(self.busy_seconds, capacity).min(1.0),
-            cost_per_feature: ratio(self.feature_cost, self.features_completed.len() as f64),
+            cost_per_feature: ratio(self.feature_cost, features_completed as f64),
             average_retry_count: ratio(self.retries_sum as f64, self.tasks_finished as f64),
             critic_rejection_rate: ratio(self.critic_rejected as f64, self.critic_decisions as f64),
             validation_pass_rate: ratio(self.validations_passed as f64, self.validations as f64),
@@ -309,7 +321,7 @@ impl BucketStats {
             samples: Samples {
                 events: self.events,
                 agents,
-                features_completed: self.features_completed.len() as u64,
+                features_completed,
                 tasks_finished: self.tasks_finished,
                 critic_decisions: self.critic_decisions,
                 validations: self.validations,
@@ -328,6 +340,7 @@ impl BucketStats {
         self.max_ts = max_opt(self.max_ts, Some(c.ts));
         if let Some(agent) = &c.agent {
             self.per_agent.update(agent, |a| {
+                a.events += 1;
                 if let Some(run) = &c.run {
                     a.runs += 1;
                     a.failures += u64::from(run.failed);
@@ -381,6 +394,10 @@ impl BucketStats {
         self.busy_seconds += secs;
         self.per_agent.update(agent, |a| a.busy_seconds += secs);
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn min_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {

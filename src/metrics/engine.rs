@@ -9,7 +9,9 @@ use foldhash::quality::RandomState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::bucket::{AgentRun, BucketSet, BucketStats, Contribution, Granularity};
+use super::bucket::{
+    AgentRun, AgentStats, BucketSet, BucketStats, Contribution, FeatureStats, Granularity,
+};
 use super::input::EventFields;
 use super::kpi::{AgentKpis, BucketView, CurrentBuckets, FeatureReport, MetricsSnapshot, Report};
 use crate::event::{Event, NewEvent};
@@ -32,6 +34,20 @@ pub const FAILED_STATUSES: [&str; 5] = ["failed", "failure", "error", "timeout",
 /// Open starts kept per (task, agent): a producer that never completes
 /// cannot grow a task without bound. The oldest start is dropped.
 const MAX_OPEN_STARTS: usize = 64;
+
+/// The name of the row into which the bounded all-time totals fold their
+/// least active names (agents, features, event types).
+pub const OTHER: &str = "(other)";
+
+/// Default number of names per section the all-time totals keep.
+pub const DEFAULT_MAX_NAMES: usize = 1000;
+
+/// Default number of tasks held in memory (open or finished).
+pub const DEFAULT_MAX_OPEN_TASKS: usize = 250_000;
+
+/// Agents listed by [`MetricsEngine::snapshot`] (the most active of the
+/// window); `/api/agents` pages through all of them.
+pub const DEFAULT_SNAPSHOT_AGENTS: usize = 100;
 
 /// The eviction sweep runs after this many events...
 const EVICTION_EVERY_EVENTS: u32 = 1024;
@@ -93,6 +109,23 @@ pub struct MetricsConfig {
     pub task_idle_eviction_secs: f64,
     /// Buckets kept per granularity.
     pub retention: Retention,
+    /// Names kept per section (agents, features, event types) in the
+    /// all-time totals: the most active ones; the others are folded into
+    /// one [`OTHER`] row, so the totals stay bounded whatever the names.
+    #[serde(default = "default_max_names")]
+    pub max_names: usize,
+    /// Tasks held in memory at most; past it the least recently active one
+    /// is evicted (and counted in `evicted_tasks`).
+    #[serde(default = "default_max_open_tasks")]
+    pub max_open_tasks: usize,
+}
+
+fn default_max_names() -> usize {
+    DEFAULT_MAX_NAMES
+}
+
+fn default_max_open_tasks() -> usize {
+    DEFAULT_MAX_OPEN_TASKS
 }
 
 impl Default for MetricsConfig {
@@ -110,6 +143,8 @@ impl MetricsConfig {
         c.retention.hourly = usize::MAX / 4;
         c.retention.daily = usize::MAX / 4;
         c.retention.weekly = usize::MAX / 4;
+        c.max_names = usize::MAX / 4;
+        c.max_open_tasks = usize::MAX / 4;
         c
     }
 
@@ -119,6 +154,8 @@ impl MetricsConfig {
             window_minutes,
             task_idle_eviction_secs: 86_400.0,
             retention: Retention::for_window(window_minutes),
+            max_names: DEFAULT_MAX_NAMES,
+            max_open_tasks: DEFAULT_MAX_OPEN_TASKS,
         }
     }
 
@@ -132,6 +169,8 @@ impl MetricsConfig {
         r.hourly = r.hourly.max(1);
         r.daily = r.daily.max(1);
         r.weekly = r.weekly.max(1);
+        self.max_names = self.max_names.max(1);
+        self.max_open_tasks = self.max_open_tasks.max(1);
         if self.task_idle_eviction_secs.is_nan() || self.task_idle_eviction_secs < 0.0 {
             self.task_idle_eviction_secs = 86_400.0;
         }
@@ -142,6 +181,8 @@ impl MetricsConfig {
 /// What the engine remembers of one task.
 #[derive(Debug, Clone)]
 struct TaskState {
+    /// The task's id (the map's key), for the recency queue.
+    id: Arc<str>,
     feature: Option<Arc<str>>,
     queued_at: Option<f64>,
     /// Per agent, the timestamps of its starts not yet completed; the
@@ -150,23 +191,35 @@ struct TaskState {
     /// Agents whose latest completion on this task failed: their next start
     /// is a retry.
     failed_agents: Vec<Arc<str>>,
+    /// Agents that have emitted an `agent_completed` on this task: their
+    /// spans end with their own completions, not with the validation.
+    completed_agents: Vec<Arc<str>>,
+    /// Spans ended by the task's `validation_complete` (agent, end): an
+    /// agent that completes the task after all continues from there.
+    ended_by_validation: Vec<(Arc<str>, f64)>,
     retries: u64,
     validated: bool,
     finished: bool,
     last_seen: f64,
+    /// The engine's event sequence number at the task's latest event.
+    touched: u64,
 }
 
 impl TaskState {
-    fn new(ts: f64) -> Self {
+    fn new(id: Arc<str>, ts: f64) -> Self {
         TaskState {
+            id,
             feature: None,
             queued_at: None,
             open: Vec::new(),
             failed_agents: Vec::new(),
+            completed_agents: Vec::new(),
+            ended_by_validation: Vec::new(),
             retries: 0,
             validated: false,
             finished: false,
             last_seen: ts,
+            touched: 0,
         }
     }
 }
@@ -176,17 +229,27 @@ impl TaskState {
 /// branch is rejected by the current borrow checker, and a second lookup
 /// would hash the id twice on the hot path.
 macro_rules! task_entry {
-    ($tasks:expr, $id:expr, $ts:expr) => {
-        match $tasks.get_mut($id) {
+    ($self:ident, $id:expr, $ts:expr) => {{
+        $self.seq += 1;
+        let seq = $self.seq;
+        let task = match $self.tasks.get_mut($id) {
             Some(task) => {
                 task.last_seen = task.last_seen.max($ts);
                 task
             }
-            None => $tasks
-                .entry(Arc::from($id))
-                .or_insert_with(|| Box::new(TaskState::new($ts))),
-        }
-    };
+            None => {
+                let id: Arc<str> = Arc::from($id);
+                $self.created_task = true;
+                $self
+                    .tasks
+                    .entry(Arc::clone(&id))
+                    .or_insert_with(|| Box::new(TaskState::new(id, $ts)))
+            }
+        };
+        task.touched = seq;
+        $self.recency.push_back((seq, Arc::clone(&task.id)));
+        task
+    }};
 }
 
 /// Cost attribution state of one feature. One `attributed` serves every
@@ -208,6 +271,15 @@ pub struct MetricsEngine {
     /// Boxed: the table doubles as tasks arrive, and moving a 24-byte entry
     /// instead of a ~120-byte one made `observe` ~16% cheaper while it grows.
     tasks: HashMap<Arc<str>, Box<TaskState>, RandomState>,
+    /// Task ids in the order of their events (with the sequence number of
+    /// each): the least recently active task is the first entry whose
+    /// number is still its task's `touched`. Stale entries are skipped, and
+    /// the queue is compacted once it is twice the number of tasks.
+    recency: std::collections::VecDeque<(u64, Arc<str>)>,
+    /// Events that touched a task so far.
+    seq: u64,
+    /// Whether the current event created a task (to check the bound).
+    created_task: bool,
     features: HashMap<Arc<str>, FeatureState, RandomState>,
     /// At most the oldest `last_seen` of any task or feature: until the
     /// eviction cutoff passes it, a sweep would find nothing to evict.
@@ -216,7 +288,10 @@ pub struct MetricsEngine {
     /// allocation per name and match by pointer.
     names: Interner,
     newest_ts: f64,
-    /// The start of the minute after the newest timestamp's.
+    /// The hub's clock, when it drives the engine ([`MetricsEngine::advance_clock`]):
+    /// retention and eviction then follow it instead of the newest event.
+    clock_now: Option<f64>,
+    /// The start of the minute after the reference time's.
     next_minute: f64,
     /// Per granularity, the start of the oldest bucket kept.
     horizon: [i64; 4],
@@ -242,10 +317,14 @@ impl MetricsEngine {
             buckets: BucketSet::new(),
             totals: BucketStats::new(),
             tasks: HashMap::default(),
+            recency: std::collections::VecDeque::new(),
+            seq: 0,
+            created_task: false,
             features: HashMap::default(),
             oldest_seen: f64::INFINITY,
             names: Interner::default(),
             newest_ts: f64::NEG_INFINITY,
+            clock_now: None,
             next_minute: f64::NEG_INFINITY,
             horizon: [i64::MIN; 4],
             events_since_sweep: 0,
@@ -319,6 +398,33 @@ impl MetricsEngine {
             }
         }
         self.totals.merge(&other.totals);
+        self.bound_totals();
+    }
+
+    /// Lets the hub's clock drive retention and eviction from now on:
+    /// buckets are kept relative to `now`, not to the newest event, so an
+    /// event stamped ahead of the clock is counted in its bucket but never
+    /// prunes the window. Called before each batch (and before reading the
+    /// log back at start); `now` only moves forwards.
+    pub fn advance_clock(&mut self, now: f64) {
+        if !now.is_finite() {
+            return;
+        }
+        if self.clock_now.is_none_or(|c| now > c) {
+            self.clock_now = Some(now);
+            self.prune_to(self.reference_now());
+        }
+    }
+
+    /// The time retention and eviction count back from: the newest event
+    /// timestamp seen, but never later than the hub's clock when it drives
+    /// the engine. So an event stamped ahead prunes nothing, and history
+    /// sent late (a backfill) is kept as an offline report keeps it.
+    fn reference_now(&self) -> f64 {
+        match self.clock_now {
+            Some(c) => c.min(self.newest_ts),
+            None => self.newest_ts,
+        }
     }
 
     /// The merge of the minute buckets of the window ending with the minute
@@ -334,8 +440,18 @@ impl MetricsEngine {
         out
     }
 
-    /// The live view at `now` (Unix seconds; a non-finite `now` reads as 0).
+    /// The live view at `now` (Unix seconds; a non-finite `now` reads as 0),
+    /// listing the [`DEFAULT_SNAPSHOT_AGENTS`] most active agents of the
+    /// window.
     pub fn snapshot(&self, now: f64) -> MetricsSnapshot {
+        self.snapshot_top(now, DEFAULT_SNAPSHOT_AGENTS, &[])
+    }
+
+    /// The live view at `now`, listing the `top` most active agents of the
+    /// window (by events) and, whatever their rank, those named in
+    /// `include` that were seen (alert rules name theirs). `agents_total`
+    /// counts them all.
+    pub fn snapshot_top(&self, now: f64, top: usize, include: &[&str]) -> MetricsSnapshot {
         let now = if now.is_finite() { now } else { 0.0 };
         let span = f64::from(self.config.window_minutes) * 60.0;
         let window = self.window_stats(now);
@@ -352,6 +468,12 @@ impl MetricsEngine {
                 kpis,
             }
         };
+        let mut agents = top_agents(&window, span, top);
+        for name in include {
+            if let Some(s) = window.per_agent.get(name) {
+                agents.insert(name.to_string(), AgentKpis::from_stats(s, span));
+            }
+        }
         MetricsSnapshot {
             as_of: now,
             window_minutes: self.config.window_minutes,
@@ -361,7 +483,8 @@ impl MetricsEngine {
                 daily: view(Granularity::Daily),
                 weekly: view(Granularity::Weekly),
             },
-            agents: agent_kpis(&window, span),
+            agents,
+            agents_total: window.per_agent.len() as u64,
             open_tasks: self.open_tasks(),
             evicted_tasks: self.evicted_tasks,
             ignored_events: self.ignored_events,
@@ -412,7 +535,8 @@ impl MetricsEngine {
         self.advance(ts);
         // Any task or feature this event creates is last seen at `ts`.
         self.oldest_seen = self.oldest_seen.min(ts);
-        let (contribution, span) = self.contribution(event, ts);
+        self.created_task = false;
+        let (contribution, spans) = self.contribution(event, ts);
         for g in Granularity::ALL {
             let start = g.bucket_start(ts);
             if start < self.horizon[g.index()] {
@@ -424,17 +548,92 @@ impl MetricsEngine {
             }
         }
         self.totals.add(&contribution);
-        if let Some((agent, start, end)) = span {
-            self.add_span(&agent, start, end, extra);
+        for (agent, start, end) in spans {
+            self.add_span(&agent, start, end, extra.as_deref_mut());
+        }
+        self.bound_totals();
+        if self.created_task && self.tasks.len() > self.config.max_open_tasks {
+            self.evict_least_recent();
+        }
+        if self.recency.len() > 2 * self.tasks.len() + 1024 {
+            self.compact_recency();
         }
         self.events_since_sweep += 1;
         // A sweep visits every task, feature and name, so it waits for at
-        // least an eighth as many events as there are tasks: its cost stays
-        // a few visits per event however many tasks are open.
+        // least an eighth as many events as there are of those: its cost
+        // stays a few visits per event however many there are.
         let due = self.events_since_sweep >= EVICTION_EVERY_EVENTS
-            || self.newest_ts - self.last_sweep_ts >= EVICTION_EVERY_SECS;
-        if due && self.events_since_sweep as usize >= self.tasks.len() / 8 {
+            || self.reference_now() - self.last_sweep_ts >= EVICTION_EVERY_SECS;
+        let visits = self.tasks.len() + self.features.len() + self.names.len();
+        if due && self.events_since_sweep as usize >= visits / 8 {
             self.sweep();
+        }
+    }
+
+    /// Evicts the least recently active tasks until at most
+    /// `max_open_tasks` are held.
+    fn evict_least_recent(&mut self) {
+        while self.tasks.len() > self.config.max_open_tasks {
+            let Some((seq, id)) = self.recency.pop_front() else {
+                break;
+            };
+            if self.tasks.get(&*id).is_some_and(|t| t.touched == seq) {
+                self.tasks.remove(&*id);
+                self.evicted_tasks += 1;
+            }
+        }
+    }
+
+    /// Drops the stale entries of the recency queue (each task keeps only
+    /// its latest).
+    fn compact_recency(&mut self) {
+        let tasks = &self.tasks;
+        self.recency
+            .retain(|(seq, id)| tasks.get(&**id).is_some_and(|t| t.touched == *seq));
+    }
+
+    /// Folds the least active names of the all-time totals into [`OTHER`]
+    /// rows once a section holds twice `max_names` (so the folding, which
+    /// sorts, runs once per `max_names` new names).
+    fn bound_totals(&mut self) {
+        let keep = self.config.max_names;
+        let t = &mut self.totals;
+        if t.per_agent.len() <= 2 * keep
+            && t.per_feature.len() <= 2 * keep
+            && t.events_by_type.len() <= 2 * keep
+            && t.features_completed.len() <= 2 * keep
+        {
+            return;
+        }
+        let other = self.names.get(OTHER);
+        if t.per_agent.len() > 2 * keep {
+            t.per_agent.fold_least_active(
+                keep,
+                &other,
+                |a| a.events as f64 + a.busy_seconds,
+                AgentStats::merge,
+            );
+        }
+        if t.per_feature.len() > 2 * keep {
+            t.per_feature.fold_least_active(
+                keep,
+                &other,
+                |f| (f.tasks_queued + f.validations) as f64 + f.cost_usd,
+                FeatureStats::merge,
+            );
+        }
+        if t.events_by_type.len() > 2 * keep {
+            t.events_by_type
+                .fold_least_active(keep, &other, |n| *n as f64, |a, b| *a += b);
+        }
+        if t.features_completed.len() > 2 * keep {
+            // Completed features keep their names while they are listed
+            // per feature; the others are only counted.
+            let listed = &t.per_feature;
+            let before = t.features_completed.len();
+            t.features_completed
+                .retain(|f| listed.contains_key(f) && &**f != OTHER);
+            t.features_completed_other += (before - t.features_completed.len()) as u64;
         }
     }
 
@@ -445,16 +644,21 @@ impl MetricsEngine {
             return;
         }
         self.newest_ts = ts;
+        self.prune_to(self.reference_now());
+    }
+
+    /// Drops the buckets that fall out of retention counted back from `now`.
+    fn prune_to(&mut self, now: f64) {
         // Every bucket boundary is a minute boundary: within the minute of
         // the last move, no horizon changes.
-        if ts < self.next_minute {
+        if now < self.next_minute {
             return;
         }
-        self.next_minute = Granularity::Minute.bucket_start(ts).saturating_add(60) as f64;
+        self.next_minute = Granularity::Minute.bucket_start(now).saturating_add(60) as f64;
         for g in Granularity::ALL {
             let keep = self.config.retention.get(g) as i64 - 1;
             let horizon = g
-                .bucket_start(ts)
+                .bucket_start(now)
                 .saturating_sub(keep.saturating_mul(g.length_secs()));
             if horizon > self.horizon[g.index()] {
                 self.horizon[g.index()] = horizon;
@@ -492,12 +696,12 @@ impl MetricsEngine {
     }
 
     /// Updates task and feature state for `event` and returns what it adds
-    /// to its bucket, plus the busy span it closes, if any.
+    /// to its bucket, plus the busy spans it closes.
     fn contribution(
         &mut self,
         fields: &EventFields<'_>,
         ts: f64,
-    ) -> (Contribution, Option<(Arc<str>, f64, f64)>) {
+    ) -> (Contribution, Vec<(Arc<str>, f64, f64)>) {
         let mut c = Contribution {
             event_type: Some(self.names.get(&fields.event_type)),
             ts,
@@ -505,11 +709,11 @@ impl MetricsEngine {
             ..Contribution::default()
         };
         let task_id = fields.task_id.as_deref();
-        let mut span = None;
+        let mut spans = Vec::new();
         match &*fields.event_type {
             "task_queued" => {
-                let Some(id) = task_id else { return (c, None) };
-                let task = task_entry!(self.tasks, id, ts);
+                let Some(id) = task_id else { return (c, spans) };
+                let task = task_entry!(self, id, ts);
                 if task.queued_at.is_none() {
                     task.queued_at = Some(ts);
                 }
@@ -525,9 +729,9 @@ impl MetricsEngine {
             }
             "agent_started" => {
                 let (Some(agent), Some(id)) = (&c.agent, task_id) else {
-                    return (c, None);
+                    return (c, spans);
                 };
-                let task = task_entry!(self.tasks, id, ts);
+                let task = task_entry!(self, id, ts);
                 if find_name(&task.failed_agents, agent, |a| a).is_some() {
                     task.retries += 1;
                 }
@@ -561,13 +765,23 @@ impl MetricsEngine {
                 }
                 let mut matched = None;
                 if let Some(id) = task_id {
-                    let task = task_entry!(self.tasks, id, ts);
+                    let task = task_entry!(self, id, ts);
                     if let (Some(x), Some(f)) = (cost, &task.feature) {
                         feature_entry(&mut self.features, f, ts).cost += x;
                         c.feature = Some(Arc::clone(f));
                     }
                     if let Some(agent) = &c.agent {
-                        matched = pop_start(task, agent);
+                        if find_name(&task.completed_agents, agent, |a| a).is_none()
+                            && task.completed_agents.len() < MAX_OPEN_STARTS
+                        {
+                            task.completed_agents.push(Arc::clone(agent));
+                        }
+                        matched = pop_start(task, agent).or_else(|| {
+                            // Its span was ended by the validation: it
+                            // continues from there.
+                            let i = find_name(&task.ended_by_validation, agent, |(a, _)| a)?;
+                            Some(task.ended_by_validation.swap_remove(i).1)
+                        });
                         let flagged = find_name(&task.failed_agents, agent, |a| a);
                         match (failed, flagged) {
                             (true, None) => task.failed_agents.push(Arc::clone(agent)),
@@ -585,7 +799,7 @@ impl MetricsEngine {
                     let start = matched.or_else(|| duration_ms.map(|d| ts - d / 1000.0));
                     if let Some(s) = start.map(|s| s.max(0.0)) {
                         if ts > s {
-                            span = Some((Arc::clone(agent), s, ts));
+                            spans.push((Arc::clone(agent), s, ts));
                         }
                     }
                 }
@@ -594,8 +808,8 @@ impl MetricsEngine {
                 c.validation_passed = Some(fields.result_passed);
                 let cost = amount(fields.cost);
                 c.cost = cost.unwrap_or(0.0);
-                let Some(id) = task_id else { return (c, None) };
-                let task = task_entry!(self.tasks, id, ts);
+                let Some(id) = task_id else { return (c, spans) };
+                let task = task_entry!(self, id, ts);
                 if let Some(f) = &task.feature {
                     let fs = feature_entry(&mut self.features, f, ts);
                     fs.cost += c.cost;
@@ -609,14 +823,32 @@ impl MetricsEngine {
                     task.validated = true;
                     c.ttc = task.queued_at.map(|q| (ts - q).max(0.0));
                 }
+                // The validator's span: an agent with no `agent_completed` of
+                // its own on the task (the original's `gemini`) is busy on it
+                // from its start to the task's validation.
+                let done = &task.completed_agents;
+                for (agent, starts) in &mut task.open {
+                    if find_name(done, agent, |a| a).is_some() {
+                        continue;
+                    }
+                    if let Some(s) = starts.pop() {
+                        let s = s.max(0.0);
+                        if ts > s {
+                            spans.push((Arc::clone(agent), s, ts));
+                        }
+                        if task.ended_by_validation.len() < MAX_OPEN_STARTS {
+                            task.ended_by_validation.push((Arc::clone(agent), ts));
+                        }
+                    }
+                }
                 if !task.finished {
                     task.finished = true;
                     c.finished_retries = Some(task.retries);
                 }
             }
             "hitl_escalated" => {
-                let Some(id) = task_id else { return (c, None) };
-                let task = task_entry!(self.tasks, id, ts);
+                let Some(id) = task_id else { return (c, spans) };
+                let task = task_entry!(self, id, ts);
                 if !task.finished {
                     task.finished = true;
                     let attempts = fields
@@ -631,15 +863,15 @@ impl MetricsEngine {
             }
             _ => {}
         }
-        (c, span)
+        (c, spans)
     }
 
     /// Evicts idle tasks and feature state, and forgets names no longer
     /// used anywhere.
     fn sweep(&mut self) {
         self.events_since_sweep = 0;
-        self.last_sweep_ts = self.newest_ts;
-        let cutoff = self.newest_ts - self.config.task_idle_eviction_secs;
+        self.last_sweep_ts = self.reference_now();
+        let cutoff = self.reference_now() - self.config.task_idle_eviction_secs;
         // Visiting every task is what makes a sweep costly: skipped when
         // nothing can be old enough yet.
         if self.oldest_seen < cutoff {
@@ -664,6 +896,25 @@ impl MetricsEngine {
         }
         self.names.sweep();
     }
+}
+
+/// The `top` most active agents of `stats` (by events, then busy time,
+/// then name).
+fn top_agents(stats: &BucketStats, span: f64, top: usize) -> BTreeMap<String, AgentKpis> {
+    let mut all: Vec<(&Arc<str>, &AgentStats)> = stats.per_agent.iter().collect();
+    if all.len() > top {
+        let nth = top.saturating_sub(1).min(all.len() - 1);
+        all.select_nth_unstable_by(nth, |a, b| {
+            b.1.events
+                .cmp(&a.1.events)
+                .then_with(|| b.1.busy_seconds.total_cmp(&a.1.busy_seconds))
+                .then_with(|| a.0.cmp(b.0))
+        });
+        all.truncate(top);
+    }
+    all.into_iter()
+        .map(|(a, s)| (a.to_string(), AgentKpis::from_stats(s, span)))
+        .collect()
 }
 
 fn agent_kpis(stats: &BucketStats, span: f64) -> BTreeMap<String, AgentKpis> {
@@ -722,6 +973,11 @@ impl Interner {
     fn sweep(&mut self) {
         self.cache.iter_mut().for_each(|c| *c = None);
         self.set.retain(|n| Arc::strong_count(n) > 1);
+    }
+
+    /// Names remembered.
+    fn len(&self) -> usize {
+        self.set.len()
     }
 }
 

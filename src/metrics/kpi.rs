@@ -65,6 +65,9 @@ pub struct Samples {
 /// One agent's figures over a window or the whole run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentKpis {
+    /// Events of the agent (its activity).
+    #[serde(default)]
+    pub events: u64,
     /// Busy seconds / span, in [0, 1] (concurrent spans add up before the
     /// clamp).
     pub utilization: f64,
@@ -84,6 +87,7 @@ impl AgentKpis {
     /// The figures of `stats` over `span_seconds`.
     pub fn from_stats(stats: &AgentStats, span_seconds: f64) -> Self {
         AgentKpis {
+            events: stats.events,
             utilization: ratio(stats.busy_seconds, span_seconds).min(1.0),
             busy_seconds: stats.busy_seconds,
             runs: stats.runs,
@@ -164,8 +168,13 @@ pub struct MetricsSnapshot {
     pub window: Kpis,
     /// The buckets containing `as_of`.
     pub buckets: CurrentBuckets,
-    /// Per agent, over the rolling window.
+    /// Per agent, over the rolling window: the most active ones (at most
+    /// the `top` the snapshot was asked for, plus any asked for by name).
     pub agents: BTreeMap<String, AgentKpis>,
+    /// Agents seen in the window, listed in `agents` or not (the full list
+    /// is paged through `/api/agents`).
+    #[serde(default)]
+    pub agents_total: u64,
     /// Tasks tracked and not yet finished.
     pub open_tasks: u64,
     /// Tasks dropped from memory after being idle.

@@ -29,9 +29,14 @@
 //! last `window_minutes` minutes, ending with the minute containing the
 //! snapshot time. The engine keeps the newest `retention` buckets of each
 //! granularity (by default `window_minutes + 2` minutes, 168 hours, 31 days,
-//! 14 weeks), counted back from the bucket of the newest event timestamp
-//! seen; contributions to older buckets are dropped. It also keeps all-time
-//! totals, which retention never drops.
+//! 14 weeks), counted back from the bucket of *now*: the newest event
+//! timestamp seen, but never later than the hub's clock when it drives the
+//! engine ([`MetricsEngine::advance_clock`], as the hub does before every
+//! batch and before reading the log back). Contributions to older buckets
+//! are dropped. An event stamped ahead of the clock (the pipeline accepts up
+//! to a day) is counted in its own bucket and never prunes anything. The
+//! engine also keeps all-time totals, which retention never drops; they are
+//! bounded by name instead (see *State and bounds*).
 //!
 //! # Events
 //!
@@ -68,6 +73,14 @@
 //!   span of `duration_ms` ending at the completion is used, if
 //!   `duration_ms` is usable. Spans are clipped at time 0; a matched start
 //!   stamped after its completion gives no span.
+//! - **The validator's span.** A `validation_complete` for a task ends the
+//!   open span on that task (the latest start) of every agent that has no
+//!   `agent_completed` of its own on the task: the original's validator
+//!   (`gemini`) emits `agent_started` and then the validation, never a
+//!   completion. Should such an agent complete the task after all, its span
+//!   continues from the validation, so its busy time is counted once. An
+//!   agent that has completed on the task (a retry in progress) keeps its
+//!   open span until its own completion.
 //! - A span is clipped to every bucket it overlaps, at each granularity's
 //!   own boundaries (a span across an hour boundary adds to both hours).
 //!   Only buckets within retention receive it; the totals receive it whole.
@@ -136,10 +149,23 @@
 //!   event of an evicted task starts it afresh.
 //! - Per feature: its cost and the part already attributed, evicted the
 //!   same way.
+//! - At most `max_open_tasks` tasks (default 250,000) are held, open or
+//!   finished: past it the least recently active task (by arrival of its
+//!   events) is evicted and counted in `evicted_tasks`, so `open_tasks`
+//!   never exceeds it.
 //! - `open_tasks` counts the tasks in memory that have not finished.
-//! - The engine has no clock: "now" for retention and eviction is the newest
-//!   event timestamp seen. An event stamped far in the future therefore
-//!   moves both; the pipeline therefore refuses events stamped more than a
+//! - Per-bucket maps (by event type, agent, feature) are hash maps past a
+//!   few names: an event costs the same with 10 names or 100,000. The
+//!   all-time totals keep at most `max_names` names per section (default
+//!   1,000; offline reports keep all): once a section holds twice that, the
+//!   least active names are folded into one row named [`OTHER`] (`(other)`),
+//!   whose figures are their sums (completed features folded so are
+//!   counted in `features_completed_other`). Snapshots list the
+//!   [`DEFAULT_SNAPSHOT_AGENTS`] most active agents of the window and count
+//!   them all (`agents_total`).
+//! - "Now" for retention and eviction is the newest event timestamp seen,
+//!   capped by the clock when there is one: without a clock an event
+//!   stamped far in the future moves both; with one it moves neither. The pipeline refuses events stamped more than a
 //!   day ahead of its clock.
 //!
 //! # Files
@@ -150,8 +176,8 @@
 //! - `histogram.rs`: [`LogHistogram`], the mergeable percentile histogram.
 //! - `engine.rs`: [`MetricsEngine`] and its [`MetricsConfig`]: task, agent
 //!   and feature state, turning events into bucket contributions.
-//! - `name_map.rs`: [`NameMap`], the small sorted map of the per-bucket
-//!   breakdowns, fast for the interned names the engine looks up.
+//! - `name_map.rs`: [`NameMap`], the map of the per-bucket breakdowns: a
+//!   scanned vector for a few names, a hash map past them.
 //! - `kpi.rs`: the serialisable views [`Kpis`], [`MetricsSnapshot`],
 //!   [`Report`] and their parts.
 //! - `tests.rs`: worked scenarios and property tests of the whole engine.
@@ -169,7 +195,8 @@ mod tests;
 pub use bucket::{AgentStats, BucketSet, BucketStats, FeatureStats, Granularity};
 pub use engine::{
     critic_decision_event, is_failed_status, MetricsConfig, MetricsEngine, Retention,
-    CRITIC_DECISION, FAILED_STATUSES, MAX_AMOUNT, MAX_TIMESTAMP,
+    CRITIC_DECISION, DEFAULT_MAX_NAMES, DEFAULT_MAX_OPEN_TASKS, DEFAULT_SNAPSHOT_AGENTS,
+    FAILED_STATUSES, MAX_AMOUNT, MAX_TIMESTAMP, OTHER,
 };
 pub use histogram::{LogHistogram, RELATIVE_ERROR};
 pub use input::{validation_passed, EventFields};

@@ -8,7 +8,7 @@
 //! | `busy_seconds`, `total_cost`, `feature_cost`, `ttc_sum` | float | sums |
 //! | `type:<event_type>`        | int   | events of that type                       |
 //! | `agent_busy:<agent>`, `agent_cost:<agent>`, `agent_dur_sum:<agent>` | float | per-agent sums |
-//! | `agent_runs:<agent>`, `agent_failures:<agent>`, `agent_dur_n:<agent>` | int | per-agent counters; their presence marks the agent as seen |
+//! | `agent_runs:<agent>`, `agent_failures:<agent>`, `agent_dur_n:<agent>`, `agent_events:<agent>` | int | per-agent counters; their presence marks the agent as seen |
 //! | `feat_cost:<f>`, `feat_ttc_sum:<f>` | float | per-feature sums             |
 //! | `feat_queued:<f>`, `feat_val:<f>`, `feat_ttc_n:<f>` | int | per-feature counters |
 //! | `done:<feature>`           | flag  | the feature completed in the bucket (set union: `HSET` to 1) |
@@ -76,6 +76,9 @@ pub fn to_fields(b: &BucketStats) -> Vec<(String, RawValue)> {
         out.push((format!("agent_runs:{a}"), Int(s.runs)));
         out.push((format!("agent_failures:{a}"), Int(s.failures)));
         out.push((format!("agent_dur_n:{a}"), Int(s.duration_ms_count)));
+        if s.events > 0 {
+            out.push((format!("agent_events:{a}"), Int(s.events)));
+        }
     }
     for (f, s) in &b.per_feature {
         out.push((format!("feat_cost:{f}"), Float(s.cost_usd)));
@@ -139,6 +142,7 @@ pub fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
                     "agent_runs" => agents.entry(name).or_default().runs = int(),
                     "agent_failures" => agents.entry(name).or_default().failures = int(),
                     "agent_dur_n" => agents.entry(name).or_default().duration_ms_count = int(),
+                    "agent_events" => agents.entry(name).or_default().events = int(),
                     "feat_cost" => features.entry(name).or_default().cost_usd = float(),
                     "feat_ttc_sum" => features.entry(name).or_default().ttc_sum = float(),
                     "feat_queued" => features.entry(name).or_default().tasks_queued = int(),

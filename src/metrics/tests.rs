@@ -1052,3 +1052,155 @@ fn observe_speed() {
     let ns = start.elapsed().as_nanos() as f64 / (rounds * events.len()) as f64;
     println!("observe: {ns:.0} ns/event");
 }
+
+/// Issue 13 (8): the original's validator (`gemini`) emits `agent_started`
+/// and then the task's `validation_complete`, never an `agent_completed`:
+/// the validation ends its span, so its utilisation counts it. An agent
+/// that completes the task after all continues from the validation (its
+/// busy time is counted once).
+#[test]
+fn the_validation_ends_the_validators_span() {
+    let t = utc(2026, 12, 2, 10, 0, 0);
+    let mut e = MetricsEngine::default();
+    e.observe(&ev("task_queued", t, json!({"task_id":"t1","feature":"f"})));
+    e.observe(&ev(
+        "agent_started",
+        t + 1.0,
+        json!({"agent":"scribe","task_id":"t1"}),
+    ));
+    e.observe(&ev(
+        "agent_completed",
+        t + 3.0,
+        json!({"agent":"scribe","task_id":"t1","status":"success"}),
+    ));
+    e.observe(&ev(
+        "agent_started",
+        t + 4.0,
+        json!({"agent":"gemini","task_id":"t1"}),
+    ));
+    e.observe(&ev(
+        "validation_complete",
+        t + 10.0,
+        json!({"task_id":"t1","result":{"passed":true}}),
+    ));
+    let r = e.report();
+    assert_eq!(r.agents["gemini"].busy_seconds, 6.0);
+    assert_eq!(r.agents["scribe"].busy_seconds, 2.0);
+    let snap = e.snapshot(t + 11.0);
+    assert!((snap.agents["gemini"].busy_seconds - 6.0).abs() < 1e-9);
+    assert!(snap.agents["gemini"].utilization > 0.0);
+    // It completes after all: the span continues from the validation.
+    e.observe(&ev(
+        "agent_completed",
+        t + 12.0,
+        json!({"agent":"gemini","task_id":"t1","status":"success","duration_ms":8000}),
+    ));
+    assert_eq!(e.report().agents["gemini"].busy_seconds, 8.0);
+    // An agent that has completed on the task keeps its open span (a retry
+    // in progress) until its own completion.
+    e.observe(&ev(
+        "agent_started",
+        t + 13.0,
+        json!({"agent":"scribe","task_id":"t1"}),
+    ));
+    e.observe(&ev(
+        "validation_complete",
+        t + 14.0,
+        json!({"task_id":"t1","result":{"passed":true}}),
+    ));
+    assert_eq!(e.report().agents["scribe"].busy_seconds, 2.0);
+}
+
+/// Issue 22 (4): driven by the clock, an event stamped ahead (within the
+/// accepted day) is counted in its bucket and prunes nothing: later live
+/// events still count in the window.
+#[test]
+fn the_window_follows_the_clock_not_the_newest_event() {
+    let now = utc(2026, 12, 2, 10, 0, 0);
+    let mut e = MetricsEngine::default();
+    e.advance_clock(now);
+    e.observe(&ev("note", now + 23.0 * 3600.0, json!({})));
+    e.observe(&ev("note", now + 1.0, json!({})));
+    e.advance_clock(now + 2.0);
+    e.observe(&ev("note", now + 2.0, json!({})));
+    assert_eq!(e.snapshot(now + 3.0).window.samples.events, 2);
+    let ahead = Granularity::Hourly.bucket_start(now + 23.0 * 3600.0);
+    assert_eq!(
+        e.bucket_set()
+            .get(Granularity::Hourly, ahead)
+            .unwrap()
+            .events,
+        1
+    );
+    // Without a clock (offline), the newest event is "now", as before.
+    let mut offline = MetricsEngine::default();
+    offline.observe(&ev("note", now + 23.0 * 3600.0, json!({})));
+    offline.observe(&ev("note", now + 1.0, json!({})));
+    assert_eq!(offline.snapshot(now + 3.0).window.samples.events, 0);
+}
+
+/// Issue 13 (9): past `max_open_tasks` the least recently active task is
+/// evicted and counted; the bound holds at every step.
+#[test]
+fn open_tasks_never_exceed_the_bound() {
+    let t = utc(2026, 12, 2, 10, 0, 0);
+    let mut e = MetricsEngine::new(MetricsConfig {
+        max_open_tasks: 100,
+        ..MetricsConfig::default()
+    });
+    for i in 0..1000u32 {
+        let ts = t + f64::from(i) * 0.01;
+        e.observe(&ev(
+            "task_queued",
+            ts,
+            json!({"task_id": format!("t{i}"), "feature":"f"}),
+        ));
+        // Task t0 stays active: it is never the least recent.
+        e.observe(&ev(
+            "agent_started",
+            ts,
+            json!({"agent":"a","task_id":"t0"}),
+        ));
+        assert!(e.open_tasks() <= 100);
+    }
+    assert_eq!(e.open_tasks(), 100);
+    assert_eq!(e.evicted_tasks(), 900);
+    // t0 survived: its 1000 starts are still open (at most 64 kept).
+    e.observe(&ev(
+        "agent_completed",
+        t + 20.0,
+        json!({"agent":"a","task_id":"t0","status":"success"}),
+    ));
+    assert!(e.report().agents["a"].busy_seconds > 0.0);
+}
+
+/// Issue 22 (3): the all-time totals keep the most active names and fold
+/// the rest into `(other)`, whatever the number of names; the sums stay.
+#[test]
+fn totals_are_bounded_by_max_names() {
+    let t = utc(2026, 12, 2, 10, 0, 0);
+    let mut e = MetricsEngine::new(MetricsConfig {
+        max_names: 10,
+        ..MetricsConfig::default()
+    });
+    for i in 0..1000u32 {
+        let ts = t + f64::from(i) * 0.01;
+        let agent = if i % 2 == 0 {
+            "busy".to_string()
+        } else {
+            format!("run-{i}")
+        };
+        e.observe(&ev(
+            "agent_completed",
+            ts,
+            json!({"agent": agent, "task_id": format!("t{i}"), "status":"success","cost_usd":1.0}),
+        ));
+    }
+    let totals = e.totals();
+    assert!(totals.per_agent.len() <= 21, "{}", totals.per_agent.len());
+    assert_eq!(totals.per_agent["busy"].runs, 500);
+    let runs: u64 = totals.per_agent.values().map(|a| a.runs).sum();
+    assert_eq!(runs, 1000);
+    assert!(totals.per_agent.contains_key(OTHER));
+    assert_eq!(totals.events, 1000);
+}

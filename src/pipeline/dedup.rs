@@ -44,6 +44,25 @@ impl DedupWindow {
         self.order.push_back(key);
     }
 
+    /// Forgets every key whose id is in `first..=last` (their events were
+    /// never stored: a retry must be stored, not answered "duplicate").
+    /// Scans the window; called only when the log had to drop lines.
+    pub fn forget_ids(&mut self, first: u64, last: u64) {
+        let map = &mut self.map;
+        self.order.retain(|k| match map.get(k) {
+            Some(id) if (first..=last).contains(id) => {
+                map.remove(k);
+                false
+            }
+            _ => true,
+        });
+    }
+
+    /// The id remembered for each key (for tests and checks).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.map.iter().map(|(k, v)| (&**k, *v))
+    }
+
     /// How many keys are remembered.
     pub fn len(&self) -> usize {
         self.order.len()
@@ -71,5 +90,10 @@ mod tests {
         w.insert("b", 99);
         assert_eq!(w.get("b"), Some(2), "first id wins");
         assert_eq!(w.len(), 3);
+        w.forget_ids(2, 3);
+        assert_eq!((w.get("b"), w.get("c"), w.get("d")), (None, None, Some(4)));
+        assert_eq!(w.len(), 1);
+        w.insert("b", 5);
+        assert_eq!(w.get("b"), Some(5), "a forgotten key is stored anew");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 
 use super::dedup::DedupWindow;
-use super::{Command, Outcome, PipelineStats, Tap};
+use super::{Command, Outcome, PipelineStats, Refused, Tap};
 use crate::clock::SharedClock;
 use crate::event::{Event, LineWriter, NewEvent, SharedRecord};
 use crate::sinks::runner::{Batch, SinkHandle};
@@ -31,6 +31,8 @@ pub(crate) struct Dispatcher {
     pub ids: Option<super::ids::IdReservation>,
     /// Serialises each event once, into shared chunks.
     pub lines: LineWriter,
+    /// What the log has not written yet (with a log only).
+    pub backlog: Option<Arc<crate::sinks::jsonl::Backlog>>,
     /// The sinks' freeing thread ([`crate::sinks::reclaim`]): joined at
     /// stop, after the sinks.
     pub reclaim_thread: std::thread::JoinHandle<()>,
@@ -41,7 +43,7 @@ impl Dispatcher {
     /// flushes and stops every sink.
     pub fn run(mut self, mut rx: Receiver<Command>) {
         let mut batch: Vec<SharedRecord> = Vec::with_capacity(MAX_BATCH);
-        let mut replies: Vec<(super::Reply, Vec<Outcome>)> = Vec::new();
+        let mut replies: Vec<(super::Reply, Result<Vec<Outcome>, Refused>)> = Vec::new();
         let mut flushes = Vec::new();
         let mut stopping = false;
         let mut cmds = Vec::with_capacity(MAX_BATCH);
@@ -52,6 +54,7 @@ impl Dispatcher {
             if rx.blocking_recv_many(&mut cmds, MAX_BATCH) == 0 {
                 break;
             }
+            self.forget_lost();
             for cmd in cmds.drain(..) {
                 stopping |= self.take(cmd, &mut batch, &mut replies, &mut flushes);
             }
@@ -104,26 +107,55 @@ impl Dispatcher {
         &mut self,
         cmd: Command,
         batch: &mut Vec<SharedRecord>,
-        replies: &mut Vec<(super::Reply, Vec<Outcome>)>,
+        replies: &mut Vec<(super::Reply, Result<Vec<Outcome>, Refused>)>,
         flushes: &mut Vec<super::Ack>,
     ) -> bool {
         match cmd {
             Command::One(ev) => {
-                self.accept(ev, batch);
+                if self.refusal().is_some() {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.accept(ev, batch);
+                }
             }
             Command::Many(events, reply) => {
+                if let Some(reason) = self.refusal() {
+                    self.stats
+                        .refused
+                        .fetch_add(events.len() as u64, Ordering::Relaxed);
+                    if let Some(reply) = reply {
+                        replies.push((reply, Err(Refused { reason })));
+                    }
+                    return false;
+                }
                 let outcomes: Vec<Outcome> = events
                     .into_iter()
                     .map(|ev| self.accept(ev, batch))
                     .collect();
                 if let Some(reply) = reply {
-                    replies.push((reply, outcomes));
+                    replies.push((reply, Ok(outcomes)));
                 }
             }
             Command::Flush(ack) => flushes.push(ack),
             Command::Stop => return true,
         }
         false
+    }
+
+    /// Why new events are refused now, if they are (the log cannot take
+    /// them; see [`crate::sinks::jsonl::backlog`]).
+    fn refusal(&self) -> Option<String> {
+        self.backlog.as_ref()?.refusal()
+    }
+
+    /// Forgets the `event_id`s of events the log had to drop, so that their
+    /// retries are stored.
+    fn forget_lost(&mut self) {
+        if let Some(b) = &self.backlog {
+            for (first, last) in b.take_fresh_losses() {
+                self.dedup.forget_ids(first, last);
+            }
+        }
     }
 
     fn accept(&mut self, ev: NewEvent, batch: &mut Vec<SharedRecord>) -> Outcome {
@@ -163,6 +195,9 @@ impl Dispatcher {
         let n = batch.len() as u64;
         // One allocation for the shared batch; `batch` keeps its capacity.
         let shared: Batch = batch.drain(..).collect();
+        if let Some(b) = &self.backlog {
+            b.handed(shared.iter().map(|r| r.line.len() as u64).sum());
+        }
         for sink in &self.sinks {
             sink.send(&shared);
         }

@@ -45,8 +45,17 @@ impl Outcome {
     }
 }
 
-/// Called with the outcomes of a batch once its events are with the sinks.
-pub type Reply = Box<dyn FnOnce(Vec<Outcome>) + Send>;
+/// A batch the pipeline would not take: the log cannot be written and
+/// enough already waits for it (see [`crate::sinks::jsonl::backlog`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Why, for the caller.
+    pub reason: String,
+}
+
+/// Called with the outcomes of a batch once its events are with the sinks,
+/// or with the refusal of the whole batch.
+pub type Reply = Box<dyn FnOnce(Result<Vec<Outcome>, Refused>) + Send>;
 
 /// Called once a flush has completed.
 pub type Ack = Box<dyn FnOnce() + Send>;
@@ -91,6 +100,8 @@ pub struct PipelineStats {
     pub dropped: AtomicU64,
     /// Events recognised as retries by their `event_id`.
     pub duplicates: AtomicU64,
+    /// Events refused because the log could not take them (disk full).
+    pub refused: AtomicU64,
     /// The last id given.
     pub last_id: AtomicU64,
 }
@@ -106,6 +117,8 @@ pub struct StatsSnapshot {
     pub dropped: u64,
     /// See [`PipelineStats::duplicates`].
     pub duplicates: u64,
+    /// See [`PipelineStats::refused`].
+    pub refused: u64,
     /// See [`PipelineStats::last_id`].
     pub last_id: u64,
 }
@@ -118,6 +131,7 @@ impl PipelineStats {
             rejected: self.rejected.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             last_id: self.last_id.load(Ordering::Relaxed),
         }
     }

@@ -40,7 +40,15 @@ pub struct AlertsSink {
     feedback: std::sync::mpsc::Sender<NewEvent>,
     /// When rules were last evaluated (Unix seconds).
     last_eval: f64,
+    /// How long the last snapshot took (seconds): the next evaluation waits
+    /// at least [`EVAL_COST_FACTOR`] times as long, so that a window of many
+    /// agents (whose merge holds the engine's lock) never takes more than a
+    /// few percent of the metrics sink's time.
+    last_cost: f64,
 }
+
+/// See [`AlertsSink::last_cost`].
+const EVAL_COST_FACTOR: f64 = 20.0;
 
 /// Rules are evaluated at most this often (seconds): a snapshot of the
 /// window costs a merge of its minute buckets, and at thousands of batches
@@ -64,19 +72,33 @@ impl AlertsSink {
             clock,
             feedback,
             last_eval: f64::NEG_INFINITY,
+            last_cost: 0.0,
         }
     }
 
     fn evaluate(&mut self, state: &mut AlertState, now: f64) {
-        if state.engine.rules().is_empty() || now - self.last_eval < MIN_EVAL_INTERVAL {
+        let interval = MIN_EVAL_INTERVAL.max(EVAL_COST_FACTOR * self.last_cost);
+        if state.engine.rules().is_empty() || now - self.last_eval < interval {
             return;
         }
         self.last_eval = now;
+        // Agents a rule names are read whatever their rank in the window.
+        let named: Vec<&str> = state
+            .engine
+            .rules()
+            .iter()
+            .filter_map(|r| match &r.condition.metric {
+                crate::alerts::Metric::Agent { agent, .. } => Some(agent.as_str()),
+                _ => None,
+            })
+            .collect();
+        let started = std::time::Instant::now();
         let snapshot = self
             .metrics
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .snapshot(now);
+            .snapshot_top(now, crate::metrics::DEFAULT_SNAPSHOT_AGENTS, &named);
+        self.last_cost = started.elapsed().as_secs_f64();
         let input = MetricInput::new(&snapshot, self.stats.snapshot());
         for alert in state.engine.evaluate(&input, now) {
             let _ = self.feedback.send(alert.to_new_event());

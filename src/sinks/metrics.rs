@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::redis_metrics::Increments;
 use super::{Sink, SinkError};
+use crate::clock::SharedClock;
 use crate::event::SharedRecord;
 use crate::metrics::MetricsEngine;
 
@@ -16,6 +17,7 @@ pub type SharedEngine = Arc<Mutex<MetricsEngine>>;
 pub struct MetricsSink {
     engine: SharedEngine,
     increments: Option<Arc<Increments>>,
+    clock: Option<SharedClock>,
 }
 
 impl MetricsSink {
@@ -24,7 +26,16 @@ impl MetricsSink {
         MetricsSink {
             engine,
             increments: None,
+            clock: None,
         }
+    }
+
+    /// Lets `clock` drive the engine's retention (see
+    /// [`MetricsEngine::advance_clock`]): the window follows the clock, not
+    /// the newest event timestamp.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// Also records bucket increments into `increments`.
@@ -42,6 +53,9 @@ impl Sink for MetricsSink {
     fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
         // One lock per batch keeps readers' waits short and the cost low.
         let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(clock) = &self.clock {
+            engine.advance_clock(clock.now());
+        }
         match &self.increments {
             None => {
                 for r in batch {
@@ -59,5 +73,18 @@ impl Sink for MetricsSink {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), SinkError> {
+        // Idle or not, buckets leave the window as the clock moves on.
+        if let Some(clock) = &self.clock {
+            let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            engine.advance_clock(clock.now());
+        }
+        Ok(())
+    }
+
+    fn tick_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
     }
 }

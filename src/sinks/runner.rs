@@ -186,7 +186,8 @@ fn run(
                     handed = last.event.id;
                 }
                 match sink.write_batch(&batch) {
-                    Ok(()) => clear_error(&stats),
+                    Ok(()) if sink.caught_up() => clear_error(&stats),
+                    Ok(()) => {}
                     Err(e) => report("write failed", e, &stats),
                 }
                 // Only a batch's last holder has anything to free (two
@@ -198,7 +199,8 @@ fn run(
             }
             Ok(Msg::Flush(ack)) => {
                 match sink.flush() {
-                    Ok(()) => clear_error(&stats),
+                    Ok(()) if sink.caught_up() => clear_error(&stats),
+                    Ok(()) => {}
                     Err(e) => report("flush failed", e, &stats),
                 }
                 let _ = ack.send(());
@@ -224,8 +226,12 @@ fn run(
             return;
         }
         if last_tick.elapsed() >= interval {
-            if let Err(e) = sink.tick() {
-                report("retry failed", e, &stats);
+            match sink.tick() {
+                // Recovered without waiting for an event: the backlog is
+                // written.
+                Ok(()) if sink.caught_up() => clear_error(&stats),
+                Ok(()) => {}
+                Err(e) => report("retry failed", e, &stats),
             }
             last_tick = Instant::now();
         }

@@ -293,3 +293,27 @@ test('the feed filters by type, agent, task and text, pauses and resumes, and ex
     await page.context().close();
   });
 });
+
+test('the validator (agent_started then validation_complete, no agent_completed) shows idle after the validation', async () => {
+  await withHub(async (hub) => {
+    const page = await openPage(browser, hub);
+    await waitForConnected(page);
+    const now = Date.now() / 1000;
+    // Started 60 s ago: busy (working or stuck) while its span is open.
+    const started = await post(hub, [
+      { event_type: 'task_queued', timestamp: now - 61, payload: { task_id: 't_val', feature: 'f', est_cost: 0.1, timestamp: now - 61 } },
+      { event_type: 'agent_started', timestamp: now - 60, payload: { agent: 'gemini', task_id: 't_val', model: 'gemini-2.5-pro', tools: ['browser'] } },
+    ]);
+    await waitForRendered(page, started.ids.at(-1));
+    const state = () => page.getAttribute('[data-testid="agent-row"][data-agent="gemini"]', 'data-state');
+    await until('gemini busy while its span is open', async () => ['working', 'stuck'].includes(await state()));
+    const done = await post(hub, [
+      { event_type: 'validation_complete', timestamp: now, payload: { task_id: 't_val', result: { passed: true }, cost: 0.01, duration_ms: 60000, screenshots: 0 } },
+    ]);
+    await waitForRendered(page, done.ids[0]);
+    await until('gemini idle after validation_complete', async () => (await state()) === 'idle');
+    // The hub's metrics count its span too.
+    const m = await getJson(hub, '/api/metrics');
+    assert.ok(m.agents.gemini.busy_seconds >= 59, JSON.stringify(m.agents.gemini));
+  });
+});

@@ -9,6 +9,9 @@
 //! - An event whose JSON text is larger than the per-event limit is rejected
 //!   on its own (`<type>.payload: larger than ...`); for a single-event body
 //!   the hub answers 413.
+//! - A body of more events than the per-request limit is refused whole
+//!   (413) as soon as the limit is passed: memory per request stays
+//!   bounded by the limits, whatever a small compressed body inflates to.
 
 use std::sync::Arc;
 
@@ -48,7 +51,25 @@ pub enum BodyError {
     /// An empty body.
     #[error("empty body: expected a JSON object, an array, or NDJSON lines")]
     Empty,
+    /// More events than one request may carry.
+    #[error("more than {limit} events in one request or message; send them in several")]
+    TooManyEvents {
+        /// The limit.
+        limit: usize,
+    },
 }
+
+/// How much one body may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Largest single event (its JSON text), bytes.
+    pub max_event_bytes: usize,
+    /// Most events in one body.
+    pub max_events: usize,
+}
+
+/// Default of [`BodyLimits::max_events`].
+pub const DEFAULT_MAX_EVENTS: usize = 100_000;
 
 /// How a body is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,26 +120,74 @@ impl Format {
 pub fn parse_body(
     bytes: &[u8],
     format: Format,
-    max_event_bytes: usize,
+    limits: BodyLimits,
     intern: &impl Fn(&str) -> Arc<str>,
 ) -> Result<Vec<Item>, BodyError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError::Empty);
     }
     match format {
-        Format::Ndjson => Ok(parse_ndjson(bytes, max_event_bytes, intern)),
-        Format::Json => parse_json(bytes, max_event_bytes, intern),
+        Format::Ndjson => parse_ndjson(bytes, limits, intern),
+        Format::Json => parse_json(bytes, limits, intern),
+    }
+}
+
+/// What the array visitor reports when the array is longer than allowed.
+const TOO_MANY: &str = "agentpulse: too many events";
+
+/// A JSON array read element by element, refused as soon as it holds more
+/// than `limit` elements (so a huge array is never collected).
+struct CappedArray(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CappedArray {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CappedArray {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            if out.len() == self.0 {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            out.push(raw);
+        }
+        Ok(out)
     }
 }
 
 fn parse_json(
     bytes: &[u8],
-    max_event_bytes: usize,
+    limits: BodyLimits,
     intern: &impl Fn(&str) -> Arc<str>,
 ) -> Result<Vec<Item>, BodyError> {
+    let max_event_bytes = limits.max_event_bytes;
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     if first == Some(b'[') {
-        let raws: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(malformed)?;
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let raws = CappedArray(limits.max_events)
+            .deserialize(&mut de)
+            .and_then(|r| de.end().map(|()| r))
+            .map_err(|e| {
+                if e.to_string().starts_with(TOO_MANY) {
+                    BodyError::TooManyEvents {
+                        limit: limits.max_events,
+                    }
+                } else {
+                    malformed(e)
+                }
+            })?;
         return Ok(raws
             .into_iter()
             .map(|raw| parse_one(raw.get().as_bytes(), max_event_bytes, intern))
@@ -146,14 +215,20 @@ fn parse_json(
 
 fn parse_ndjson(
     bytes: &[u8],
-    max_event_bytes: usize,
+    limits: BodyLimits,
     intern: &impl Fn(&str) -> Arc<str>,
-) -> Vec<Item> {
+) -> Result<Vec<Item>, BodyError> {
+    let max_event_bytes = limits.max_event_bytes;
     let mut items = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = trim(line);
         if line.is_empty() {
             continue;
+        }
+        if items.len() == limits.max_events {
+            return Err(BodyError::TooManyEvents {
+                limit: limits.max_events,
+            });
         }
         // One pass over valid lines; a malformed one is parsed again only
         // to say where it breaks.
@@ -171,7 +246,7 @@ fn parse_ndjson(
         });
         items.push(item);
     }
-    items
+    Ok(items)
 }
 
 /// One event's JSON text: size-checked, then parsed and its envelope read.
@@ -246,8 +321,40 @@ mod tests {
         Arc::from(s)
     }
 
+    const LIMITS: BodyLimits = BodyLimits {
+        max_event_bytes: 65_536,
+        max_events: 1000,
+    };
+
     fn parse(body: &str, f: Format) -> Result<Vec<Item>, BodyError> {
-        parse_body(body.as_bytes(), f, 65_536, &intern)
+        parse_body(body.as_bytes(), f, LIMITS, &intern)
+    }
+
+    #[test]
+    fn more_events_than_the_limit_are_refused_whole() {
+        let nd = "{}\n".repeat(1000);
+        assert_eq!(parse(&nd, Format::Ndjson).unwrap().len(), 1000);
+        let nd = "{}\n".repeat(1001);
+        assert_eq!(
+            parse(&nd, Format::Ndjson).unwrap_err(),
+            BodyError::TooManyEvents { limit: 1000 }
+        );
+        let arr = format!("[{}{{}}]", "{},".repeat(999));
+        assert_eq!(parse(&arr, Format::Json).unwrap().len(), 1000);
+        let arr = format!("[{}{{}}]", "{},".repeat(1000));
+        assert_eq!(
+            parse(&arr, Format::Json).unwrap_err(),
+            BodyError::TooManyEvents { limit: 1000 }
+        );
+        // Still malformed JSON first when it is malformed before the limit.
+        assert!(matches!(
+            parse("[{},]", Format::Json),
+            Err(BodyError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse("[{}] x", Format::Json),
+            Err(BodyError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -375,7 +482,8 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
             let schema = crate::schema::Schema::builtin();
             for f in [Format::Json, Format::Ndjson] {
-                if let Ok(items) = parse_body(&bytes, f, 1024, &intern) {
+                let limits = BodyLimits { max_event_bytes: 1024, max_events: 100 };
+                if let Ok(items) = parse_body(&bytes, f, limits, &intern) {
                     for ev in items.into_iter().flatten() {
                         let _ = schema.validate(&ev);
                     }
@@ -409,12 +517,12 @@ mod tests {
                 })
                 .collect();
             let nd = body.join("\n");
-            let items = parse_body(nd.as_bytes(), Format::Ndjson, 65_536, &intern);
+            let items = parse_body(nd.as_bytes(), Format::Ndjson, LIMITS, &intern);
             if !nd.trim().is_empty() {
                 proptest::prop_assert_eq!(items.unwrap().len(), lines.len());
             }
             let arr = format!("[{}]", body.join(","));
-            let items = parse_body(arr.as_bytes(), Format::Json, 65_536, &intern).unwrap();
+            let items = parse_body(arr.as_bytes(), Format::Json, LIMITS, &intern).unwrap();
             proptest::prop_assert_eq!(items.len(), lines.len());
             let schema = crate::schema::Schema::builtin();
             for ev in items.into_iter().flatten() {

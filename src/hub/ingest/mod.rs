@@ -23,12 +23,19 @@
 //! declared one.
 //!
 //! `ids` has one entry per input event, in order: its id, the id of the
-//! original for a duplicate, or `null` when rejected. HTTP status: 200 when
+//! original for a duplicate, or `null` when rejected. `errors` lists the
+//! first [`MAX_ERRORS_LISTED`] rejections; `errors_omitted` counts the
+//! rest, so an answer stays small whatever the body. HTTP status: 200 when
 //! every event was taken (duplicates included), 207 when some were rejected
 //! and some taken, 422 when all were rejected, 400 for malformed JSON (with
-//! line and column), 413 for a body over the request limit or a single
-//! event over the event limit, 401 without a valid token. A rejected event
-//! leaves no trace: it never reaches the log, the metrics or the stream.
+//! line and column), 408 for a body not received within the body timeout,
+//! 413 for a body over the request limit, more events than the per-request
+//! limit, or a single event over the event limit, 415 for a
+//! `Content-Encoding` other than gzip, 401 without a valid token, 503 when
+//! the log cannot take the events (see [`crate::emitter::EmitError`]). A
+//! rejected event leaves no trace: it never reaches the log, the metrics or
+//! the stream. Every refusal is a JSON object with an `error` naming the
+//! fault.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -53,10 +60,15 @@ pub mod redis_bridge;
 
 use body::{parse_body, BodyError, Format, Item};
 
+/// Rejections listed with their details in one answer; the others are only
+/// counted (`errors_omitted`).
+pub const MAX_ERRORS_LISTED: usize = 100;
+
 /// The answer to one ingest request or message.
 pub fn answer(items: Vec<Result<Outcome, ValidationError>>) -> (StatusCode, Value) {
     let mut ids = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
+    let mut rejected = 0usize;
     let (mut accepted, mut duplicates) = (0u64, 0u64);
     for (index, item) in items.into_iter().enumerate() {
         match item {
@@ -68,7 +80,12 @@ pub fn answer(items: Vec<Result<Outcome, ValidationError>>) -> (StatusCode, Valu
                 duplicates += 1;
                 ids.push(json!(id));
             }
+            Err(_) if rejected >= MAX_ERRORS_LISTED => {
+                rejected += 1;
+                ids.push(Value::Null);
+            }
             Err(e) => {
+                rejected += 1;
                 ids.push(Value::Null);
                 errors.push(json!({
                     "index": index,
@@ -81,7 +98,6 @@ pub fn answer(items: Vec<Result<Outcome, ValidationError>>) -> (StatusCode, Valu
             }
         }
     }
-    let rejected = errors.len();
     let status = if rejected == 0 {
         StatusCode::OK
     } else if accepted + duplicates == 0 {
@@ -96,7 +112,11 @@ pub fn answer(items: Vec<Result<Outcome, ValidationError>>) -> (StatusCode, Valu
         "ids": ids,
     });
     if !errors.is_empty() {
+        let omitted = rejected - errors.len();
         body["errors"] = Value::Array(errors);
+        if omitted > 0 {
+            body["errors_omitted"] = json!(omitted);
+        }
     }
     (status, body)
 }
@@ -121,10 +141,14 @@ pub async fn take(state: &SharedState, items: Vec<Item>) -> (StatusCode, Value) 
     let results = match state.emitter.ingest(events).await {
         Ok(r) => r,
         Err(e) => {
+            state
+                .counters
+                .ingest_unavailable
+                .fetch_add(1, Ordering::Relaxed);
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": e.to_string() }),
-            )
+                json!({ "error": e.to_string(), "retry": true }),
+            );
         }
     };
     let mut results = results.into_iter();
@@ -196,7 +220,9 @@ fn refuse_body(state: &SharedState, e: BodyError) -> (StatusCode, Value) {
         .ingest_rejected
         .fetch_add(1, Ordering::Relaxed);
     let status = match e {
-        BodyError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::EventTooLarge { .. } | BodyError::TooManyEvents { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         _ => StatusCode::BAD_REQUEST,
     };
     (status, json!({ "error": e.to_string() }))
@@ -228,15 +254,25 @@ pub async fn post_events(
         }
     };
     let limit = state.config.max_body_bytes;
-    let body = match read_body(body, limit).await {
-        Ok(b) => b,
-        Err(ReadError::TooLarge) => {
+    let timeout = state.config.body_timeout;
+    let body = match tokio::time::timeout(timeout, read_body(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Err(_) => {
+            return error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s (--body-timeout)",
+                    timeout.as_secs_f64()
+                ),
+            )
+        }
+        Ok(Err(ReadError::TooLarge)) => {
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body over the {limit}-byte limit"),
             )
         }
-        Err(ReadError::Broken(e)) => {
+        Ok(Err(ReadError::Broken(e))) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 format!("could not read the request body: {e}"),
@@ -244,9 +280,7 @@ pub async fn post_events(
         }
     };
     let schema = state.emitter.schema();
-    let items = match parse_body(&body, format, state.config.max_event_bytes, &|t| {
-        schema.intern(t)
-    }) {
+    let items = match parse_body(&body, format, state.body_limits(), &|t| schema.intern(t)) {
         Ok(items) => items,
         Err(e) => {
             let (status, body) = refuse_body(&state, e);
@@ -371,10 +405,10 @@ async fn ingest_socket(socket: WebSocket, state: &SharedState) {
 pub async fn ingest_message(state: &SharedState, bytes: &[u8]) -> (StatusCode, Value) {
     let schema = state.emitter.schema();
     let intern = |t: &str| schema.intern(t);
-    let limit = state.config.max_event_bytes;
-    let parsed = match parse_body(bytes, Format::Json, limit, &intern) {
+    let limits = state.body_limits();
+    let parsed = match parse_body(bytes, Format::Json, limits, &intern) {
         Err(BodyError::Malformed { .. }) if bytes.contains(&b'\n') => {
-            parse_body(bytes, Format::Ndjson, limit, &intern)
+            parse_body(bytes, Format::Ndjson, limits, &intern)
         }
         other => other,
     };

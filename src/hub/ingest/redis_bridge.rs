@@ -2,6 +2,11 @@
 //! `PUBLISH agent-events <event JSON>`; the hub subscribes and ingests each
 //! message like any other (the original wire format, `id` ignored).
 //!
+//! Each message is held to the limits of `POST /events`: a message over the
+//! body limit, or of more events than one request may carry, is refused
+//! whole without being parsed, counted (`redis.refused` in `/api/metrics`,
+//! `agentpulse_redis_refused_total`) and logged (at most once a second).
+//!
 //! Reconnects on its own with backoff (100 ms doubling to 5 s) when Redis
 //! goes away; `/health` reports the bridge `degraded` meanwhile. Messages
 //! published while the hub was disconnected are lost: that is pub/sub's
@@ -12,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::body::{parse_body, Format, Item};
+use super::body::{parse_body, BodyError, Format, Item};
 use crate::hub::SharedState;
 
 /// The channel of the contract.
@@ -66,7 +71,15 @@ async fn session(state: &SharedState, url: &str) -> redis::RedisResult<()> {
     state.counters.redis_up.store(true, Ordering::Relaxed);
     tracing::info!("redis bridge: subscribed to {CHANNEL} on {}", redact(url));
     let schema = state.emitter.schema();
-    let limit = state.config.max_event_bytes;
+    let limits = state.body_limits();
+    let max_bytes = state.config.max_body_bytes;
+    let mut last_warn: Option<std::time::Instant> = None;
+    let mut warn = |msg: String| {
+        if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!("redis bridge: {msg}");
+            last_warn = Some(std::time::Instant::now());
+        }
+    };
     let mut messages = pubsub.into_on_message().ready_chunks(BATCH);
     while let Some(chunk) = messages.next().await {
         state
@@ -75,10 +88,21 @@ async fn session(state: &SharedState, url: &str) -> redis::RedisResult<()> {
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         let mut items: Vec<Item> = Vec::with_capacity(chunk.len());
         for msg in &chunk {
-            match parse_body(msg.get_payload_bytes(), Format::Json, limit, &|t| {
-                schema.intern(t)
-            }) {
+            let bytes = msg.get_payload_bytes();
+            if bytes.len() > max_bytes {
+                state.counters.redis_refused.fetch_add(1, Ordering::Relaxed);
+                warn(format!(
+                    "refused a message of {} bytes on {CHANNEL}: over the {max_bytes}-byte limit",
+                    bytes.len()
+                ));
+                continue;
+            }
+            match parse_body(bytes, Format::Json, limits, &|t| schema.intern(t)) {
                 Ok(mut parsed) => items.append(&mut parsed),
+                Err(e @ BodyError::TooManyEvents { .. }) => {
+                    state.counters.redis_refused.fetch_add(1, Ordering::Relaxed);
+                    warn(format!("refused a message on {CHANNEL}: {e}"));
+                }
                 Err(e) => items.push(Err(crate::schema::ValidationError::new(
                     "event",
                     "event",
@@ -86,14 +110,25 @@ async fn session(state: &SharedState, url: &str) -> redis::RedisResult<()> {
                 ))),
             }
         }
+        if items.is_empty() {
+            continue;
+        }
         let (_, answer) = super::take(state, items).await;
         if let Some(errors) = answer.get("errors").and_then(|e| e.as_array()) {
-            for e in errors {
-                tracing::warn!(
-                    "redis bridge: rejected a message on {CHANNEL}: {}",
-                    e["error"].as_str().unwrap_or("?")
-                );
+            if let Some(e) = errors.first() {
+                let more = answer["rejected"].as_u64().unwrap_or(1).saturating_sub(1);
+                warn(format!(
+                    "rejected an event on {CHANNEL}: {}{}",
+                    e["error"].as_str().unwrap_or("?"),
+                    if more > 0 {
+                        format!(" (and {more} more in this batch)")
+                    } else {
+                        String::new()
+                    }
+                ));
             }
+        } else if let Some(e) = answer.get("error") {
+            warn(format!("could not take events from {CHANNEL}: {e}"));
         }
     }
     Ok(())

@@ -35,7 +35,11 @@
 //! the sink keeps the unwritten lines (up to `max_pending_bytes`, dropping
 //! the oldest whole lines beyond that and counting them), reopens the file
 //! (recreating the directory) and retries on the next tick or write. A line
-//! is never written twice nor in pieces separated by another line.
+//! is never written twice nor in pieces separated by another line. With a
+//! [`Backlog`] (the emitter always gives one) new events are refused before
+//! the buffer would have to drop, and any line it drops all the same is
+//! reported by id, so that no acknowledgement claims it (see
+//! [`backlog`]).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -53,12 +57,15 @@ use crate::clock::SharedClock;
 use crate::event::SharedRecord;
 use crate::sinks::{Sink, SinkError};
 
+pub mod backlog;
 pub mod index;
 mod pending;
 mod recovery;
 mod rotation;
 
+pub use backlog::Backlog;
 pub use index::{LogCursor, LogIndex};
+
 pub use recovery::TornLine;
 pub use rotation::{rotated_files, MaintenanceReport};
 
@@ -313,6 +320,10 @@ pub struct JsonlSink {
     last_pushed: u64,
     /// The active file last opened (`None` after a rotation).
     opened: Option<FileId>,
+    /// Shared with the pipeline, when given.
+    backlog: Option<std::sync::Arc<Backlog>>,
+    /// Bytes of lines taken in so far (written, pending or dropped).
+    pushed: u64,
 }
 
 impl JsonlSink {
@@ -374,6 +385,8 @@ impl JsonlSink {
             index: None,
             last_pushed: 0,
             opened: None,
+            backlog: None,
+            pushed: 0,
             config,
             clock,
         };
@@ -408,6 +421,24 @@ impl JsonlSink {
             Err(e) => self
                 .warn
                 .warn(format_args!("cannot read the length of the log: {e}")),
+        }
+    }
+
+    /// Reports unwritten bytes, failures and dropped ids to `backlog`.
+    pub fn with_backlog(mut self, backlog: std::sync::Arc<Backlog>) -> Self {
+        self.backlog = Some(backlog);
+        self
+    }
+
+    /// Tells the backlog how far writing is and whether it fails.
+    fn publish(&self, result: &Result<(), SinkError>) {
+        if let Some(b) = &self.backlog {
+            b.set_settled(self.pushed - self.pending.unwritten() as u64);
+            match result {
+                Ok(()) if !self.failing => b.set_failing(None),
+                Ok(()) => {}
+                Err(e) => b.set_failing(Some(e.to_string())),
+            }
         }
     }
 
@@ -630,7 +661,22 @@ impl JsonlSink {
         if self.pending.unwritten() <= self.config.max_pending_bytes {
             return;
         }
-        let n = self.pending.drop_oldest(self.config.max_pending_bytes);
+        let backlog = self.backlog.clone();
+        let mut range: Option<(u64, u64)> = None;
+        let n =
+            self.pending
+                .drop_oldest_ids(self.config.max_pending_bytes, |id| match &mut range {
+                    Some((_, z)) if id == *z + 1 => *z = id,
+                    _ => {
+                        if let (Some(b), Some((a, z))) = (&backlog, range) {
+                            b.record_lost(a, z);
+                        }
+                        range = Some((id, id));
+                    }
+                });
+        if let (Some(b), Some((a, z))) = (&backlog, range) {
+            b.record_lost(a, z);
+        }
         if n > 0 {
             self.dropped += n;
             self.warn.warn(format_args!(
@@ -644,6 +690,7 @@ impl JsonlSink {
 
     /// Logs a failure (rate limited) and hands it back.
     fn report(&mut self, result: Result<(), SinkError>) -> Result<(), SinkError> {
+        self.publish(&result);
         if let Err(e) = &result {
             self.warn.warn(format_args!(
                 "{e}; keeping {} bytes to retry",
@@ -685,6 +732,7 @@ impl Sink for JsonlSink {
     fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
         let mut result = self.maybe_rotate();
         for record in batch {
+            self.pushed += record.line.len() as u64;
             self.pending.push(&record.line);
             self.last_pushed = record.event.id;
             // After a failure the rest of the batch is only buffered: one
@@ -692,7 +740,11 @@ impl Sink for JsonlSink {
             if result.is_ok() && self.pending.unwritten() >= WRITE_THRESHOLD {
                 result = self.write_pending();
             }
-            self.enforce_bound();
+            // Only while writing fails: a healthy sink writes the buffer
+            // down at the threshold.
+            if result.is_err() {
+                self.enforce_bound();
+            }
         }
         // Unless durability is `none`, a batch is with the OS (or, for
         // `always`, on disk) before the sink returns: acknowledgements wait
@@ -706,6 +758,9 @@ impl Sink for JsonlSink {
             };
         }
         self.note_written();
+        if result.is_err() {
+            self.enforce_bound();
+        }
         self.report(result)
     }
 

@@ -79,11 +79,21 @@ impl Pending {
     /// Drops the oldest lines that have not been started until at most
     /// `max` bytes are unwritten (or nothing droppable is left). Returns
     /// the number of lines dropped.
+    #[cfg(test)]
     pub(crate) fn drop_oldest(&mut self, max: usize) -> u64 {
+        self.drop_oldest_ids(max, |_| {})
+    }
+
+    /// [`Pending::drop_oldest`], telling `on_id` the id of each dropped line
+    /// (a wire-format line starts with `{"id":N`).
+    pub(crate) fn drop_oldest_ids(&mut self, max: usize, mut on_id: impl FnMut(u64)) -> u64 {
         let mut dropped = 0;
         while self.unwritten() > max && self.head < self.buf.len() {
             let end =
                 find_newline(&self.buf[self.head..]).map_or(self.buf.len(), |i| self.head + i + 1);
+            if let Some(id) = line_id(&self.buf[self.head..end]) {
+                on_id(id);
+            }
             self.head = end;
             dropped += 1;
         }
@@ -152,6 +162,13 @@ impl Pending {
         });
         self.head = end;
     }
+}
+
+/// The id of a wire-format line (`{"id":42,...`).
+fn line_id(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"id\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -232,6 +249,19 @@ mod tests {
         let mut fresh = Vec::new();
         p.write_to(&mut fresh).unwrap();
         assert_eq!(fresh, b"abcdef\n");
+    }
+
+    #[test]
+    fn dropped_lines_report_their_ids() {
+        let mut p = Pending::default();
+        for i in 1..=5 {
+            p.push(format!("{{\"id\":{i},\"x\":1}}\n").as_bytes());
+        }
+        let mut ids = Vec::new();
+        let n = p.drop_oldest_ids(30, |id| ids.push(id));
+        assert_eq!(n as usize, ids.len());
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(line_id(b"garbage"), None);
     }
 
     #[test]

@@ -1,0 +1,503 @@
+//! Under hostile and heavy input (issue 22): each reproduction of the issue
+//! as an end-to-end test against the real binary, with real HTTP clients, a
+//! real tmpfs for the disk-full cases (skipped with a message where `mount`
+//! is not allowed) and a private `redis-server`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{get_json, post_to, wait_for, Hub, Redis};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` (with a message) where mounting is not allowed.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here (needs root); the disk-full case is not tested"
+            );
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the file system holding `dir` with one file; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![b'x'; 64 * 1024];
+    loop {
+        if f.write_all(&block).is_err() {
+            break;
+        }
+    }
+    // Whatever is left (less than a block).
+    let _ = f.write_all(&[b'x'; 4096]);
+    let _ = f.flush();
+    path
+}
+
+fn note(i: usize, key: Option<&str>) -> Value {
+    let mut v = json!({"event_type": "note", "payload": {"i": i, "pad": "x".repeat(200)}});
+    if let Some(k) = key {
+        v["event_id"] = json!(k);
+    }
+    v
+}
+
+fn ndjson(events: &[Value]) -> String {
+    let mut s = String::new();
+    for e in events {
+        s.push_str(&e.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+/// Every log line of `dir`'s active file, as JSON.
+fn log_events(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("agent-events.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 22 (1): with the log disk full, 20,000 events with ids and
+/// 140,000 without are all answered 503; once space is freed, retrying the
+/// 20,000 stores every one of them exactly once. (Before, the hub dropped
+/// the oldest buffered lines, kept their ids in the dedup window and
+/// answered the retry "200, duplicates: 20000" with none of them in the log.)
+#[test]
+fn a_full_disk_never_acknowledges_what_is_not_stored() {
+    let Some(fs) = Tmpfs::mount("80m") else {
+        return;
+    };
+    let log_dir = fs.path().join("logs");
+    let hub = Hub::start(&log_dir, &[]);
+    let filler = fill(fs.path());
+    let url = hub.url("/events");
+    let keyed: Vec<Value> = (0..20_000)
+        .map(|i| note(i, Some(&format!("k{i}"))))
+        .collect();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    let mut send = |events: &[Value]| {
+        for chunk in events.chunks(1000) {
+            let (status, body) =
+                post_to(&url, ndjson(chunk).as_bytes(), "application/x-ndjson", &[]);
+            if status != 200 {
+                assert!(body["error"].is_string(), "{status}: {body}");
+            }
+            *statuses.entry(status).or_default() += chunk.len();
+        }
+    };
+    send(&keyed);
+    let plain: Vec<Value> = (0..140_000).map(|i| note(i, None)).collect();
+    send(&plain);
+    assert_eq!(statuses.get(&503).copied(), Some(160_000), "{statuses:?}");
+    let (_, health) = hub.get_json("/health");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["components"]["sink_jsonl"]["refused"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{health}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    // The health recovers once the backlog is written, without an event.
+    wait_for("the log to recover", T, || {
+        let (_, h) = hub.get_json("/health");
+        (h["status"] == "ok").then_some(())
+    });
+    // Retried with the same event_ids: every one is stored, once.
+    let mut ok = 0;
+    for chunk in keyed.chunks(1000) {
+        let (status, body) = post_to(&url, ndjson(chunk).as_bytes(), "application/x-ndjson", &[]);
+        assert_eq!(status, 200, "{body}");
+        ok += chunk.len();
+    }
+    assert_eq!(ok, 20_000);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for e in log_events(&log_dir) {
+        if let Some(k) = e["event_id"].as_str() {
+            *seen.entry(k.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 20_000, "every keyed event is in the log");
+    assert!(seen.values().all(|&n| n == 1), "each exactly once");
+}
+
+/// Issue 22 (1), the last resort: when the buffer must drop lines it had
+/// taken (here a 4 KiB buffer and one 100-event batch while writing fails),
+/// the ingest is answered 503, `/health` keeps the loss until it is
+/// acknowledged, and a retry with the same event_ids stores the events.
+#[test]
+fn dropped_lines_are_never_acknowledged_and_their_retry_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("logs");
+    let hub = Hub::start(&log_dir, &["--log-max-pending-bytes", "4096"]);
+    let (status, _) = hub.post(&ndjson(&[note(0, None)]), "application/x-ndjson");
+    assert_eq!(status, 200);
+    // Writing fails: the directory is replaced by a file.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&log_dir, &moved).unwrap();
+    std::fs::write(&log_dir, b"not a directory").unwrap();
+    let batch: Vec<Value> = (0..100).map(|i| note(i, Some(&format!("d{i}")))).collect();
+    let (status, body) = hub.post(&ndjson(&batch), "application/x-ndjson");
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("retry"), "{body}");
+    let (_, h) = hub.get_json("/health");
+    assert_eq!(h["status"], "degraded");
+    let lost = h["components"]["sink_jsonl"]["lost_since_acknowledged"]
+        .as_u64()
+        .unwrap();
+    assert!(lost > 0, "{h}");
+
+    std::fs::remove_file(&log_dir).unwrap();
+    std::fs::rename(&moved, &log_dir).unwrap();
+    wait_for("the log to be written again", T, || {
+        let (_, h) = hub.get_json("/health");
+        let c = &h["components"]["sink_jsonl"];
+        (c["error"].is_null() && c["unwritten_bytes"] == 0).then_some(())
+    });
+    // The loss stays until acknowledged.
+    let (_, h) = hub.get_json("/health");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["reasons"][0].as_str().unwrap().contains("dropped"), "{h}");
+    let (status, _) = post_to(
+        &hub.url("/api/health/acknowledge"),
+        b"",
+        "application/json",
+        &[],
+    );
+    assert_eq!(status, 200);
+    let (_, h) = hub.get_json("/health");
+    assert_eq!(h["status"], "ok", "{h}");
+
+    let (status, body) = hub.post(&ndjson(&batch), "application/x-ndjson");
+    assert_eq!(status, 200, "{body}");
+    let keys: Vec<String> = log_events(&log_dir)
+        .iter()
+        .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+        .collect();
+    for i in 0..100 {
+        let k = format!("d{i}");
+        assert_eq!(
+            keys.iter().filter(|x| **x == k).count(),
+            1,
+            "{k} stored once"
+        );
+    }
+}
+
+/// Issue 22 (2): 2.8 M lines of `{}` gzipped (a few KB on the wire) get a
+/// small 413 at once, not a 414 MB 422; the hub's memory stays bounded.
+#[test]
+fn a_tiny_gzipped_body_gets_a_small_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--no-log"]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..2_800_000 {
+        gz.write_all(b"{}\n").unwrap();
+    }
+    let body = gz.finish().unwrap();
+    assert!(body.len() < 64 * 1024, "{} bytes on the wire", body.len());
+    let started = Instant::now();
+    let resp = ureq::post(&hub.url("/events"))
+        .set("Content-Type", "application/x-ndjson")
+        .set("Content-Encoding", "gzip")
+        .send_bytes(&body);
+    let (status, text) = match resp {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(status, 413, "{text}");
+    assert!(text.len() < 1024, "{} bytes", text.len());
+    assert!(text.contains("100000 events"), "{text}");
+    eprintln!("413 after {:?}", started.elapsed());
+    // 100,000 `{}` lines are answered 422 with the first errors listed and
+    // the rest counted.
+    let (status, v) = hub.post(&"{}\n".repeat(100_000), "application/x-ndjson");
+    assert_eq!(status, 422);
+    assert_eq!(v["rejected"], 100_000);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 100);
+    assert_eq!(v["errors_omitted"], 99_900);
+    let rss = rss_kib(hub.child.id());
+    assert!(rss < 400 * 1024, "hub RSS {rss} KiB");
+}
+
+/// Issue 22 (11): a `Content-Encoding` the hub does not speak gets a 415
+/// with a JSON body naming it; so do other refusals from layers.
+#[test]
+fn every_refusal_has_a_json_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--no-log"]);
+    let (status, v) = post_to(
+        &hub.url("/events"),
+        b"\x1b\x00",
+        "application/json",
+        &[("Content-Encoding", "br")],
+    );
+    assert_eq!(status, 415);
+    assert!(v["error"].as_str().unwrap().contains("br"), "{v}");
+    // A plain GET of the ingest WebSocket path (no upgrade).
+    let (status, v) = hub.get_json("/ingest");
+    assert!(status >= 400, "{status}");
+    assert!(v["error"].is_string(), "{v}");
+    let (status, v) = hub.get_json("/api/agents?limit=0");
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("limit"), "{v}");
+}
+
+/// Issue 22 (10): a 25 MB array published on `agent-events` is refused
+/// whole and counted, as a 413 would be over HTTP; the events around it are
+/// kept.
+#[test]
+fn the_redis_bridge_applies_the_http_limits() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        dir.path(),
+        &[
+            "--no-log",
+            "--redis-url",
+            &redis.url(),
+            "--max-body-bytes",
+            "1000000",
+        ],
+    );
+    wait_for("the bridge to subscribe", T, || {
+        let (_, v) = hub.get_json("/api/metrics");
+        (v["hub"]["redis"]["up"] == true).then_some(())
+    });
+    let big: Vec<String> = (0..170_000)
+        .map(|i| json!({"event_type":"note","payload":{"i":i}}).to_string())
+        .collect();
+    let big = format!("[{}]", big.join(","));
+    let file = dir.path().join("big.json");
+    std::fs::write(&file, &big).unwrap();
+    let published = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "-x",
+            "PUBLISH",
+            "agent-events",
+        ])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(published.status.success());
+    // The events around it are taken.
+    let after = redis.cmd(&["PUBLISH", "agent-events", r#"{"event_type":"after"}"#]);
+    assert!(after.is_some());
+    wait_for("the refusal to be counted", T, || {
+        let (_, v) = hub.get_json("/api/metrics");
+        (v["hub"]["redis"]["refused"] == 1 && v["pipeline"]["accepted"] == 1).then_some(())
+    });
+    let (_, v) = hub.get_json("/api/events?since=0");
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["event_type"], "after");
+    let rss = rss_kib(hub.child.id());
+    assert!(rss < 200 * 1024, "hub RSS {rss} KiB");
+    let (_, h) = hub.get_json("/health");
+    assert_eq!(h["components"]["redis_bridge"]["refused"], 1, "{h}");
+}
+
+/// Issue 22 (4): one event stamped 23 hours ahead does not blind the
+/// rolling window, not even after a restart that reads it back from the
+/// log: live events are counted.
+#[test]
+fn an_event_a_day_ahead_does_not_blind_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut hub = Hub::start(dir.path(), &[]);
+    let ahead = json!({"event_type":"note","timestamp": now + 23.0 * 3600.0,"payload":{}});
+    assert_eq!(hub.post(&ahead.to_string(), "application/json").0, 200);
+    let live = json!({"event_type":"note","payload":{"agent":"scribe"}});
+    assert_eq!(hub.post(&live.to_string(), "application/json").0, 200);
+    let window_events = |hub: &Hub, want: u64| {
+        wait_for("the live events in the window", T, || {
+            let (_, m) = hub.get_json("/api/metrics");
+            let n = m["window"]["samples"]["events"].as_u64().unwrap();
+            let total = m["pipeline"]["accepted"].as_u64().unwrap();
+            // Once the metrics have seen every accepted event.
+            (m["events_by_type"]["note"].as_u64() == Some(total) || n >= want).then_some(n)
+        })
+    };
+    assert_eq!(window_events(&hub, 1), 1, "the live event is in the window");
+    hub.terminate();
+    let hub = Hub::start(dir.path(), &[]);
+    assert_eq!(hub.post(&live.to_string(), "application/json").0, 200);
+    assert_eq!(window_events(&hub, 2), 2, "after a restart too");
+}
+
+/// Issue 22 (3): many distinct agent names keep `/api/metrics` bounded in
+/// size (the most active listed, all counted) and `/api/agents` pages
+/// through every one of them.
+#[test]
+fn many_agent_names_keep_answers_bounded_and_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--no-log"]);
+    let n = 5000;
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"event_type": format!("type.{i}"), "payload": {"agent": format!("run-{i:05}"), "task_id": "t"}})
+        })
+        .collect();
+    let (status, _) = hub.post(&ndjson(&events), "application/x-ndjson");
+    assert_eq!(status, 200);
+    let m = wait_for("the metrics to see every event", T, || {
+        let (_, m) = hub.get_json("/api/metrics");
+        (m["agents_total"] == n).then_some(m)
+    });
+    assert_eq!(m["agents"].as_object().unwrap().len(), 100);
+    // The all-time totals keep at most twice `max_names` (1,000) types
+    // before folding the least active into `(other)`.
+    assert!(
+        m["event_types_total"].as_u64().unwrap() <= 2001,
+        "{}",
+        m["event_types_total"]
+    );
+    let types = m["events_by_type"].as_object().unwrap();
+    assert!(types.len() <= 101, "{}", types.len());
+    assert!(types.contains_key("(other)"));
+    assert_eq!(types.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), n);
+    assert!(
+        m.to_string().len() < 100_000,
+        "{} bytes",
+        m.to_string().len()
+    );
+    let mut after: Option<String> = None;
+    let mut names = Vec::new();
+    loop {
+        let path = match &after {
+            Some(a) => format!("/api/agents?limit=1000&after={a}"),
+            None => "/api/agents?limit=1000".to_string(),
+        };
+        let (status, page) = get_json(&hub.url(&path), &[]);
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["total"], n);
+        for a in page["agents"].as_array().unwrap() {
+            names.push(a["agent"].as_str().unwrap().to_string());
+            assert_eq!(a["events"], 1);
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..n).map(|i| format!("run-{i:05}")).collect();
+    assert_eq!(names, expected, "every agent once, by name");
+}
+
+/// Issue 13 (9): events with unique task ids and `--max-open-tasks
+/// 100000`: `open_tasks` never exceeds it, evictions are counted (also in
+/// `/metrics`), and the hub's memory stays bounded. 1.2 M events, not the
+/// issue's 3 M: the debug hub takes ~1 min per million here, and twelve
+/// times the bound shows the same (the engine's unit test
+/// `open_tasks_never_exceed_the_bound` checks the bound at every event).
+#[test]
+fn open_tasks_are_bounded_by_max_open_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--no-log", "--max-open-tasks", "100000"]);
+    let url = hub.url("/events");
+    let total = 1_200_000u64;
+    let batch = 20_000u64;
+    let mut rss_at_1m = 0;
+    let mut sent = 0;
+    while sent < total {
+        let mut body = String::with_capacity(batch as usize * 70);
+        for i in sent..sent + batch {
+            body.push_str(r#"{"event_type":"task_queued","payload":{"task_id":"t"#);
+            body.push_str(&i.to_string());
+            body.push_str(r#"","feature":"f","est_cost":0,"timestamp":0}}"#);
+            body.push('\n');
+        }
+        let (status, v) = post_to(&url, body.as_bytes(), "application/x-ndjson", &[]);
+        assert_eq!(status, 200, "{v}");
+        sent += batch;
+        if sent % 300_000 == 0 {
+            let (_, m) = hub.get_json("/api/metrics");
+            assert!(
+                m["open_tasks"].as_u64().unwrap() <= 100_000,
+                "{}",
+                m["open_tasks"]
+            );
+        }
+        if sent == 400_000 {
+            rss_at_1m = rss_kib(hub.child.id());
+        }
+    }
+    let m = wait_for("the metrics to see every event", T, || {
+        let (_, m) = hub.get_json("/api/metrics");
+        (m["evicted_tasks"] == total - 100_000).then_some(m)
+    });
+    assert_eq!(m["open_tasks"], 100_000);
+    assert_eq!(m["evicted_tasks"], total - 100_000);
+    let rss = rss_kib(hub.child.id());
+    eprintln!("hub RSS: {rss_at_1m} KiB at 400 k events, {rss} KiB at 1.2 M");
+    assert!(
+        rss < rss_at_1m + 64 * 1024,
+        "RSS grew from {rss_at_1m} to {rss} KiB"
+    );
+    let text = ureq::get(&hub.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        text.contains(&format!(
+            "agentpulse_tasks_evicted_total {}",
+            total - 100_000
+        )),
+        "{text}"
+    );
+}
