@@ -16,7 +16,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 use super::stream::backfill;
 use super::stream::filter::StreamParams;
 use super::tokens::Access;
-use super::{error_response, ingest, stream, SharedState};
+use super::{error_response, ingest, otlp, stream, SharedState};
 use crate::metrics::Granularity;
 
 /// Default and largest `limit` of `/api/events`.
@@ -31,6 +31,9 @@ pub fn router(state: SharedState) -> Router {
     // refused like any other oversized body.
     let writes = Router::new()
         .route("/events", post(ingest::post_events))
+        .route("/v1/traces", post(otlp::http::traces))
+        .route("/v1/logs", post(otlp::http::logs))
+        .route("/v1/metrics", post(otlp::http::metrics))
         .layer(RequestDecompressionLayer::new().gzip(true))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -248,6 +251,8 @@ pub fn metrics_document(state: &SharedState) -> Value {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     doc["events_by_type"] = json!(engine.totals().events_by_type);
+    drop(engine);
+    doc["otel"] = otlp::metrics_json(state);
     doc
 }
 
@@ -531,6 +536,10 @@ async fn health(State(state): State<SharedState>) -> Response {
                 "failures": s.failures.load(Ordering::Relaxed),
             }),
         );
+    }
+    components.insert("otlp_grpc".into(), otlp::grpc_json(&state.otlp.grpc));
+    if let Some(r) = otlp::health_reason(&state.otlp.grpc, state.addr) {
+        reasons.push(r);
     }
     let status = if reasons.is_empty() { "ok" } else { "degraded" };
     Json(json!({
