@@ -57,9 +57,17 @@ impl Hub {
 
     /// As [`Hub::start`], on `port` (0: any free port).
     pub fn start_on(log_dir: &Path, port: u16, extra: &[&str]) -> Hub {
+        // OTLP/gRPC off unless the test asks for it: test hubs running at
+        // once would contend for the default port.
+        let grpc: &[&str] = if extra.contains(&"--otlp-grpc-port") {
+            &[]
+        } else {
+            &["--otlp-grpc-port", "0"]
+        };
         let mut child = bin()
             .args(["serve", "--quiet", "--port", &port.to_string(), "--log-dir"])
             .arg(log_dir)
+            .args(grpc)
             .args(extra)
             .env("AGENTPULSE_LOG", "warn")
             .stdout(Stdio::piped())
@@ -400,4 +408,21 @@ pub mod ws {
             self.send.send(text.to_string()).unwrap();
         }
     }
+}
+
+/// The Python interpreter of the tests' venv (`target/py-venv`, made by
+/// `tests/py/venv.sh` from `tests/py/requirements.txt`, from PyPI, once).
+pub fn python() -> PathBuf {
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/venv.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/py/venv.sh");
+        assert!(out.status.success(), "tests/py/venv.sh failed");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
 }
