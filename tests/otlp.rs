@@ -125,6 +125,15 @@ fn wait_logged(hub: &Hub, n: usize) -> Vec<Value> {
     })
 }
 
+/// `/api/metrics` once `ready` holds of it (the metrics sink runs beside
+/// the log's).
+fn metrics_when(hub: &Hub, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    wait_for(&format!("{path} to be ready"), T, || {
+        let (_, m) = hub.get_json(path);
+        ready(&m).then_some(m)
+    })
+}
+
 fn last_id(hub: &Hub) -> u64 {
     hub.get_json("/health").1["last_id"].as_u64().unwrap()
 }
@@ -198,8 +207,7 @@ fn the_rust_sdk_exporter_over_http_protobuf() {
     assert_eq!(llm["cost_usd"], (10_000.0 * 1.0 + 2_000.0 * 5.0) / 1e6);
     assert_eq!(events[3]["payload"]["otel"]["service_name"], "rust-agent");
     // The KPIs: the agent's cost and its run.
-    let m = hub.get_json("/api/metrics").1;
-    assert_eq!(m["agents"]["scribe"]["runs"], 1, "{}", m["agents"]);
+    let m = metrics_when(&hub, "/api/metrics", |m| m["agents"]["scribe"]["runs"] == 1);
     assert_eq!(m["agents"]["scribe"]["cost_usd"], 0.02);
     assert_eq!(m["events_by_type"]["llm_call"], 1);
 }
@@ -330,7 +338,9 @@ fn protobuf_gzip_and_an_exporter_retry_counted_once() {
     wait_logged(&hub, 2);
     // The same body again, as an exporter retries after a lost answer.
     assert_eq!(send().partial_success, None);
-    let m = hub.get_json("/api/metrics").1;
+    let m = metrics_when(&hub, "/api/metrics", |m| {
+        m["events_by_type"]["llm_call"] == 2
+    });
     assert_eq!(m["pipeline"]["duplicates"], 2, "{}", m["pipeline"]);
     assert_eq!(m["pipeline"]["accepted"], 2);
     assert_eq!(m["events_by_type"]["llm_call"], 2);
@@ -534,7 +544,11 @@ fn check_claude_code(hub: &Hub) {
         ]
     );
     // The KPIs of that day: both calls' costs, one failed completion.
-    let (_, m) = hub.get_json("/api/metrics?bucket=daily&from=2026-11-30&to=2026-11-30");
+    let m = metrics_when(
+        hub,
+        "/api/metrics?bucket=daily&from=2026-11-30&to=2026-11-30",
+        |m| m["series"][0]["events"] == 12,
+    );
     let day = &m["series"][0];
     assert!(
         (day["total_cost"].as_f64().unwrap() - 0.0163).abs() < 1e-12,
@@ -543,6 +557,11 @@ fn check_claude_code(hub: &Hub) {
     assert_eq!(day["events"], 12);
     let totals = hub.get_json("/api/metrics").1;
     assert_eq!(totals["events_by_type"]["agent_completed"], 3);
+    assert_eq!(
+        totals["agents"].as_object().map(|a| a.len()),
+        Some(0),
+        "two days old: not in the window"
+    );
 }
 
 #[test]

@@ -216,12 +216,12 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             hub::otlp::GrpcStatus::Listening(g) => format!(", OTLP/gRPC {g}"),
             _ => String::new(),
         };
-        println!(
-            "agentpulse listening on http://{addr} (dashboard http://{addr}/, stream ws://{addr}/agent-events, ingest POST http://{addr}/events, OTLP http://{addr}/v1/traces{grpc})"
-        );
         if let Some(why) = hub::otlp::health_reason(&running.state().otlp.grpc, addr) {
             eprintln!("agentpulse: {why}; choose a free port with --otlp-grpc-port");
         }
+        println!(
+            "agentpulse listening on http://{addr} (dashboard http://{addr}/, stream ws://{addr}/agent-events, ingest POST http://{addr}/events, OTLP http://{addr}/v1/traces{grpc})"
+        );
         if let Some(token) = &generated {
             let host = match addr.ip() {
                 ip if ip.is_unspecified() => {

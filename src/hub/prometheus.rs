@@ -211,7 +211,7 @@ fn otel(state: &SharedState) {
             0.0
         },
     );
-    let m = o.mapper.lock().unwrap_or_else(|e| e.into_inner());
+    let m = o.mapper.counters();
     describe_counter!(
         "agentpulse_otlp_items_total",
         "Spans, log records and data points received, and what became of them."

@@ -71,10 +71,12 @@ struct Node {
 /// Spans seen recently, their links and decisions (see the module doc).
 #[derive(Debug, Default)]
 pub struct Ledger {
-    nodes: HashMap<SpanKey, Node>,
+    // Keys are random ids already: foldhash is plenty, and several times
+    // cheaper than SipHash here.
+    nodes: HashMap<SpanKey, Node, foldhash::fast::RandomState>,
     order: VecDeque<SpanKey>,
     /// Spans not seen yet that have a charged descendant.
-    pending: HashMap<SpanKey, ()>,
+    pending: HashMap<SpanKey, (), foldhash::fast::RandomState>,
     pending_order: VecDeque<SpanKey>,
 }
 

@@ -128,7 +128,7 @@ fn number(list: &[KeyValue], key: &str) -> Option<f64> {
     attrs::get(list, key).and_then(attrs::as_f64)
 }
 
-pub(super) fn map(m: &mut Mapper, d: &Decoded<ExportLogsServiceRequest>) -> Batch {
+pub(super) fn map(m: &Mapper, d: &Decoded<ExportLogsServiceRequest>) -> Batch {
     let mut b = Batch {
         warnings: d.warnings.clone(),
         ..Batch::default()
@@ -183,7 +183,7 @@ struct Ctx<'a> {
     res_attrs: &'a [KeyValue],
 }
 
-fn one(m: &mut Mapper, b: &mut Batch, c: Ctx<'_>) {
+fn one(m: &Mapper, b: &mut Batch, c: Ctx<'_>) {
     let r = c.r;
     let a = &r.attributes[..];
     let (name, kind) = classify(r, c.service);

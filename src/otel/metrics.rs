@@ -35,7 +35,7 @@ use serde::Serialize;
 
 use super::attrs;
 use super::spans::path;
-use super::{Batch, Decoded, Mapper, Problem, Tokens};
+use super::{Batch, Counters, Decoded, Prices, Problem, Tokens};
 
 pub(crate) const KEYS: [&str; 3] = ["resourceMetrics", "scopeMetrics", "metrics"];
 
@@ -188,7 +188,11 @@ fn token_counter(t: Option<&str>) -> Option<Counter> {
     }
 }
 
-pub(super) fn take(m: &mut Mapper, d: &Decoded<ExportMetricsServiceRequest>) -> Batch {
+pub(super) fn take(
+    m: &mut Counters,
+    prices: &Prices,
+    d: &Decoded<ExportMetricsServiceRequest>,
+) -> Batch {
     let mut b = Batch {
         warnings: d.warnings.clone(),
         ..Batch::default()
@@ -217,7 +221,7 @@ pub(super) fn take(m: &mut Mapper, d: &Decoded<ExportMetricsServiceRequest>) -> 
                 }
                 let mut h = scope_h.clone();
                 metric.name.hash(&mut h);
-                one_metric(m, &mut b, &mut items, pos, metric, &h);
+                one_metric(m, prices, &mut b, &mut items, pos, metric, &h);
             }
         }
     }
@@ -245,7 +249,8 @@ struct Point<'a> {
 }
 
 fn one_metric(
-    m: &mut Mapper,
+    m: &mut Counters,
+    prices: &Prices,
     b: &mut Batch,
     items: &mut usize,
     pos: (usize, usize, usize),
@@ -347,7 +352,7 @@ fn one_metric(
                 },
                 ..Tokens::default()
             };
-            match m.prices.get(model) {
+            match prices.get(model) {
                 Some(price) => cost = price.cost(&tokens),
                 None => unpriced = true,
             }

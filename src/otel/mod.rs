@@ -75,7 +75,7 @@
 //! records are rejected with that reason. Their neighbours are kept.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
 
@@ -280,22 +280,41 @@ pub struct Stats {
     pub points_skipped: u64,
 }
 
-/// Turns export requests into events; keeps what spans several requests
-/// need (the [`ledger`], the Claude Code sessions seen, the metric
-/// streams), bounded.
-#[derive(Debug)]
-pub struct Mapper {
-    prices: Prices,
-    ledger: ledger::Ledger,
-    sessions: HashMap<Arc<str>, ()>,
-    session_order: VecDeque<Arc<str>>,
-    streams: metrics::Streams,
+/// What the mapper has counted, and the metric streams it follows.
+#[derive(Debug, Default)]
+pub struct Counters {
     /// Per-model counters from metric points.
     pub usage: ModelUsage,
-    /// Calls that cost 0 for want of a price, per model (as sent).
+    /// Calls and points that cost 0 for want of a price, per model (as
+    /// sent).
     pub unpriced: metrics::Bounded<u64>,
     /// What came in.
     pub stats: Stats,
+    pub(crate) streams: metrics::Streams,
+}
+
+/// Claude Code sessions seen (for "the first time a session is seen").
+#[derive(Debug, Default)]
+struct Sessions {
+    seen: HashMap<Arc<str>, ()>,
+    order: VecDeque<Arc<str>>,
+}
+
+/// Turns export requests into events; keeps what spans several requests
+/// need (the [`ledger`], the Claude Code sessions seen, the metric
+/// streams), bounded. Shared by every request: each part has its own lock,
+/// held briefly (building the events of a request takes none), so requests
+/// map in parallel.
+#[derive(Debug)]
+pub struct Mapper {
+    prices: Prices,
+    ledger: Mutex<ledger::Ledger>,
+    sessions: Mutex<Sessions>,
+    counters: Mutex<Counters>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Mapper {
@@ -303,13 +322,9 @@ impl Mapper {
     pub fn new(prices: Prices) -> Mapper {
         Mapper {
             prices,
-            ledger: ledger::Ledger::new(),
-            sessions: HashMap::new(),
-            session_order: VecDeque::new(),
-            streams: metrics::Streams::default(),
-            usage: ModelUsage::default(),
-            unpriced: metrics::Bounded::default(),
-            stats: Stats::default(),
+            ledger: Mutex::new(ledger::Ledger::new()),
+            sessions: Mutex::new(Sessions::default()),
+            counters: Mutex::new(Counters::default()),
         }
     }
 
@@ -318,34 +333,38 @@ impl Mapper {
         &self.prices
     }
 
+    /// What has been counted (locked while held).
+    pub fn counters(&self) -> MutexGuard<'_, Counters> {
+        lock(&self.counters)
+    }
+
     /// Maps a trace export request.
-    pub fn traces(&mut self, req: &Decoded<ExportTraceServiceRequest>) -> Batch {
+    pub fn traces(&self, req: &Decoded<ExportTraceServiceRequest>) -> Batch {
         let b = spans::map(self, req);
-        self.stats.spans += b.items as u64;
-        self.count(&b);
+        self.count(&b, |s, n| s.spans += n);
         b
     }
 
     /// Maps a logs export request.
-    pub fn logs(&mut self, req: &Decoded<ExportLogsServiceRequest>) -> Batch {
+    pub fn logs(&self, req: &Decoded<ExportLogsServiceRequest>) -> Batch {
         let b = logs::map(self, req);
-        self.stats.log_records += b.items as u64;
-        self.count(&b);
+        self.count(&b, |s, n| s.log_records += n);
         b
     }
 
     /// Takes a metrics export request into the per-model counters; the
     /// batch has no events, only its items and problems.
-    pub fn metrics(&mut self, req: &Decoded<ExportMetricsServiceRequest>) -> Batch {
-        let b = metrics::take(self, req);
-        self.stats.data_points += b.items as u64;
-        self.count(&b);
+    pub fn metrics(&self, req: &Decoded<ExportMetricsServiceRequest>) -> Batch {
+        let b = metrics::take(&mut self.counters(), &self.prices, req);
+        self.count(&b, |s, n| s.data_points += n);
         b
     }
 
-    fn count(&mut self, b: &Batch) {
-        self.stats.rejected += b.rejected.len() as u64;
-        self.stats.truncated += b.truncated.len() as u64;
+    fn count(&self, b: &Batch, items: impl Fn(&mut Stats, u64)) {
+        let mut c = self.counters();
+        items(&mut c.stats, b.items as u64);
+        c.stats.rejected += b.rejected.len() as u64;
+        c.stats.truncated += b.truncated.len() as u64;
     }
 
     /// After the pipeline has answered: an accepted event that cost 0 for
@@ -354,10 +373,10 @@ impl Mapper {
     /// seen. Call once per event, with whether the pipeline accepted it as
     /// new (`Some(true)`), as a duplicate (`Some(false)`) or refused it
     /// (`None`).
-    pub fn settle(&mut self, meta: &EventMeta, accepted_new: Option<bool>) {
+    pub fn settle(&self, meta: &EventMeta, accepted_new: Option<bool>) {
         if accepted_new == Some(true) {
             if let Some(m) = &meta.unpriced {
-                self.unpriced.add(m, 1);
+                self.counters().unpriced.add(m, 1);
             }
         }
         if accepted_new.is_some() {
@@ -368,25 +387,26 @@ impl Mapper {
     }
 
     fn session_seen(&self, s: &str) -> bool {
-        self.sessions.contains_key(s)
+        lock(&self.sessions).seen.contains_key(s)
     }
 
-    fn remember_session(&mut self, s: Arc<str>) {
-        if self.sessions.contains_key(&s) {
+    fn remember_session(&self, s: Arc<str>) {
+        let mut ss = lock(&self.sessions);
+        if ss.seen.contains_key(&s) {
             return;
         }
-        if self.sessions.len() >= SESSIONS_REMEMBERED {
-            if let Some(old) = self.session_order.pop_front() {
-                self.sessions.remove(&old);
+        if ss.seen.len() >= SESSIONS_REMEMBERED {
+            if let Some(old) = ss.order.pop_front() {
+                ss.seen.remove(&old);
             }
         }
-        self.sessions.insert(s.clone(), ());
-        self.session_order.push_back(s);
+        ss.seen.insert(s.clone(), ());
+        ss.order.push_back(s);
     }
 
     /// Spans remembered by the ledger.
     pub fn ledger_len(&self) -> usize {
-        self.ledger.len()
+        lock(&self.ledger).len()
     }
 }
 

@@ -164,7 +164,11 @@ impl Prices {
 
     /// The price of `model`, if it has one.
     pub fn get(&self, model: &str) -> Option<&Price> {
-        self.by_name.get(&normalize(model))
+        // A name already in normal form needs no normalising (normalize is
+        // idempotent, so a hit is the answer it would give).
+        self.by_name
+            .get(model)
+            .or_else(|| self.by_name.get(&normalize(model)))
     }
 
     /// Models priced (names after normalisation).
@@ -298,6 +302,7 @@ mod tests {
             ("my_model", "my-model"),
         ] {
             assert_eq!(normalize(raw), want, "{raw}");
+            assert_eq!(normalize(want), want, "idempotent: {want}");
         }
     }
 

@@ -68,6 +68,10 @@ impl<'a> GenAi<'a> {
     fn read(list: &'a [KeyValue]) -> GenAi<'a> {
         let mut g = GenAi::default();
         for kv in list {
+            // Only a few keys matter; most spans carry others too.
+            if !(kv.key.starts_with("gen_ai.") || kv.key == "error.type" || kv.key == "cost_usd") {
+                continue;
+            }
             let Some(v) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
                 continue;
             };
@@ -161,6 +165,10 @@ struct Item<'a> {
     start: f64,
     end: f64,
     charge: Option<Charge>,
+    /// The run of the nearest agent span above, when known.
+    enclosing: Option<AgentRef>,
+    /// Its own run, for an agent span.
+    agent: Option<AgentRef>,
 }
 
 /// The JSON path of an item.
@@ -231,12 +239,22 @@ fn be_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes(a)
 }
 
-pub(super) fn map(m: &mut Mapper, d: &Decoded<ExportTraceServiceRequest>) -> Batch {
+pub(super) fn map(m: &Mapper, d: &Decoded<ExportTraceServiceRequest>) -> Batch {
+    let total: usize = d
+        .request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    // Agent spans give two events; most give one.
     let mut b = Batch {
         warnings: d.warnings.clone(),
+        events: Vec::with_capacity(total * 5 / 4 + 4),
+        meta: Vec::with_capacity(total * 5 / 4 + 4),
         ..Batch::default()
     };
-    let mut items: Vec<Item<'_>> = Vec::new();
+    let mut items: Vec<Item<'_>> = Vec::with_capacity(total);
     let mut n = 0usize;
     for (r, rs) in d.request.resource_spans.iter().enumerate() {
         let service = rs
@@ -268,12 +286,15 @@ pub(super) fn map(m: &mut Mapper, d: &Decoded<ExportTraceServiceRequest>) -> Bat
                 let g = GenAi::read(&span.attributes);
                 let kind = classify(g.op);
                 let key = (be_u128(&span.trace_id), be_u64(&span.span_id));
-                let trace = const_hex::encode(&span.trace_id);
+                // Spans of one trace come together: its hex once.
+                let trace = match items.last() {
+                    Some(prev) if prev.key.0 == key.0 => prev.trace.clone(),
+                    _ => const_hex::encode(&span.trace_id),
+                };
                 let agent = (kind == Kind::Agent).then(|| AgentRef {
                     agent: Arc::from(agent_name(&g, service)),
                     task: Arc::from(g.conversation.unwrap_or(&trace)),
                 });
-                m.ledger.note(key, be_u64(&span.parent_span_id), agent);
                 items.push(Item {
                     item,
                     pos,
@@ -289,17 +310,29 @@ pub(super) fn map(m: &mut Mapper, d: &Decoded<ExportTraceServiceRequest>) -> Bat
                     end: span.end_time_unix_nano as f64 / 1e9,
                     g,
                     charge: None,
+                    enclosing: None,
+                    agent,
                 });
             }
         }
     }
     b.items = n;
-    // Model calls are decided before agent runs (see `ledger`).
-    for pass in [Kind::Inference, Kind::Agent] {
-        for it in items.iter_mut().filter(|it| it.kind == pass) {
-            if it.g.has_usage() {
-                it.charge = Some(m.ledger.decide(it.key));
+    // The ledger's part, under its lock; building the events needs none.
+    {
+        let mut ledger = super::lock(&m.ledger);
+        for it in &mut items {
+            ledger.note(it.key, be_u64(&it.span.parent_span_id), it.agent.take());
+        }
+        // Model calls are decided before agent runs (see `ledger`).
+        for pass in [Kind::Inference, Kind::Agent] {
+            for it in items.iter_mut().filter(|it| it.kind == pass) {
+                if it.g.has_usage() {
+                    it.charge = Some(ledger.decide(it.key));
+                }
             }
+        }
+        for it in items.iter_mut().filter(|it| it.kind != Kind::Agent) {
+            it.enclosing = ledger.enclosing_agent(it.key).cloned();
         }
     }
     for it in &items {
@@ -346,11 +379,16 @@ fn put_opt(p: &mut Map<String, Value>, k: &str, v: Option<&str>) {
     }
 }
 
-fn emit(m: &mut Mapper, b: &mut Batch, it: &Item<'_>) {
+fn emit(m: &Mapper, b: &mut Batch, it: &Item<'_>) {
     let span = it.span;
     let g = &it.g;
     let mut cut = Cut::default();
-    let otel = otel_object(
+    let has_evals = it
+        .span
+        .events
+        .iter()
+        .any(|e| e.name == "gen_ai.evaluation.result");
+    let mut otel = otel_object(
         Some(&it.trace),
         Some(&it.span_hex),
         it.parent_hex.as_deref(),
@@ -367,10 +405,7 @@ fn emit(m: &mut Mapper, b: &mut Batch, it: &Item<'_>) {
     let duration_ms = (span.end_time_unix_nano - span.start_time_unix_nano) as f64 / 1e6;
     let model = g.model().and_then(|x| attrs::name(x, &mut cut));
     // A model call or tool inherits the run of its agent when known.
-    let enclosing = match it.kind {
-        Kind::Tool | Kind::Inference | Kind::Other => m.ledger.enclosing_agent(it.key).cloned(),
-        Kind::Agent => None,
-    };
+    let enclosing = it.enclosing.clone();
     let task = |own: Option<&str>| -> String {
         own.map(str::to_owned)
             .or_else(|| enclosing.as_ref().map(|a| a.task.to_string()))
@@ -406,7 +441,7 @@ fn emit(m: &mut Mapper, b: &mut Batch, it: &Item<'_>) {
             put(&mut end, "model", model);
             put_opt(&mut end, "error_type", g.error_type);
             status_message(&mut end, span);
-            put(&mut end, "otel", otel.clone());
+            put(&mut end, "otel", last_use(&mut otel, has_evals));
             b.push(
                 NewEvent::new("agent_completed", end)
                     .with_timestamp(it.end)
@@ -431,7 +466,7 @@ fn emit(m: &mut Mapper, b: &mut Batch, it: &Item<'_>) {
             put_opt(&mut p, "tool_type", g.tool_type);
             put_opt(&mut p, "error_type", g.error_type);
             status_message(&mut p, span);
-            put(&mut p, "otel", otel.clone());
+            put(&mut p, "otel", last_use(&mut otel, has_evals));
             b.push(
                 NewEvent::new("tool_executed", p)
                     .with_timestamp(it.end)
@@ -470,7 +505,7 @@ fn emit(m: &mut Mapper, b: &mut Batch, it: &Item<'_>) {
             }
             put_opt(&mut p, "error_type", g.error_type);
             status_message(&mut p, span);
-            put(&mut p, "otel", otel.clone());
+            put(&mut p, "otel", last_use(&mut otel, has_evals));
             b.push(
                 NewEvent::new("llm_call", p)
                     .with_timestamp(it.end)
@@ -519,7 +554,7 @@ fn emit(m: &mut Mapper, b: &mut Batch, it: &Item<'_>) {
             if cut.any() {
                 p.insert("truncated".into(), cut.to_json());
             }
-            put(&mut p, "otel", otel.clone());
+            put(&mut p, "otel", last_use(&mut otel, has_evals));
             b.push(
                 NewEvent::new("otel.span", p)
                     .with_timestamp(it.end)
@@ -528,7 +563,9 @@ fn emit(m: &mut Mapper, b: &mut Batch, it: &Item<'_>) {
             );
         }
     }
-    evaluations(b, it, &otel, &task(g.conversation));
+    if has_evals {
+        evaluations(b, it, &otel, &task(g.conversation));
+    }
     if cut.any() {
         b.truncated.push(Problem {
             item: it.item,
@@ -538,6 +575,16 @@ fn emit(m: &mut Mapper, b: &mut Batch, it: &Item<'_>) {
                 cut.dropped, cut.shortened
             ),
         });
+    }
+}
+
+/// The span's `otel` object for its last event: moved, unless evaluation
+/// events still need it.
+fn last_use(otel: &mut Value, needed_after: bool) -> Value {
+    if needed_after {
+        otel.clone()
+    } else {
+        std::mem::take(otel)
     }
 }
 

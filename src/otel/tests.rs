@@ -126,7 +126,7 @@ fn agent(id: u8, input: i64, output: i64) -> Span {
 
 #[test]
 fn an_agent_run_with_a_tool_and_a_model_call() {
-    let mut m = mapper();
+    let m = mapper();
     let tool = span(
         3,
         1,
@@ -192,7 +192,7 @@ fn an_agent_run_with_a_tool_and_a_model_call() {
 
 #[test]
 fn fallbacks_failed_status_and_the_trace_as_task() {
-    let mut m = mapper();
+    let m = mapper();
     let mut a = span(
         1,
         0,
@@ -235,7 +235,7 @@ fn usage_repeated_on_the_agent_span_counts_once() {
     // Shape 1: the model calls report usage and the agent span repeats
     // their sum; the calls carry the cost, whatever the order.
     for order in [[0, 1, 2], [2, 0, 1]] {
-        let mut m = mapper();
+        let m = mapper();
         let spans = [
             chat(2, 1, 1000, 200),
             chat(3, 1, 3000, 100),
@@ -259,13 +259,13 @@ fn usage_repeated_on_the_agent_span_counts_once() {
         assert_eq!(end.payload["input_tokens"], 4000, "its tokens are kept");
     }
     // Shape 2: only the agent span reports usage: it carries the cost.
-    let mut m = mapper();
+    let m = mapper();
     let b = m.traces(&request(vec![agent(1, 4000, 300)]));
     let end = payload(&b.events[1]);
     assert_eq!(end["cost_usd"], (4000.0 * 3.0 + 300.0 * 15.0) / 1e6);
     assert!(end.get("cost_counted_in").is_none());
     // Across requests, the agent first: the calls after it cost 0.
-    let mut m = mapper();
+    let m = mapper();
     let first = m.traces(&request(vec![agent(1, 4000, 300)]));
     let later = m.traces(&request(vec![chat(2, 1, 1000, 200)]));
     assert!(payload(&first.events[1])["cost_usd"].as_f64().unwrap() > 0.0);
@@ -288,7 +288,7 @@ fn cache_tokens_sender_cost_config_price_and_unpriced() {
         cache_read_per_mtok: Some(0.2),
         cache_write_per_mtok: None,
     };
-    let mut m = Mapper::new(Prices::new(&[cfg]).unwrap());
+    let m = Mapper::new(Prices::new(&[cfg]).unwrap());
     let c = |id: u8, model: &str, extra: Vec<KeyValue>| {
         let mut a = vec![
             s("gen_ai.operation.name", "chat"),
@@ -326,15 +326,18 @@ fn cache_tokens_sender_cost_config_price_and_unpriced() {
     assert_eq!(p[2]["cost_source"], "unpriced");
     assert_eq!(b.meta[2].unpriced.as_deref(), Some("acme-42"));
     // Counted once the pipeline took it, not before, not for a duplicate.
-    assert!(m.unpriced.is_empty());
+    assert!(m.counters().unpriced.is_empty());
     m.settle(&b.meta[2].clone(), Some(true));
     m.settle(&b.meta[2].clone(), Some(false));
-    assert_eq!(m.unpriced.iter().collect::<Vec<_>>(), [("acme-42", &1)]);
+    assert_eq!(
+        m.counters().unpriced.iter().collect::<Vec<_>>(),
+        [("acme-42", &1)]
+    );
 }
 
 #[test]
 fn malformed_spans_are_rejected_alone_and_big_ones_cut() {
-    let mut m = mapper();
+    let m = mapper();
     let good = chat(1, 0, 10, 10);
     let mut no_trace = chat(2, 0, 1, 1);
     no_trace.trace_id.clear();
@@ -394,7 +397,7 @@ fn malformed_spans_are_rejected_alone_and_big_ones_cut() {
 
 #[test]
 fn evaluation_results_become_validations() {
-    let mut m = mapper();
+    let m = mapper();
     let mut a = agent(1, 0, 0);
     let ev = |label: Option<&str>, score: Option<f64>, err: bool| {
         let mut attrs = vec![s("gen_ai.evaluation.name", "relevance")];
@@ -452,7 +455,7 @@ fn fixture(name: &str) -> Vec<u8> {
 #[test]
 fn claude_code_records() {
     let d = decode::logs(&fixture("session.json"), Encoding::Json).unwrap();
-    let mut m = mapper();
+    let m = mapper();
     let b = m.logs(&d);
     valid(&b);
     assert!(b.rejected.is_empty());
@@ -532,7 +535,7 @@ fn claude_code_records() {
     // The same records over protobuf map to the same events.
     let bytes = d.request.encode_to_vec();
     let p = decode::logs(&bytes, Encoding::Protobuf).unwrap();
-    let mut m2 = mapper();
+    let m2 = mapper();
     let b2 = m2.logs(&p);
     assert_eq!(b2.events, b.events);
 }
@@ -571,7 +574,7 @@ fn a_bare_event_name_from_claude_code_and_other_records() {
             schema_url: String::new(),
         }],
     };
-    let mut m = mapper();
+    let m = mapper();
     let b = m.logs(&Decoded::whole(req));
     valid(&b);
     assert_eq!(types(&b), ["tool_executed", "otel.log"]);
@@ -585,11 +588,12 @@ fn a_bare_event_name_from_claude_code_and_other_records() {
 #[test]
 fn claude_code_metric_points_are_per_model_counters() {
     let d = decode::metrics(&fixture("metrics.json"), Encoding::Json).unwrap();
-    let mut m = mapper();
+    let m = mapper();
     let b = m.metrics(&d);
     assert!(b.events.is_empty() && b.rejected.is_empty());
     assert_eq!(b.items, 9);
-    let sonnet = m
+    let sonnet = *m
+        .counters()
         .usage
         .iter()
         .find(|(k, _)| *k == "claude-sonnet-4-5-20250929")
@@ -605,18 +609,19 @@ fn claude_code_metric_points_are_per_model_counters() {
         (1200.0, 350.0, 8000.0, 500.0)
     );
     assert_eq!(sonnet.cost_usd, 0.0123);
-    assert_eq!(m.stats.points_used, 8);
-    assert_eq!(m.stats.points_ignored, 1, "session.count");
+    assert_eq!(m.counters().stats.points_used, 8);
+    assert_eq!(m.counters().stats.points_ignored, 1, "session.count");
     // A retry of the same points adds nothing.
     m.metrics(&d);
-    let sonnet = m
+    let sonnet = *m
+        .counters()
         .usage
         .iter()
         .find(|(k, _)| *k == "claude-sonnet-4-5-20250929")
         .unwrap()
         .1;
     assert_eq!(sonnet.input_tokens, 1200.0);
-    assert_eq!(m.stats.points_skipped, 8);
+    assert_eq!(m.counters().stats.points_skipped, 8);
 }
 
 #[test]
@@ -634,7 +639,7 @@ fn cumulative_genai_token_points_add_what_they_grew_by() {
         ]}]}]});
         decode::metrics(body.to_string().as_bytes(), Encoding::Json).unwrap()
     };
-    let mut m = mapper();
+    let m = mapper();
     m.metrics(&req(vec![point(T0 + 1, 1_000_000.0, "input", T0)]));
     m.metrics(&req(vec![point(T0 + 2, 3_000_000.0, "input", T0)]));
     // A restarted sender: a new start time, counted from 0 again.
@@ -645,11 +650,15 @@ fn cumulative_genai_token_points_add_what_they_grew_by() {
     assert!(b.rejected[0]
         .message
         .starts_with("value: expected a finite number >= 0"));
-    let gpt = m.usage.iter().next().unwrap().1;
+    let gpt = *m.counters().usage.iter().next().unwrap().1;
     assert_eq!(gpt.input_tokens, 3_500_000.0);
     // Priced from the table: 1.25 USD per million input tokens.
     assert_eq!(gpt.cost_usd, 3.5 * 1.25);
-    assert_eq!(m.stats.points_ignored, 4, "one gauge point per request");
+    assert_eq!(
+        m.counters().stats.points_ignored,
+        4,
+        "one gauge point per request"
+    );
 }
 
 #[test]
@@ -669,7 +678,7 @@ fn otlp_json_by_hand_hex_ids_and_int64_strings() {
       ]}]}]}"#;
     let d = decode::traces(body.as_bytes(), Encoding::Json).unwrap();
     assert_eq!(d.broken.len(), 1);
-    let mut m = mapper();
+    let m = mapper();
     let b = m.traces(&d);
     valid(&b);
     assert_eq!(types(&b), ["llm_call", "otel.span"]);
@@ -704,7 +713,7 @@ fn protobuf_with_a_non_utf8_string_keeps_the_other_spans() {
     let at = bytes.windows(8).position(|w| w == b"MARKERXX").unwrap();
     bytes[at] = 0xff; // not UTF-8
     let d = decode::traces(&bytes, Encoding::Protobuf).unwrap();
-    let mut m = mapper();
+    let m = mapper();
     let b = m.traces(&d);
     assert_eq!(b.events.len(), 2);
     assert_eq!(b.rejected.len(), 1);

@@ -224,8 +224,18 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// still sending makes most HTTP clients report "broken pipe" instead of the
 /// 413, which hides the reason from the user.
 pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    read_body_sized(body, limit, 0).await
+}
+
+/// [`read_body`] into a buffer of `hint` bytes (the declared length): a
+/// large body then grows no buffer by copies.
+pub(crate) async fn read_body_sized(
+    body: Body,
+    limit: usize,
+    hint: usize,
+) -> Result<Bytes, ReadError> {
     let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(hint.min(limit));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ReadError::Broken)?;
         if buf.len() + chunk.len() > limit {

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{export_logs, export_metrics, export_traces, ExportError, Exported};
-use crate::hub::ingest::{read_body, ReadError};
+use crate::hub::ingest::{read_body_sized, ReadError};
 use crate::hub::{error_response, SharedState};
 use crate::otel::decode::{self, code, Encoding, ACCEPTED_TYPES};
 use crate::otel::Signal;
@@ -56,7 +56,14 @@ async fn handle(state: SharedState, headers: HeaderMap, body: Body, signal: Sign
         );
     };
     let limit = state.config.max_body_bytes;
-    let bytes = match read_body(body, limit).await {
+    // The declared length, unless gzip was decoded (the length was the
+    // compressed one, and the header is gone).
+    let hint = headers
+        .get(header::CONTENT_LENGTH)
+        .filter(|_| !headers.contains_key(header::CONTENT_ENCODING))
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let bytes = match read_body_sized(body, limit, hint).await {
         Ok(b) => b,
         Err(ReadError::TooLarge) => {
             refused();

@@ -3,8 +3,8 @@
 //! `opentelemetry-proto` services, on `--otlp-grpc-port`: [`grpc`]).
 //!
 //! Both transports decode a request ([`crate::otel::decode`]), map it
-//! ([`crate::otel::Mapper`], one per hub, behind a lock held only while
-//! mapping), queue its events like `POST /events` does (validated, answered
+//! ([`crate::otel::Mapper`], one per hub, shared; its locks are held only
+//! for its ledger and counters), queue its events like `POST /events` does (validated, answered
 //! once durable per `--durability`) and answer per the OTLP specification:
 //!
 //! | outcome | HTTP | gRPC |
@@ -22,7 +22,6 @@
 //! the second.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -83,7 +82,7 @@ pub struct OtlpCounters {
 #[derive(Debug)]
 pub struct OtlpState {
     /// The mapper (its ledger, sessions and per-model counters).
-    pub mapper: Mutex<Mapper>,
+    pub mapper: Mapper,
     /// OTLP/gRPC's state.
     pub grpc: GrpcStatus,
     /// Counters.
@@ -94,14 +93,10 @@ impl OtlpState {
     /// A new state pricing with `prices`.
     pub fn new(prices: Prices, grpc: GrpcStatus) -> OtlpState {
         OtlpState {
-            mapper: Mutex::new(Mapper::new(prices)),
+            mapper: Mapper::new(prices),
             grpc,
             counters: OtlpCounters::default(),
         }
-    }
-
-    fn mapper(&self) -> std::sync::MutexGuard<'_, Mapper> {
-        self.mapper.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -141,7 +136,7 @@ pub async fn export_traces(
     state: &SharedState,
     d: Decoded<ExportTraceServiceRequest>,
 ) -> Result<Exported, ExportError> {
-    let batch = state.otlp.mapper().traces(&d);
+    let batch = state.otlp.mapper.traces(&d);
     finish(state, Signal::Traces, batch).await
 }
 
@@ -150,7 +145,7 @@ pub async fn export_logs(
     state: &SharedState,
     d: Decoded<ExportLogsServiceRequest>,
 ) -> Result<Exported, ExportError> {
-    let batch = state.otlp.mapper().logs(&d);
+    let batch = state.otlp.mapper.logs(&d);
     finish(state, Signal::Logs, batch).await
 }
 
@@ -159,7 +154,7 @@ pub async fn export_metrics(
     state: &SharedState,
     d: Decoded<ExportMetricsServiceRequest>,
 ) -> Result<Exported, ExportError> {
-    let batch = state.otlp.mapper().metrics(&d);
+    let batch = state.otlp.mapper.metrics(&d);
     finish(state, Signal::Metrics, batch).await
 }
 
@@ -192,7 +187,7 @@ async fn finish(
     let mut rejected: Vec<Problem> = std::mem::take(&mut batch.rejected);
     let mut invalid = 0u64;
     {
-        let mut m = state.otlp.mapper();
+        let m = &state.otlp.mapper;
         for (meta, r) in batch.meta.iter().zip(results) {
             match r {
                 Ok(Outcome::Accepted(_)) => m.settle(meta, Some(true)),
@@ -208,7 +203,7 @@ async fn finish(
                 }
             }
         }
-        m.stats.rejected += invalid;
+        m.counters().stats.rejected += invalid;
     }
     state
         .counters
@@ -230,7 +225,7 @@ async fn finish(
 /// The `otel` section of `/api/metrics`.
 pub fn metrics_json(state: &SharedState) -> Value {
     let o = &state.otlp;
-    let m = o.mapper();
+    let m = o.mapper.counters();
     let models: serde_json::Map<String, Value> = m
         .usage
         .iter()
@@ -258,7 +253,7 @@ pub fn metrics_json(state: &SharedState) -> Value {
         "received": m.stats,
         "models": models,
         "unpriced_models": m.unpriced,
-        "prices_date": m.prices().table_date(),
+        "prices_date": o.mapper.prices().table_date(),
         "grpc": grpc_json(&o.grpc),
     })
 }
