@@ -14,6 +14,11 @@
 //!   alert's `action` does and `budgets:` declares spending limits. All three
 //!   are documented in [`crate::alerts`], and checked at load: a bad rule
 //!   fails with its position (`my.yaml:7:18: alerts[2].condition: ...`).
+//! - `prices:` model prices (USD per million tokens) that extend and
+//!   override the built-in table of [`crate::otel::prices`], used to cost
+//!   OpenTelemetry spans and records that carry tokens but no cost
+//!   ([`PriceConfig`]; a bad entry fails with its position:
+//!   `prices[1].input_per_mtok: ...`).
 //!
 //! # A file extends the built-in configuration
 //!
@@ -132,6 +137,9 @@ pub struct Config {
     /// Built-in sections this file replaces instead of extending.
     #[serde(default)]
     pub replace: Replace,
+    /// Model prices that extend and override the built-in table.
+    #[serde(default)]
+    pub prices: Vec<PriceConfig>,
     /// Where this configuration came from (a path, or `<built-in>`).
     #[serde(skip)]
     pub origin: String,
@@ -518,6 +526,71 @@ fn default_warn_at() -> f64 {
     0.8
 }
 
+/// One `prices:` entry (and one row of the built-in table): USD per million
+/// tokens of a model.
+///
+/// ```yaml
+/// prices:
+///   - model: my-model
+///     input_per_mtok: 2.0
+///     output_per_mtok: 10.0
+///     cache_read_per_mtok: 0.2     # optional; default: the input price
+///     cache_write_per_mtok: 2.5    # optional; default: the input price
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// The model name (matched after normalisation, see
+    /// [`crate::otel::prices::normalize`]).
+    pub model: String,
+    /// Other names of the same model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Input (prompt) tokens not read from or written to a cache.
+    pub input_per_mtok: f64,
+    /// Output (completion) tokens.
+    pub output_per_mtok: f64,
+    /// Input tokens read from the provider's cache (default: the input price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    /// Input tokens written to the provider's cache (default: the input price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
+}
+
+/// The largest price per million tokens taken (USD).
+pub const MAX_PRICE_PER_MTOK: f64 = 1_000_000.0;
+
+impl PriceConfig {
+    /// Checks the entry; the error names the field (`input_per_mtok: ...`).
+    pub fn check(&self) -> Result<(), String> {
+        if self.model.trim().is_empty() {
+            return Err("model: expected a non-empty model name".into());
+        }
+        for (i, a) in self.aliases.iter().enumerate() {
+            if a.trim().is_empty() {
+                return Err(format!("aliases[{i}]: expected a non-empty model name"));
+            }
+        }
+        let prices = [
+            ("input_per_mtok", Some(self.input_per_mtok)),
+            ("output_per_mtok", Some(self.output_per_mtok)),
+            ("cache_read_per_mtok", self.cache_read_per_mtok),
+            ("cache_write_per_mtok", self.cache_write_per_mtok),
+        ];
+        for (name, v) in prices {
+            if let Some(v) = v {
+                if !(v.is_finite() && (0.0..=MAX_PRICE_PER_MTOK).contains(&v)) {
+                    return Err(format!(
+                        "{name}: expected USD per million tokens, a number in 0..=1000000, got {v}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The six KPI names of the contract.
 pub const KPI_NAMES: [&str; 6] = [
     "agent_utilization",
@@ -790,6 +863,7 @@ impl Config {
         crate::alerts::parse_rules(self).map_err(|e| Problem::from_text(&e.to_string()))?;
         self.check_notifiers()?;
         self.check_budgets()?;
+        self.check_prices().map_err(|e| Problem::from_text(&e))?;
         // Building the schema checks the event declarations.
         crate::schema::Schema::from_config(self)
             .map(|_| ())
@@ -909,6 +983,24 @@ impl Config {
         Ok(())
     }
 
+    fn check_prices(&self) -> Result<(), String> {
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (i, p) in self.prices.iter().enumerate() {
+            p.check().map_err(|e| format!("prices[{i}].{e}"))?;
+            for name in std::iter::once(&p.model).chain(&p.aliases) {
+                let key = crate::otel::prices::normalize(name);
+                if let Some(j) = seen.insert(key, i) {
+                    if j != i {
+                        return Err(format!(
+                            "prices[{i}].model: {name:?} is priced twice (also prices[{j}]; names match after normalisation)"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The notifiers of alert action `action`: its `notifiers:` entry, or
     /// the console alone ([`DEFAULT_NOTIFIERS`]) when it has none (no rule
     /// of a loaded configuration: an action without an entry is refused at
@@ -979,6 +1071,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("events[0]"), "{e}");
+    }
+
+    #[test]
+    fn prices_section() {
+        let c = Config::from_yaml(
+            "prices:\n  - model: my-model\n    input_per_mtok: 2.0\n    output_per_mtok: 10.0\n    cache_read_per_mtok: 0.2\n",
+            "p.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.prices[0].model, "my-model");
+        assert_eq!(c.prices[0].cache_read_per_mtok, Some(0.2));
+        assert_eq!(c.prices[0].cache_write_per_mtok, None);
+        assert!(Config::builtin().prices.is_empty());
+        let err = |yaml: &str| Config::from_yaml(yaml, "x.yaml").unwrap_err().to_string();
+        let e = err("prices:\n  - {model: a, input_per_mtok: 1, output_per_mtok: 1}\n  - {model: b, input_per_mtok: -1, output_per_mtok: 1}\n");
+        assert!(
+            e.contains("prices[1].input_per_mtok: expected USD per million tokens"),
+            "{e}"
+        );
+        let e = err("prices:\n  - {model: \"\", input_per_mtok: 1, output_per_mtok: 1}\n");
+        assert!(
+            e.contains("prices[0].model: expected a non-empty model name"),
+            "{e}"
+        );
+        let e = err("prices:\n  - {model: gpt-4.1, input_per_mtok: 1, output_per_mtok: 1}\n  - {model: GPT-4-1-2025-04-14, input_per_mtok: 1, output_per_mtok: 1}\n");
+        assert!(
+            e.contains("prices[1].model: \"GPT-4-1-2025-04-14\" is priced twice (also prices[0]"),
+            "{e}"
+        );
+        let e = err("prices:\n  - {model: a, input_per_mtok: 1}\n");
+        assert!(e.contains("output_per_mtok"), "{e}");
+        let e = err(
+            "prices:\n  - {model: a, input_per_mtok: 1, output_per_mtok: 1, cache_per_mtok: 1}\n",
+        );
+        assert!(e.contains("cache_per_mtok"), "{e}");
     }
 
     const ALERTING: &str = r#"
@@ -1151,9 +1278,10 @@ budgets:
     #[test]
     fn a_readme_shaped_file_extends_the_built_in_configuration() {
         let c = Config::from_yaml(README_SHAPED, "my.yaml").unwrap();
-        // Validation stays on: the built-in event types are all there.
+        // Validation stays on: the built-in event types are all there (the
+        // original's 7 and the 4 of OpenTelemetry in).
         let schema = crate::schema::Schema::from_config(&c).unwrap();
-        assert_eq!(schema.declared_types().len(), 7);
+        assert_eq!(schema.declared_types().len(), 11);
         assert!(c.sources.events.values().all(Source::is_builtin));
         // Its rule is added to the four built-in ones.
         assert_eq!(c.alerts.len(), 5);
@@ -1185,7 +1313,7 @@ budgets:
         assert_eq!(c.metrics.aggregate.buckets.len(), 3);
         assert!(c.strict);
         let schema = crate::schema::Schema::from_config(&c).unwrap();
-        assert_eq!(schema.declared_types().len(), 8);
+        assert_eq!(schema.declared_types().len(), 12);
         assert_eq!(schema.fields("agent_completed").unwrap().count(), 1);
         assert!(c.sources.events["agent_completed"].overrides);
         assert_eq!(c.sources.events["note"].to_string(), "m.yaml:8");

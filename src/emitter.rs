@@ -748,6 +748,25 @@ impl Emitter {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Result<Outcome, ValidationError>>, EmitError> {
+        self.ingest_with(events, false).await
+    }
+
+    /// [`Emitter::ingest`], but under the drop policy a full queue refuses
+    /// the batch (`EmitError::QueueFull`, the events counted as dropped)
+    /// instead of waiting: for senders that retry (OTLP exporters get 429).
+    pub async fn ingest_or_refuse(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Result<Outcome, ValidationError>>, EmitError> {
+        self.ingest_with(events, self.inner.policy == QueuePolicy::DropNewest)
+            .await
+    }
+
+    async fn ingest_with(
+        &self,
+        events: Vec<NewEvent>,
+        refuse_when_full: bool,
+    ) -> Result<Vec<Result<Outcome, ValidationError>>, EmitError> {
         let (valid, mut results) = self.check_batch(events);
         if valid.is_empty() {
             return Ok(merge_outcomes(&mut results, Vec::new()));
@@ -757,19 +776,32 @@ impl Emitter {
             let _ = tx.send(o);
         });
         let n = valid.len() as u64;
-        self.inner
-            .tx
-            .send(Command::Many(valid, Some(reply)))
-            .await
-            .map_err(|_| {
-                self.inner
-                    .stats
-                    .dropped
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                EmitError::Stopped {
-                    event_type: "batch".into(),
-                }
+        let dropped = |e: EmitError| {
+            self.inner
+                .stats
+                .dropped
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            e
+        };
+        let cmd = Command::Many(valid, Some(reply));
+        if refuse_when_full {
+            self.inner.tx.try_send(cmd).map_err(|e| {
+                dropped(match e {
+                    TrySendError::Full(_) => EmitError::QueueFull {
+                        event_type: "batch".into(),
+                    },
+                    TrySendError::Closed(_) => EmitError::Stopped {
+                        event_type: "batch".into(),
+                    },
+                })
             })?;
+        } else {
+            self.inner.tx.send(cmd).await.map_err(|_| {
+                dropped(EmitError::Stopped {
+                    event_type: "batch".into(),
+                })
+            })?;
+        }
         let outcomes = rx
             .await
             .map_err(|_| EmitError::Stopped {

@@ -9,7 +9,11 @@
 //!
 //! - **Where events come in**: [`emitter`] (in process: [`emit_event`],
 //!   [`Emitter`]) and [`hub::ingest`] (HTTP `POST /events`, the `/ingest`
-//!   WebSocket, the Redis `agent-events` bridge).
+//!   WebSocket, the Redis `agent-events` bridge, OpenTelemetry over
+//!   `/v1/traces`, `/v1/logs`, `/v1/metrics` and gRPC: [`hub::otlp`]).
+//! - **How OpenTelemetry becomes events**: [`otel`] (pure): GenAI spans,
+//!   Claude Code's records and metric points mapped to agentpulse events,
+//!   costs from tokens ([`otel::prices`]).
 //! - **Where they are checked**: [`schema`] (pure), built from the
 //!   [`config`] file (the original `observability.yaml` format).
 //! - **How they move**: [`pipeline`]: a bounded queue, one dispatcher
@@ -39,6 +43,7 @@ pub mod event;
 pub mod hub;
 pub mod logfile;
 pub mod metrics;
+pub mod otel;
 pub mod pipeline;
 pub mod schema;
 pub mod sinks;

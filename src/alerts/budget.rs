@@ -432,7 +432,7 @@ impl BudgetTracker {
 
     /// Takes in one accepted event; returns the `budget_warning` and
     /// `budget_exceeded` events it causes, stamped with its timestamp.
-    /// Only `task_queued`, `agent_started`, `agent_completed`,
+    /// Only `task_queued`, `agent_started`, `agent_completed`, `llm_call`,
     /// `validation_complete` and `hitl_escalated` are read; every other
     /// type (budget and alert events included, whoever sent them) is
     /// ignored.
@@ -458,6 +458,7 @@ impl BudgetTracker {
             "task_queued"
                 | "agent_started"
                 | "agent_completed"
+                | "llm_call"
                 | "validation_complete"
                 | "hitl_escalated"
         );
@@ -502,7 +503,8 @@ impl BudgetTracker {
                     }
                 }
             }
-            "agent_completed" => {
+            // A model call (OpenTelemetry) spends like an agent's run.
+            "agent_completed" | "llm_call" => {
                 if let Some(t) = task_id {
                     // Keeps the task recently used; does not activate it.
                     self.task(t);
@@ -964,6 +966,32 @@ mod tests {
         assert_eq!(all[0].payload["period_start"], 0);
         let s = &t.snapshot(at(2040, 1, 1, 0, 0, 0))[0];
         assert_eq!((s.spend, s.remaining, s.resets_at), (1.0, 0.0, None));
+    }
+
+    #[test]
+    fn model_calls_spend_like_runs() {
+        let mut t = BudgetTracker::new(vec![
+            budget(BudgetScope::Feature, BudgetPeriod::Day, 1.0),
+            budget(BudgetScope::Agent, BudgetPeriod::Day, 1.0),
+        ]);
+        let t0 = at(2026, 5, 5, 10, 0, 0);
+        t.observe(&queued(t0, "t1", "login"));
+        let call = |ts: f64, cost: f64| {
+            ev(
+                "llm_call",
+                ts,
+                json!({"task_id": "t1", "agent": "planner", "model": "m", "cost_usd": cost}),
+            )
+        };
+        assert!(t.observe(&call(t0 + 1.0, 0.5)).is_empty());
+        let out = t.observe(&call(t0 + 2.0, 0.6));
+        assert_eq!(
+            summary(&out),
+            [
+                ("budget_exceeded".into(), Some("login".into()), 1.1),
+                ("budget_exceeded".into(), Some("planner".into()), 1.1),
+            ]
+        );
     }
 
     #[test]

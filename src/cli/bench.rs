@@ -1,6 +1,9 @@
 //! `agentpulse bench`: a load generator against a running hub.
 //!
 //! - `bench ingest`: HTTP NDJSON ingest throughput.
+//! - `bench otlp`: OTLP/HTTP protobuf ingest of GenAI spans (agent runs of
+//!   an `invoke_agent`, two `chat` and an `execute_tool` span), batches of
+//!   512 (the SDKs' default): spans/s.
 //! - `bench fanout`: S stream subscribers, events posted at a fixed rate
 //!   (or, with `--rate 0`, as fast as the hub takes them: the ingest rate);
 //!   checks every event reaches every subscriber and reports the
@@ -49,6 +52,21 @@ enum What {
         events: u64,
         /// Events per request.
         #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
+    /// OTLP/HTTP protobuf ingest of GenAI spans.
+    Otlp {
+        /// The hub.
+        #[arg(long, default_value = "http://127.0.0.1:3010")]
+        hub: String,
+        /// Spans to send in all.
+        #[arg(long, default_value_t = 1_048_576)]
+        spans: u64,
+        /// Spans per request (a multiple of 4: whole agent runs).
+        #[arg(long, default_value_t = 512)]
         batch: usize,
         /// Concurrent connections.
         #[arg(long, default_value_t = 4)]
@@ -124,6 +142,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             batch,
             connections,
         } => ingest(&hub, events, batch.max(1), connections.max(1)),
+        What::Otlp {
+            hub,
+            spans,
+            batch,
+            connections,
+        } => otlp(&hub, spans, batch.max(4), connections.max(1)),
         What::Fanout {
             hub,
             subscribers,
@@ -246,6 +270,168 @@ fn ingest(hub: &str, events: u64, batch: usize, connections: usize) -> anyhow::R
     println!(
         "ingest: {n} events in {secs:.2} s = {:.0} events/s ({:.1} MB/s), batch {batch}, {connections} connections",
         n as f64 / secs,
+        bytes as f64 / secs / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One request of `n` GenAI spans (whole agent runs of 4 spans), the
+/// `seq`-th of the run: ids unique across the run.
+fn otlp_batch(seq: u64, n: usize, t0: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    let kv = |k: &str, v: V| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    };
+    let s = |k: &str, v: &str| kv(k, V::StringValue(v.into()));
+    let mut spans = Vec::with_capacity(n);
+    for run in 0..(n / 4) as u64 {
+        let mut trace = [0u8; 16];
+        trace[..8].copy_from_slice(&seq.to_be_bytes());
+        trace[8..].copy_from_slice(&(run + 1).to_be_bytes());
+        let id = |k: u64| ((run << 3) | k).to_be_bytes().to_vec();
+        let agent_name = ["planner", "booker", "critic", "runner"][(run % 4) as usize];
+        let start = t0 + run * 1_000;
+        let span = |k: u64, parent: Option<u64>, name: &str, attrs: Vec<KeyValue>, ms: u64| Span {
+            trace_id: trace.to_vec(),
+            span_id: id(k),
+            parent_span_id: parent.map(id).unwrap_or_default(),
+            name: name.into(),
+            kind: if k == 1 { 1 } else { 3 },
+            start_time_unix_nano: start + k * 1_000_000,
+            end_time_unix_nano: start + k * 1_000_000 + ms * 1_000_000,
+            attributes: attrs,
+            ..Default::default()
+        };
+        let chat = |k: u64| {
+            span(
+                k,
+                Some(1),
+                "chat claude-sonnet-4-5",
+                vec![
+                    s("gen_ai.operation.name", "chat"),
+                    s("gen_ai.provider.name", "anthropic"),
+                    s("gen_ai.request.model", "claude-sonnet-4-5"),
+                    s("gen_ai.response.model", "claude-sonnet-4-5-20250929"),
+                    kv(
+                        "gen_ai.usage.input_tokens",
+                        V::IntValue(1200 + run as i64 % 500),
+                    ),
+                    kv("gen_ai.usage.output_tokens", V::IntValue(300)),
+                    kv("gen_ai.usage.cache_read.input_tokens", V::IntValue(800)),
+                    s("gen_ai.response.id", "msg_01XFDUDYJgAACzvnptvVoYEL"),
+                ],
+                900,
+            )
+        };
+        spans.push(chat(2));
+        spans.push(span(
+            3,
+            Some(1),
+            "execute_tool search_flights",
+            vec![
+                s("gen_ai.operation.name", "execute_tool"),
+                s("gen_ai.tool.name", "search_flights"),
+                s("gen_ai.tool.call.id", "toolu_01A09q90qw90lq917835lq9"),
+                s("gen_ai.tool.type", "function"),
+            ],
+            40,
+        ));
+        spans.push(chat(4));
+        spans.push(span(
+            1,
+            None,
+            "invoke_agent",
+            vec![
+                s("gen_ai.operation.name", "invoke_agent"),
+                s("gen_ai.agent.name", agent_name),
+                s("gen_ai.provider.name", "anthropic"),
+                s("gen_ai.request.model", "claude-sonnet-4-5"),
+            ],
+            2_500,
+        ));
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    s("service.name", "bench-agents"),
+                    s("service.version", "1.0.0"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn otlp(hub: &str, spans: u64, batch: usize, connections: usize) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/traces", hub.trim_end_matches('/'));
+    let batch = batch / 4 * 4;
+    let requests = spans / batch as u64;
+    let per_conn = requests / connections as u64;
+    // Distinct runs per invocation, so a rerun against the same hub is not
+    // all duplicates.
+    let t0 = now_ns() as u64 - 3_600_000_000_000;
+    let base = (now_ns() as u64 / 1_000) << 20;
+    // Bodies are built before the clock starts: only sending is measured.
+    let bodies: Vec<Vec<Vec<u8>>> = (0..connections as u64)
+        .map(|c| {
+            (0..per_conn)
+                .map(|k| otlp_batch(base + c * per_conn + k, batch, t0))
+                .collect()
+        })
+        .collect();
+    let bytes: usize = bodies.iter().flatten().map(Vec::len).sum();
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = bodies
+        .into_iter()
+        .map(|bodies| {
+            let url = url.clone();
+            let sent = sent.clone();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(60))
+                    .build();
+                for body in bodies {
+                    let resp = agent
+                        .post(&url)
+                        .set("Content-Type", "application/x-protobuf")
+                        .send_bytes(&body)
+                        .context("posting a batch")?;
+                    let mut answer = Vec::new();
+                    resp.into_reader().read_to_end(&mut answer)?;
+                    if !answer.is_empty() {
+                        bail!("partial success: {}", String::from_utf8_lossy(&answer));
+                    }
+                    sent.fetch_add(batch as u64, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = sent.load(Ordering::Relaxed);
+    println!(
+        "otlp: {n} spans in {secs:.2} s = {:.0} spans/s ({:.0} events/s, {:.1} MB/s), batch {batch}, {connections} connections",
+        n as f64 / secs,
+        n as f64 * 1.25 / secs,
         bytes as f64 / secs / 1e6
     );
     Ok(ExitCode::SUCCESS)

@@ -148,6 +148,11 @@ pub struct Args {
     /// new events are refused (503) past half of it.
     #[arg(long, env = "AGENTPULSE_LOG_MAX_PENDING_BYTES", default_value_t = 64 << 20)]
     log_max_pending_bytes: usize,
+    /// OTLP/gRPC port on the --bind address (0: off). Default 4317; when
+    /// the default is taken (another hub?) the hub serves OTLP over HTTP
+    /// only and says so; a port given here that is taken is an error.
+    #[arg(long = "otlp-grpc-port", env = "AGENTPULSE_OTLP_GRPC_PORT")]
+    otlp_grpc_port: Option<u16>,
     /// Full ingest queue: block (backpressure to senders) or drop.
     #[arg(long, env = "AGENTPULSE_QUEUE_POLICY", default_value = "block")]
     queue_policy: QueuePolicy,
@@ -226,6 +231,10 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         },
         redis_url: args.redis_url.filter(|_| !args.no_redis_bridge),
         log: (!args.no_log).then_some(jsonl),
+        otlp_grpc: Some(hub::otlp::GrpcListen {
+            port: args.otlp_grpc_port.unwrap_or(hub::otlp::DEFAULT_GRPC_PORT),
+            explicit: args.otlp_grpc_port.is_some(),
+        }),
     };
     let mut hub_config = hub_config;
     let generated = token_off_loopback(&mut hub_config, args.no_token)?;
@@ -238,8 +247,15 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         let shutdown = CancellationToken::new();
         let running = hub::start(hub_config, builder, shutdown.clone()).await?;
         let addr = running.addr;
+        let grpc = match &running.state().otlp.grpc {
+            hub::otlp::GrpcStatus::Listening(g) => format!(", OTLP/gRPC {g}"),
+            _ => String::new(),
+        };
+        if let Some(why) = hub::otlp::health_reason(&running.state().otlp.grpc, addr) {
+            eprintln!("agentpulse: {why}; choose a free port with --otlp-grpc-port");
+        }
         outln!(
-            "agentpulse listening on http://{addr} (dashboard http://{addr}/, stream ws://{addr}/agent-events, ingest POST http://{addr}/events)"
+            "agentpulse listening on http://{addr} (dashboard http://{addr}/, stream ws://{addr}/agent-events, ingest POST http://{addr}/events, OTLP http://{addr}/v1/traces{grpc})"
         );
         if let Some(token) = &generated {
             let host = match addr.ip() {

@@ -75,7 +75,14 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let counts: Vec<String> = sections
         .iter()
         .filter(|s| s.title != "settings")
-        .map(|s| super::plural(s.rows.len() as u64, singular(s.title), s.title))
+        .map(|s| match s.title {
+            // Its first row is the built-in table, not a price of the file.
+            "prices" => format!(
+                "{} over the built-in table",
+                super::plural(s.rows.len() as u64 - 1, singular(s.title), s.title)
+            ),
+            _ => super::plural(s.rows.len() as u64, singular(s.title), s.title),
+        })
         .collect();
     let base = if path.is_none() {
         "the built-in configuration"
@@ -124,6 +131,7 @@ fn singular(title: &str) -> &str {
         "notifiers" => "notifier",
         "budgets" => "budget",
         "destinations" => "destination",
+        "prices" => "price",
         other => other,
     }
 }
@@ -135,6 +143,7 @@ fn sections(config: &Config, schema: &Schema) -> anyhow::Result<Vec<Section>> {
         alert_rules(config)?,
         notifiers(config),
         budgets(config),
+        prices(config),
         destinations(config),
         settings(config),
     ])
@@ -249,6 +258,50 @@ fn budgets(config: &Config) -> Section {
         .collect();
     Section {
         title: "budgets",
+        rows,
+    }
+}
+
+/// The built-in price table (one row) and the file's prices over it.
+fn prices(config: &Config) -> Section {
+    let table = agentpulse::otel::prices::Prices::builtin();
+    let mut rows = vec![Row {
+        name: "(table)".to_string(),
+        detail: format!(
+            "{} model names, prices as of {}",
+            table.len(),
+            table.table_date()
+        ),
+        source: agentpulse::config::merge::Source {
+            file: agentpulse::config::merge::BUILTIN.to_string(),
+            ..Default::default()
+        },
+    }];
+    for (i, p) in config.prices.iter().enumerate() {
+        let cache = match (p.cache_read_per_mtok, p.cache_write_per_mtok) {
+            (None, None) => String::new(),
+            (r, w) => format!(
+                ", cache read ${}, write ${}",
+                r.unwrap_or(p.input_per_mtok),
+                w.unwrap_or(p.input_per_mtok)
+            ),
+        };
+        rows.push(Row {
+            name: p.model.clone(),
+            detail: format!(
+                "${} in, ${} out per million tokens{cache}",
+                p.input_per_mtok, p.output_per_mtok
+            ),
+            source: agentpulse::config::merge::Source {
+                file: config.origin.clone(),
+                index: Some(i),
+                line: None,
+                overrides: table.get(&p.model).is_some(),
+            },
+        });
+    }
+    Section {
+        title: "prices",
         rows,
     }
 }

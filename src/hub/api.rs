@@ -21,7 +21,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 use super::stream::cursor::{Cursor, Step};
 use super::stream::filter::{Filter, StreamParams};
 use super::tokens::Access;
-use super::{error_response, ingest, stream, HubState, SharedState};
+use super::{error_response, ingest, otlp, stream, HubState, SharedState};
 use crate::metrics::Granularity;
 
 /// Agents and event types listed in `/api/metrics` (the most active).
@@ -46,6 +46,9 @@ pub fn router(state: SharedState) -> Router {
     // refused like any other oversized body.
     let writes = Router::new()
         .route("/events", post(ingest::post_events))
+        .route("/v1/traces", post(otlp::http::traces))
+        .route("/v1/logs", post(otlp::http::logs))
+        .route("/v1/metrics", post(otlp::http::metrics))
         .layer(RequestDecompressionLayer::new().gzip(true))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -115,12 +118,15 @@ async fn json_refusals(req: Request, next: axum::middleware::Next) -> Response {
         .map(str::to_owned);
     let resp = next.run(req).await;
     let status = resp.status();
-    let is_json = resp
+    // Only bare or plain-text refusals are rewritten: JSON ones already
+    // are, and a protocol's own error bodies (OTLP's protobuf `Status`)
+    // must reach its clients as they are.
+    let typed = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|c| !c.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || typed {
         return resp;
     }
     let (parts, body) = resp.into_parts();
@@ -410,6 +416,8 @@ pub fn metrics_document(state: &SharedState) -> Value {
     }
     doc["events_by_type"] = Value::Object(listed);
     doc["event_types_total"] = json!(types.len());
+    drop(engine);
+    doc["otel"] = otlp::metrics_json(state);
     doc
 }
 
@@ -875,6 +883,10 @@ async fn health(State(state): State<SharedState>) -> Response {
                 "failures": s.failures.load(Ordering::Relaxed),
             }),
         );
+    }
+    components.insert("otlp_grpc".into(), otlp::grpc_json(&state.otlp.grpc));
+    if let Some(r) = otlp::health_reason(&state.otlp.grpc, state.addr) {
+        reasons.push(r);
     }
     let status = if reasons.is_empty() { "ok" } else { "degraded" };
     Json(json!({

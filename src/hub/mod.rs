@@ -4,6 +4,7 @@
 //! |-------------------------------|---------------------------------------------------|
 //! | `POST /events`                | ingest: object, array or NDJSON, gzip accepted    |
 //! | `GET /ingest` (WebSocket)     | ingest over a kept-open connection, one ack each  |
+//! | `POST /v1/traces`, `/v1/logs`, `/v1/metrics` | OpenTelemetry (OTLP/HTTP, protobuf or JSON): [`otlp`]; OTLP/gRPC on its own port |
 //! | `GET /`, `/agent-events`, `/stream` (WebSocket) | the stream, `?since=&epoch=&mode=&types=&agent=&task_id=` |
 //! | `GET /` (plain)               | the dashboard page                                |
 //! | `GET /api/events`             | retained events as JSON                           |
@@ -35,6 +36,7 @@ use crate::sinks::redis_metrics::{Flusher, Increments, RedisMetricsConfig, Store
 pub mod api;
 pub mod auth;
 pub mod ingest;
+pub mod otlp;
 pub mod prometheus;
 pub mod stream;
 pub mod tokens;
@@ -82,6 +84,8 @@ pub struct HubConfig {
     pub log: Option<JsonlConfig>,
     /// How long shutdown waits for clients before closing anyway.
     pub shutdown_grace: Duration,
+    /// OTLP/gRPC's port (`None`: off; `serve` asks for 4317).
+    pub otlp_grpc: Option<otlp::GrpcListen>,
 }
 
 impl Default for HubConfig {
@@ -104,6 +108,7 @@ impl Default for HubConfig {
             redis_metrics: None,
             log: Some(JsonlConfig::default()),
             shutdown_grace: Duration::from_secs(3),
+            otlp_grpc: None,
         }
     }
 }
@@ -126,6 +131,9 @@ pub enum HubError {
     /// The server failed.
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
+    /// The price table or the configuration's `prices:` is wrong.
+    #[error(transparent)]
+    Prices(#[from] crate::otel::prices::PriceTableError),
 }
 
 /// Counters of the hub itself (the pipeline has its own).
@@ -187,6 +195,8 @@ pub struct HubState {
     pub epoch: String,
     /// Losses acknowledged with `POST /api/health/acknowledge`.
     pub acknowledged: std::sync::Mutex<api::Losses>,
+    /// OpenTelemetry in: the mapper, OTLP/gRPC's state, counters.
+    pub otlp: otlp::OtlpState,
 }
 
 /// The hub's view of the Redis bucket store.
@@ -279,6 +289,34 @@ pub async fn start(
         .await
         .map_err(|source| HubError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(HubError::Serve)?;
+    let prices = crate::otel::Prices::new(&emitter.config().prices)?;
+    let (grpc_listener, grpc) = match config.otlp_grpc {
+        None | Some(otlp::GrpcListen { port: 0, .. }) => (None, otlp::GrpcStatus::Disabled),
+        Some(g) => {
+            let gaddr = SocketAddr::new(config.bind, g.port);
+            match tokio::net::TcpListener::bind(gaddr).await {
+                Ok(l) => {
+                    let a = l.local_addr().map_err(HubError::Serve)?;
+                    (Some(l), otlp::GrpcStatus::Listening(a))
+                }
+                // The default port may be another hub's: serve OTLP over
+                // HTTP only, and say so.
+                Err(e) if !g.explicit && e.kind() == std::io::ErrorKind::AddrInUse => (
+                    None,
+                    otlp::GrpcStatus::PortTaken {
+                        port: g.port,
+                        error: e.to_string(),
+                    },
+                ),
+                Err(source) => {
+                    return Err(HubError::Bind {
+                        addr: gaddr,
+                        source,
+                    })
+                }
+            }
+        }
+    };
     let store = match (&flusher, &config.redis_metrics) {
         (Some(f), Some(rc)) => Some(StoreHandle {
             stats: f.stats(),
@@ -304,7 +342,11 @@ pub async fn start(
         store,
         epoch: start_report.epoch.clone(),
         acknowledged: std::sync::Mutex::new(api::Losses::default()),
+        otlp: otlp::OtlpState::new(prices, grpc),
     });
+    if let Some(l) = grpc_listener {
+        state.tasks.spawn(otlp::grpc::serve(state.clone(), l));
+    }
     if let Some(url) = state.config.redis_url.clone() {
         let st = state.clone();
         state.tasks.spawn(ingest::redis_bridge::run(st, url));

@@ -205,6 +205,8 @@ pub fn render(state: &SharedState) -> String {
                 .set(s.last_flush_micros.load(Relaxed) as f64 / 1e6);
         }
 
+        otel(state);
+
         describe_gauge!("agentpulse_kpi", "The six KPIs over the rolling window.");
         let window = serde_json::to_value(&m.kpis.window).unwrap_or_default();
         for name in KPI_NAMES {
@@ -214,4 +216,75 @@ pub fn render(state: &SharedState) -> String {
         }
     });
     handle.render()
+}
+
+/// The OTLP endpoints' counters and the per-model counters of metric points.
+fn otel(state: &SharedState) {
+    let o = &state.otlp;
+    describe_counter!(
+        "agentpulse_otlp_requests_total",
+        "OTLP export requests, by transport."
+    );
+    counter!("agentpulse_otlp_requests_total", "transport" => "http")
+        .absolute(o.counters.http_requests.load(Relaxed));
+    counter!("agentpulse_otlp_requests_total", "transport" => "grpc")
+        .absolute(o.counters.grpc_requests.load(Relaxed));
+    describe_counter!(
+        "agentpulse_otlp_throttled_total",
+        "OTLP requests answered 429/503 (queue full, not durable)."
+    );
+    counter!("agentpulse_otlp_throttled_total").absolute(o.counters.throttled.load(Relaxed));
+    describe_gauge!("agentpulse_otlp_grpc_up", "1 when OTLP/gRPC listens.");
+    gauge!("agentpulse_otlp_grpc_up").set(
+        if matches!(o.grpc, super::otlp::GrpcStatus::Listening(_)) {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    let m = o.mapper.counters();
+    describe_counter!(
+        "agentpulse_otlp_items_total",
+        "Spans, log records and data points received, and what became of them."
+    );
+    let st = m.stats;
+    for (kind, n) in [
+        ("spans", st.spans),
+        ("log_records", st.log_records),
+        ("data_points", st.data_points),
+        ("rejected", st.rejected),
+        ("truncated", st.truncated),
+        ("points_used", st.points_used),
+        ("points_ignored", st.points_ignored),
+        ("points_skipped", st.points_skipped),
+    ] {
+        counter!("agentpulse_otlp_items_total", "kind" => kind).absolute(n);
+    }
+    describe_gauge!(
+        "agentpulse_otel_model_tokens",
+        "Tokens per model and type, from GenAI and Claude Code metric points."
+    );
+    describe_gauge!(
+        "agentpulse_otel_model_cost_usd",
+        "USD per model, from GenAI and Claude Code metric points."
+    );
+    for (model, c) in m.usage.iter() {
+        let model = model.to_owned();
+        for (ty, n) in [
+            ("input", c.input_tokens),
+            ("output", c.output_tokens),
+            ("cache_read", c.cache_read_tokens),
+            ("cache_creation", c.cache_creation_tokens),
+        ] {
+            gauge!("agentpulse_otel_model_tokens", "model" => model.clone(), "type" => ty).set(n);
+        }
+        gauge!("agentpulse_otel_model_cost_usd", "model" => model).set(c.cost_usd);
+    }
+    describe_counter!(
+        "agentpulse_otel_unpriced_total",
+        "Model calls and points that cost 0 for want of a price, per model."
+    );
+    for (model, n) in m.unpriced.iter() {
+        counter!("agentpulse_otel_unpriced_total", "model" => model.to_owned()).absolute(*n);
+    }
 }

@@ -232,6 +232,8 @@ pub(crate) struct Contribution {
     pub agent: Option<Arc<str>>,
     pub run: Option<AgentRun>,
     pub cost: f64,
+    /// A cost of the agent outside a run (`llm_call`).
+    pub agent_cost: f64,
     pub feature: Option<Arc<str>>,
     pub feature_queued: bool,
     pub feature_validation: bool,
@@ -350,6 +352,7 @@ impl BucketStats {
                         a.duration_ms_count += 1;
                     }
                 }
+                a.cost_usd += c.agent_cost;
             });
         }
         self.total_cost += c.cost;

@@ -27,6 +27,11 @@ pub const MAX_AMOUNT: f64 = 1e12;
 /// The event type of a critic decision.
 pub const CRITIC_DECISION: &str = "critic_decision";
 
+/// The event type of one model call (from OpenTelemetry spans): its
+/// `cost_usd` counts in `total_cost`, the agent's cost and its task's
+/// feature, like an `agent_completed`'s.
+pub const LLM_CALL: &str = "llm_call";
+
 /// Statuses of `agent_completed` that count as failed (compared
 /// case-insensitively).
 pub const FAILED_STATUSES: [&str; 5] = ["failed", "failure", "error", "timeout", "crashed"];
@@ -860,6 +865,22 @@ impl MetricsEngine {
             }
             CRITIC_DECISION => {
                 c.critic_rejected = fields.rejected;
+            }
+            // A model call (from OpenTelemetry): its cost counts like an
+            // agent's, for the task's feature and the agent; no run.
+            LLM_CALL => {
+                let cost = amount(fields.cost_usd);
+                c.cost = cost.unwrap_or(0.0);
+                if c.agent.is_some() {
+                    c.agent_cost = c.cost;
+                }
+                if let (Some(x), Some(id)) = (cost, task_id) {
+                    let task = task_entry!(self, id, ts);
+                    if let Some(f) = &task.feature {
+                        feature_entry(&mut self.features, f, ts).cost += x;
+                        c.feature = Some(Arc::clone(f));
+                    }
+                }
             }
             _ => {}
         }

@@ -48,10 +48,12 @@
 //! | `validation_complete` | `task_id`, `result`, `cost`                          |
 //! | `hitl_escalated`      | `task_id`, `attempts`                                |
 //! | `critic_decision`     | `rejected` (bool)                                    |
+//! | `llm_call`            | `agent`, `task_id`, `cost_usd` (a model call, from OpenTelemetry) |
 //! | any other             | counted in `events_by_type` only                     |
 //!
 //! Any event with a string `agent` makes that agent *seen* in its bucket.
-//! A cost (`agent_completed.cost_usd`, `validation_complete.cost`) or a
+//! A cost (`agent_completed.cost_usd`, `llm_call.cost_usd`,
+//! `validation_complete.cost`) or a
 //! duration (`duration_ms`) is used only when it is a finite number in
 //! [0, 10¹²]; larger values are treated as malformed so that sums stay
 //! finite. A status is *failed* when it is one of `failed`, `failure`,
@@ -93,7 +95,8 @@
 //!   first and the last event observed (at least 1 s). Per agent: its busy
 //!   seconds / span, clamped to [0, 1].
 //!
-//! **cost_per_feature** = cost attributed to the features completed in the
+//! **cost_per_feature** = cost (of `agent_completed`, `llm_call` and
+//! `validation_complete`) attributed to the features completed in the
 //! bucket / number of distinct features completed in the bucket.
 //! - A task's feature is the `feature` of its `task_queued`. Costs of a task
 //!   count towards its feature when they arrive once the feature is known;
@@ -196,7 +199,7 @@ pub use bucket::{AgentStats, BucketSet, BucketStats, FeatureStats, Granularity};
 pub use engine::{
     critic_decision_event, is_failed_status, MetricsConfig, MetricsEngine, Retention,
     CRITIC_DECISION, DEFAULT_MAX_NAMES, DEFAULT_MAX_OPEN_TASKS, DEFAULT_SNAPSHOT_AGENTS,
-    FAILED_STATUSES, MAX_AMOUNT, MAX_TIMESTAMP, OTHER,
+    FAILED_STATUSES, LLM_CALL, MAX_AMOUNT, MAX_TIMESTAMP, OTHER,
 };
 pub use histogram::{LogHistogram, RELATIVE_ERROR};
 pub use input::{validation_passed, EventFields};

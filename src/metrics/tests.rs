@@ -1204,3 +1204,35 @@ fn totals_are_bounded_by_max_names() {
     assert!(totals.per_agent.contains_key(OTHER));
     assert_eq!(totals.events, 1000);
 }
+
+#[test]
+fn llm_call_costs_count_for_the_feature_the_agent_and_the_total() {
+    let t = utc(2026, 12, 2, 10, 0, 0);
+    let mut engine = MetricsEngine::new(MetricsConfig::default());
+    feed(
+        &mut engine,
+        &[
+            ev("task_queued", t, json!({"task_id":"t1","feature":"f"})),
+            ev(
+                LLM_CALL,
+                t + 1.0,
+                json!({"task_id":"t1","agent":"planner","cost_usd":0.25}),
+            ),
+            ev(LLM_CALL, t + 2.0, json!({"task_id":"t1","cost_usd":0.5})),
+            ev(
+                "validation_complete",
+                t + 3.0,
+                json!({"task_id":"t1","result":{"passed":true},"cost":0.0}),
+            ),
+        ],
+    );
+    let hour = engine
+        .bucket_set()
+        .get(Granularity::Hourly, t as i64)
+        .unwrap();
+    assert_close!(hour.kpis(3600.0).cost_per_feature, 0.75);
+    assert_close!(engine.totals().total_cost, 0.75);
+    let planner = engine.totals().per_agent.get("planner").unwrap();
+    assert_close!(planner.cost_usd, 0.25);
+    assert_eq!(planner.runs, 0, "a model call is not a run");
+}

@@ -101,6 +101,25 @@ struct TypeDecl {
     sorted: Vec<usize>,
 }
 
+/// The declarations of the event types agentpulse emits for OpenTelemetry
+/// input (`config/otel-events.yaml`): part of every schema, unless the
+/// configuration declares the type itself.
+pub const EXTENSION_EVENTS_YAML: &str = include_str!("../../config/otel-events.yaml");
+
+#[derive(serde::Deserialize)]
+struct Extension {
+    events: Vec<crate::config::EventDecl>,
+}
+
+fn extension_events() -> &'static [crate::config::EventDecl] {
+    static EXT: std::sync::OnceLock<Vec<crate::config::EventDecl>> = std::sync::OnceLock::new();
+    EXT.get_or_init(|| {
+        serde_norway::from_str::<Extension>(EXTENSION_EVENTS_YAML)
+            .expect("the extension's declarations are valid")
+            .events
+    })
+}
+
 /// The checked event declarations.
 #[derive(Debug, Clone)]
 pub struct Schema {
@@ -122,7 +141,13 @@ impl Schema {
             message,
         };
         let mut types = HashMap::default();
-        for (i, decl) in config.events.iter().enumerate() {
+        // The file's declarations, then the extension's types it does not
+        // declare itself.
+        let ext = extension_events();
+        let ext_left = ext
+            .iter()
+            .filter(|d| !config.events.iter().any(|c| c.on == d.on));
+        for (i, decl) in config.events.iter().chain(ext_left).enumerate() {
             if let Err(why) = input::check_type_name(&decl.on) {
                 return Err(invalid(format!("events[{i}].on: {why}")));
             }

@@ -43,7 +43,8 @@ fn valid_payloads() -> Vec<(&'static str, Value)> {
 #[test]
 fn every_declared_type_accepts_its_valid_payload() {
     let s = Schema::builtin();
-    assert_eq!(s.declared_types().len(), 7);
+    // The contract file's seven, and the OpenTelemetry extension's four.
+    assert_eq!(s.declared_types().len(), 7 + 4);
     for (ty, p) in valid_payloads() {
         s.validate(&ev(ty, p))
             .unwrap_or_else(|e| panic!("{ty}: {e}"));
@@ -393,4 +394,39 @@ fn declared_fields_are_found_whatever_order_they_were_inserted_in() {
     p.remove("model");
     let e = s.validate(&NewEvent::new("agent_started", p)).unwrap_err();
     assert_eq!(e.field, "model");
+}
+
+#[test]
+fn the_otel_extension_is_declared_and_a_file_may_override_it() {
+    let s = Schema::builtin();
+    for ty in ["llm_call", "tool_executed", "otel.span", "otel.log"] {
+        assert!(s.is_declared(ty), "{ty}");
+    }
+    let e = s
+        .validate(&ev(
+            "llm_call",
+            json!({"task_id": "t", "model": "m", "status": "success",
+            "duration_ms": 1, "cost_usd": 0, "input_tokens": -1, "output_tokens": 0}),
+        ))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "llm_call.input_tokens: expected an integer >= 0, got -1"
+    );
+    let e = s
+        .validate(&ev(
+            "tool_executed",
+            json!({"task_id": "t", "status": "success", "duration_ms": 1}),
+        ))
+        .unwrap_err();
+    assert_eq!(e.field, "tool");
+    // A file's own declaration of the type wins.
+    let c = crate::config::Config::from_yaml(
+        "events:\n  - on: llm_call\n    emit: [model]\n",
+        "x.yaml",
+    )
+    .unwrap();
+    let s = Schema::from_config(&c).unwrap();
+    s.validate(&ev("llm_call", json!({"model": "m"}))).unwrap();
+    assert!(s.is_declared("otel.span"));
 }

@@ -57,9 +57,17 @@ impl Hub {
 
     /// As [`Hub::start`], on `port` (0: any free port).
     pub fn start_on(log_dir: &Path, port: u16, extra: &[&str]) -> Hub {
+        // OTLP/gRPC off unless the test asks for it: test hubs running at
+        // once would contend for the default port.
+        let grpc: &[&str] = if extra.contains(&"--otlp-grpc-port") {
+            &[]
+        } else {
+            &["--otlp-grpc-port", "0"]
+        };
         let mut child = bin()
             .args(["serve", "--quiet", "--port", &port.to_string(), "--log-dir"])
             .arg(log_dir)
+            .args(grpc)
             .args(extra)
             .env("AGENTPULSE_LOG", "warn")
             .stdout(Stdio::piped())

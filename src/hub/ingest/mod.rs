@@ -292,7 +292,7 @@ pub async fn post_events(
 }
 
 /// Why a request body could not be read.
-enum ReadError {
+pub(crate) enum ReadError {
     /// Over the limit (after decompression).
     TooLarge,
     /// The connection or the gzip stream broke.
@@ -310,9 +310,19 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// bytes or [`DRAIN_TIME`]: answering 413 and closing while the client is
 /// still sending makes most HTTP clients report "broken pipe" instead of the
 /// 413, which hides the reason from the user.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    read_body_sized(body, limit, 0).await
+}
+
+/// [`read_body`] into a buffer of `hint` bytes (the declared length): a
+/// large body then grows no buffer by copies.
+pub(crate) async fn read_body_sized(
+    body: Body,
+    limit: usize,
+    hint: usize,
+) -> Result<Bytes, ReadError> {
     let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(hint.min(limit));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ReadError::Broken)?;
         if buf.len() + chunk.len() > limit {
