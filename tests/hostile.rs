@@ -501,3 +501,54 @@ fn open_tasks_are_bounded_by_max_open_tasks() {
         "{text}"
     );
 }
+
+/// Regression (issue 22, point 6): SIGTERM waited forever on a client that
+/// had sent half a request. Shutdown is bounded by the grace period now.
+#[test]
+fn shutdown_is_bounded_whatever_the_clients_do() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &["--shutdown-grace", "1"]);
+    let (status, _) = hub.post(
+        &note(0, Some("kept-before-shutdown")).to_string(),
+        "application/json",
+    );
+    assert_eq!(status, 200);
+    // One client stops in the middle of its headers, one in its body.
+    let mut half_headers = TcpStream::connect(hub.addr).unwrap();
+    half_headers
+        .write_all(b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
+        .unwrap();
+    let mut half_body = TcpStream::connect(hub.addr).unwrap();
+    half_body
+        .write_all(
+            b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"event_type\":",
+        )
+        .unwrap();
+    // Both requests are in the hub's hands before the signal.
+    wait_for("both connections accepted", Duration::from_secs(10), || {
+        let (_, health) = hub.get_json("/health");
+        (health["status"].is_string()).then_some(())
+    });
+    let began = Instant::now();
+    let status = hub.terminate();
+    assert!(
+        status.success(),
+        "hub exit status {status:?}: {}",
+        hub.stderr.lock().unwrap()
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?} with a grace of 1 s",
+        began.elapsed()
+    );
+    let ids: Vec<Value> = log_events(dir.path())
+        .into_iter()
+        .map(|e| e["event_id"].clone())
+        .collect();
+    assert!(
+        ids.contains(&json!("kept-before-shutdown")),
+        "the event acknowledged before shutdown is in the log: {ids:?}"
+    );
+    drop((half_headers, half_body));
+}

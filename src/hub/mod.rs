@@ -237,11 +237,26 @@ impl RunningHub {
 
     /// Waits until the hub has shut down (after its token is cancelled).
     pub async fn wait(self) -> Result<(), HubError> {
-        let result = match self.server.await {
-            Ok(r) => r,
-            Err(e) => Err(HubError::Serve(std::io::Error::other(e))),
-        };
         let state = self.state.clone();
+        let grace = state.config.shutdown_grace;
+        let mut server = self.server;
+        // axum's graceful shutdown waits for every open connection, so one
+        // client that sent half a request would hold the hub forever: once
+        // shutdown starts, connections get the grace period and no more.
+        let result = tokio::select! {
+            joined = &mut server => match joined {
+                Ok(r) => r,
+                Err(e) => Err(HubError::Serve(std::io::Error::other(e))),
+            },
+            () = async {
+                state.shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("HTTP connections still open after the shutdown grace; closing them");
+                server.abort();
+                Ok(())
+            }
+        };
         state.tasks.close();
         if tokio::time::timeout(state.config.shutdown_grace, state.tasks.wait())
             .await
