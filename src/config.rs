@@ -7,6 +7,13 @@
 //!
 //! - `strict: true` (top level): refuse event types the file does not declare.
 //! - `limits.max_payload_bytes` (default 65536): largest accepted payload.
+//! - `limits.max_log_bytes` (no default): the disk cap of the hub's JSONL
+//!   log, a number of bytes or a size such as `10GB` or `512 MiB` (see
+//!   [`crate::sinks::jsonl`]); `--max-log-bytes` overrides it.
+//! - `tokens:` the hub's tokens by role, `admin:`, `ingest:` and `read:`,
+//!   each a list, added to those of `--token`, `--ingest-token` and
+//!   `--read-token` (see [`crate::hub::tokens`]); `validate-config` shows
+//!   how many, never the tokens.
 //! - an `emit:` entry may be `field: kind` instead of a bare `field`, to give
 //!   its type explicitly (kinds: see [`crate::schema::FieldKind`]).
 //! - `alerts:` entries take `min_samples` and `repeat_interval` besides the
@@ -140,6 +147,9 @@ pub struct Config {
     /// Model prices that extend and override the built-in table.
     #[serde(default)]
     pub prices: Vec<PriceConfig>,
+    /// The hub's tokens by role, besides those of the command line.
+    #[serde(default)]
+    pub tokens: TokensSection,
     /// Where this configuration came from (a path, or `<built-in>`).
     #[serde(skip)]
     pub origin: String,
@@ -340,13 +350,92 @@ pub struct Limits {
     /// Largest accepted serialised payload, in bytes.
     #[serde(default = "default_max_payload")]
     pub max_payload_bytes: usize,
+    /// The disk cap of the JSONL log (none by default).
+    #[serde(default, deserialize_with = "max_log_bytes")]
+    pub max_log_bytes: Option<ByteSize>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_payload_bytes: default_max_payload(),
+            max_log_bytes: None,
         }
+    }
+}
+
+// serde_norway loses the key of a value inside an `Option`: name it.
+fn max_log_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) => ByteSize::deserialize(v)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("max_log_bytes: {e}"))),
+    }
+}
+
+/// A number of bytes, written as a number (`1000000`) or a size (`10GB`,
+/// `512 MiB`, `1.5 GiB`; `KB`, `MB`, `GB` are powers of 1000, `KiB`, `MiB`,
+/// `GiB` of 1024). Always > 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ByteSize, String> {
+        let n = s
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map_err(|_| {
+                format!("expected a number of bytes or a size such as 10GB or 512MiB, got {s:?}")
+            })?
+            .as_u64();
+        if n == 0 {
+            return Err("must be more than 0 bytes".into());
+        }
+        Ok(ByteSize(n))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Number(n) => match n.as_u64() {
+                Some(0) | None => Err(serde::de::Error::custom(format!(
+                    "expected a number of bytes > 0, got {n}"
+                ))),
+                Some(n) => Ok(ByteSize(n)),
+            },
+            Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            v => Err(serde::de::Error::custom(format!(
+                "expected a number of bytes or a size such as 10GB, got {v}"
+            ))),
+        }
+    }
+}
+
+/// `tokens:` (an agentpulse extension): the hub's tokens by role, as
+/// `--token`, `--ingest-token` and `--read-token` give them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensSection {
+    /// Tokens that may do everything.
+    #[serde(default)]
+    pub admin: Vec<String>,
+    /// Tokens that may only send events.
+    #[serde(default)]
+    pub ingest: Vec<String>,
+    /// Tokens that may only read.
+    #[serde(default)]
+    pub read: Vec<String>,
+}
+
+impl TokensSection {
+    /// Whether the file gives any token.
+    pub fn is_empty(&self) -> bool {
+        self.admin.is_empty() && self.ingest.is_empty() && self.read.is_empty()
     }
 }
 
@@ -859,6 +948,21 @@ impl Config {
         }
         if self.limits.max_payload_bytes == 0 {
             return Err(Problem::new("limits.max_payload_bytes", "must be > 0"));
+        }
+        for (role, list) in [
+            ("admin", &self.tokens.admin),
+            ("ingest", &self.tokens.ingest),
+            ("read", &self.tokens.read),
+        ] {
+            for (i, t) in list.iter().enumerate() {
+                // Tokens travel in headers and URLs: visible ASCII only.
+                if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(Problem::new(
+                        format!("tokens.{role}[{i}]"),
+                        "a token must be non-empty visible ASCII (no spaces)",
+                    ));
+                }
+            }
         }
         crate::alerts::parse_rules(self).map_err(|e| Problem::from_text(&e.to_string()))?;
         self.check_notifiers()?;

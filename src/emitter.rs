@@ -95,6 +95,23 @@ pub enum EmitError {
         /// The highest id of the batch.
         id: u64,
     },
+    /// The log has reached its disk cap (`max_log_bytes`) and has no
+    /// rotated file left to delete: the events were not taken. Retry once
+    /// space is freed (or the cap raised).
+    #[error("{reason}")]
+    LogFull {
+        /// The cap, what the log holds, and what to do.
+        reason: String,
+    },
+}
+
+impl From<crate::pipeline::Refused> for EmitError {
+    fn from(r: crate::pipeline::Refused) -> EmitError {
+        match r {
+            crate::pipeline::Refused::Failing(reason) => EmitError::LogUnavailable { reason },
+            crate::pipeline::Refused::DiskCap(reason) => EmitError::LogFull { reason },
+        }
+    }
 }
 
 /// The emitter could not be set up or started.
@@ -683,8 +700,7 @@ impl Emitter {
     /// Why new events are refused now, if they are: the log cannot be
     /// written and enough already waits for it.
     fn refusal(&self) -> Option<EmitError> {
-        let reason = self.inner.backlog.get()?.refusal()?;
-        Some(EmitError::LogUnavailable { reason })
+        Some(self.inner.backlog.get()?.refusal()?.into())
     }
 
     /// Refuses one in-process event (counted) while the log cannot take it.
@@ -807,7 +823,7 @@ impl Emitter {
             .map_err(|_| EmitError::Stopped {
                 event_type: "batch".into(),
             })?
-            .map_err(|r| EmitError::LogUnavailable { reason: r.reason })?;
+            .map_err(EmitError::from)?;
         let highest = outcomes.iter().map(|o| o.id()).max().unwrap_or(0);
         self.wait_durable(highest).await?;
         // Written up to `highest`, but perhaps not every one of them: the
@@ -879,7 +895,7 @@ impl Emitter {
             .map_err(|_| EmitError::Stopped {
                 event_type: "batch".into(),
             })?
-            .map_err(|r| EmitError::LogUnavailable { reason: r.reason })?;
+            .map_err(EmitError::from)?;
         Ok(merge_outcomes(&mut results, outcomes))
     }
 

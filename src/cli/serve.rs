@@ -148,6 +148,12 @@ pub struct Args {
     /// new events are refused (503) past half of it.
     #[arg(long, env = "AGENTPULSE_LOG_MAX_PENDING_BYTES", default_value_t = 64 << 20)]
     log_max_pending_bytes: usize,
+    /// Disk cap of the log directory (bytes, or a size such as 10GB or
+    /// 512MiB; default: the config's limits.max_log_bytes, else none): the
+    /// oldest rotated files are deleted to stay under it, and new events
+    /// are refused (507) when the current file alone reaches it.
+    #[arg(long, env = "AGENTPULSE_MAX_LOG_BYTES")]
+    max_log_bytes: Option<agentpulse::config::ByteSize>,
     /// OTLP/gRPC port on the --bind address (0: off). Default 4317; when
     /// the default is taken (another hub?) the hub serves OTLP over HTTP
     /// only and says so; a port given here that is taken is an error.
@@ -168,6 +174,15 @@ fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
 
 pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let mut config = super::load_config(config_path)?;
+    if args.no_token && !config.tokens.is_empty() {
+        anyhow::bail!(
+            "--no-token: the configuration file {} gives tokens (tokens:); remove them or drop --no-token",
+            config.origin
+        );
+    }
+    if let Some(path) = config_path.filter(|_| !config.tokens.is_empty()) {
+        warn_if_others_can_read(path);
+    }
     if let Some(n) = args.max_open_tasks {
         if n == 0 {
             anyhow::bail!("--max-open-tasks: must be at least 1");
@@ -178,6 +193,10 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         dir: args.log_dir.clone(),
         durability: args.durability,
         max_pending_bytes: args.log_max_pending_bytes.max(4096),
+        max_log_bytes: args
+            .max_log_bytes
+            .or(config.limits.max_log_bytes)
+            .map(|b| b.0),
         ..JsonlConfig::default()
     };
     let mut builder = Emitter::builder()
@@ -208,7 +227,10 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         tokens: Tokens::none()
             .with(Role::Admin, args.token)
             .with(Role::Ingest, args.ingest_tokens)
-            .with(Role::Read, args.read_tokens),
+            .with(Role::Read, args.read_tokens)
+            .with(Role::Admin, config.tokens.admin.clone())
+            .with(Role::Ingest, config.tokens.ingest.clone())
+            .with(Role::Read, config.tokens.read.clone()),
         allowed_origins: args.allow_origins,
         allowed_hosts: args.allow_hosts,
         ring_capacity: args.ring_capacity.max(1),
@@ -318,6 +340,27 @@ fn token_off_loopback(config: &mut HubConfig, no_token: bool) -> anyhow::Result<
     let token = tokens::generate().context("making up a token")?;
     config.tokens = std::mem::take(&mut config.tokens).with(Role::Admin, [token.clone()]);
     Ok(Some(token))
+}
+
+/// A configuration file that holds tokens should be readable by its owner
+/// only: says so when others may read it.
+fn warn_if_others_can_read(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o044 != 0 {
+                tracing::warn!(
+                    "{} holds tokens and others may read it (mode {:o}): chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// The Redis metrics settings from the command line.

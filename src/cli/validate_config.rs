@@ -333,6 +333,22 @@ fn destinations(config: &Config) -> Section {
     }
 }
 
+/// `3 tokens (hidden)` for a `tokens:` setting.
+fn hidden_tokens(value: &Value) -> String {
+    fn count(v: &Value) -> usize {
+        match v {
+            Value::Array(a) => a.len(),
+            Value::Object(m) => m.values().map(count).sum(),
+            Value::Null => 0,
+            _ => 1,
+        }
+    }
+    match count(value) {
+        1 => "1 token (hidden)".to_owned(),
+        n => format!("{n} tokens (hidden)"),
+    }
+}
+
 fn settings(config: &Config) -> Section {
     let rows = config
         .sources
@@ -341,6 +357,8 @@ fn settings(config: &Config) -> Section {
         .map(|(name, value, source)| Row {
             name: name.clone(),
             detail: match value {
+                // Never print a token: say how many.
+                _ if name == "tokens" || name.starts_with("tokens.") => hidden_tokens(value),
                 Value::String(s) => s.clone(),
                 v => v.to_string(),
             },

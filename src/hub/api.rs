@@ -831,6 +831,19 @@ async fn health(State(state): State<SharedState>) -> Response {
             if let Some(b) = state.emitter.log_backlog() {
                 c["unwritten_bytes"] = json!(b.unwritten());
                 c["refused"] = json!(b.refused().max(refused));
+                if let Some(cap) = b.cap_report() {
+                    c["disk_cap"] = json!({
+                        "max_log_bytes": cap.max_bytes,
+                        "used_bytes": cap.used_bytes,
+                        "deleted_files": cap.deleted_files,
+                        "deleted_bytes": cap.deleted_bytes,
+                        "full": b.full().is_some(),
+                    });
+                }
+                if let Some(why) = b.full() {
+                    degraded = true;
+                    reasons.push(format!("sink jsonl: {why}"));
+                }
             }
             if lost_lines > 0 {
                 degraded = true;

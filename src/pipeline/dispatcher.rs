@@ -124,7 +124,7 @@ impl Dispatcher {
                         .refused
                         .fetch_add(events.len() as u64, Ordering::Relaxed);
                     if let Some(reply) = reply {
-                        replies.push((reply, Err(Refused { reason })));
+                        replies.push((reply, Err(reason)));
                     }
                     return false;
                 }
@@ -144,7 +144,7 @@ impl Dispatcher {
 
     /// Why new events are refused now, if they are (the log cannot take
     /// them; see [`crate::sinks::jsonl::backlog`]).
-    fn refusal(&self) -> Option<String> {
+    fn refusal(&self) -> Option<Refused> {
         self.backlog.as_ref()?.refusal()
     }
 

@@ -46,12 +46,9 @@ impl Outcome {
 }
 
 /// A batch the pipeline would not take: the log cannot be written and
-/// enough already waits for it (see [`crate::sinks::jsonl::backlog`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    /// Why, for the caller.
-    pub reason: String,
-}
+/// enough already waits for it, or it has reached its disk cap (see
+/// [`crate::sinks::jsonl::backlog`]).
+pub type Refused = crate::sinks::jsonl::Refusal;
 
 /// Called with the outcomes of a batch once its events are with the sinks,
 /// or with the refusal of the whole batch.

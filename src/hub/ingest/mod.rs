@@ -52,6 +52,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
 use super::{error_response, SharedState};
+use crate::emitter::EmitError;
 use crate::pipeline::Outcome;
 use crate::schema::ValidationError;
 
@@ -121,6 +122,21 @@ pub fn answer(items: Vec<Result<Outcome, ValidationError>>) -> (StatusCode, Valu
     (status, body)
 }
 
+/// The answer to a batch the emitter did not take: 507 at the disk cap
+/// (retrying will not help until space is freed), 503 otherwise.
+pub fn refusal_answer(e: &EmitError) -> (StatusCode, Value) {
+    match e {
+        EmitError::LogFull { .. } => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            json!({ "error": e.to_string(), "cause": "max_log_bytes", "retry": false }),
+        ),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": e.to_string(), "retry": true }),
+        ),
+    }
+}
+
 /// Validates and queues parsed items; answers per item.
 pub async fn take(state: &SharedState, items: Vec<Item>) -> (StatusCode, Value) {
     let mut events = Vec::with_capacity(items.len());
@@ -145,10 +161,7 @@ pub async fn take(state: &SharedState, items: Vec<Item>) -> (StatusCode, Value) 
                 .counters
                 .ingest_unavailable
                 .fetch_add(1, Ordering::Relaxed);
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": e.to_string(), "retry": true }),
-            );
+            return refusal_answer(&e);
         }
     };
     let mut results = results.into_iter();

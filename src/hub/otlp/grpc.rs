@@ -114,6 +114,7 @@ fn refused(e: ExportError) -> Status {
             ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
         ),
         ExportError::Unavailable(_) => Status::unavailable(e.message()),
+        ExportError::LogFull(_) => Status::resource_exhausted(e.message()),
     }
 }
 

@@ -122,10 +122,17 @@ async fn handle(state: SharedState, headers: HeaderMap, body: Body, signal: Sign
             enc,
             decode::response(signal, enc, rejected, &message),
         ),
+        Ok(Err(e @ ExportError::LogFull(_))) => reply(
+            // Not a code the OTLP spec retries: the exporter drops the batch
+            // and says so, instead of retrying into a full disk.
+            StatusCode::INSUFFICIENT_STORAGE,
+            enc,
+            decode::status(enc, code::RESOURCE_EXHAUSTED, &e.message()),
+        ),
         Ok(Err(e)) => {
             let status = match e {
                 ExportError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
-                ExportError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
             };
             let mut r = reply(
                 status,

@@ -15,6 +15,7 @@
 //! | a content type other than protobuf or JSON | 415 naming the accepted ones | - |
 //! | queue full with `--queue-policy drop` | 429, `Retry-After: 1` | `UNAVAILABLE` with `RetryInfo` (1 s) |
 //! | events taken but the log has not confirmed them in time, or the hub is stopping | 503, `Retry-After: 1` | `UNAVAILABLE` |
+//! | the log has reached its disk cap (`--max-log-bytes`) | 507 (not retried by exporters) | `RESOURCE_EXHAUSTED` |
 //! | token missing or unknown / of a role that may not write | 401 / 403 | `UNAUTHENTICATED` / `PERMISSION_DENIED` |
 //!
 //! A retry after 429 or 503 is safe: every event has an `event_id` derived
@@ -116,6 +117,9 @@ pub enum ExportError {
     QueueFull,
     /// Not confirmed by the log in time, or the hub is stopping.
     Unavailable(String),
+    /// The log has reached its disk cap: retrying helps only once space is
+    /// freed.
+    LogFull(String),
 }
 
 impl ExportError {
@@ -127,6 +131,7 @@ impl ExportError {
                     .to_owned()
             }
             ExportError::Unavailable(m) => format!("{m}: retry later"),
+            ExportError::LogFull(m) => m.clone(),
         }
     }
 }
@@ -179,6 +184,7 @@ async fn finish(
                     .fetch_add(1, Ordering::Relaxed);
                 return Err(match e {
                     EmitError::QueueFull { .. } => ExportError::QueueFull,
+                    EmitError::LogFull { reason } => ExportError::LogFull(reason),
                     other => ExportError::Unavailable(other.to_string()),
                 });
             }

@@ -13,9 +13,15 @@
 //!   the dispatcher forgets their `event_id`s (a retry is stored, not
 //!   answered "duplicate"), and an ingest waiting for one of them is
 //!   answered 503, never 200.
+//! - With a disk cap (`max_log_bytes`), the sink also says when the log has
+//!   reached it with nothing left to delete ([`Backlog::set_full`]): new
+//!   events are then refused as well, as [`Refusal::DiskCap`] (a 507 for
+//!   HTTP callers), until space is freed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use super::CapReport;
 
 /// Ranges of dropped ids remembered for acknowledgements; older ones merge.
 const MAX_LOST_RANGES: usize = 4096;
@@ -31,6 +37,28 @@ pub struct Backlog {
     has_fresh: AtomicBool,
     lost: Mutex<Lost>,
     error: Mutex<Option<String>>,
+    full: AtomicBool,
+    full_reason: Mutex<Option<String>>,
+    cap: Mutex<Option<CapReport>>,
+}
+
+/// Why the log takes no new events now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Writing fails and half the buffer already waits: retry later.
+    Failing(String),
+    /// The log has reached its disk cap (`max_log_bytes`) and no rotated
+    /// file is left to delete: retry once space is freed.
+    DiskCap(String),
+}
+
+impl Refusal {
+    /// The explanation for the caller.
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::Failing(r) | Refusal::DiskCap(r) => r,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +81,9 @@ impl Backlog {
             has_fresh: AtomicBool::new(false),
             lost: Mutex::new(Lost::default()),
             error: Mutex::new(None),
+            full: AtomicBool::new(false),
+            full_reason: Mutex::new(None),
+            cap: Mutex::new(None),
         }
     }
 
@@ -84,9 +115,39 @@ impl Backlog {
         self.failing.load(Ordering::Relaxed)
     }
 
-    /// Why new events are refused, when they are: writing fails and more
-    /// than half the buffer is waiting.
-    pub fn refusal(&self) -> Option<String> {
+    /// The sink has reached its disk cap (with why), or is under it again.
+    pub fn set_full(&self, reason: Option<String>) {
+        self.full.store(reason.is_some(), Ordering::Relaxed);
+        *self.full_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// What the disk cap has done, as of the sink's last check.
+    pub fn set_cap_report(&self, report: CapReport) {
+        *self.cap.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+
+    /// What the disk cap has done (`None` without a cap).
+    pub fn cap_report(&self) -> Option<CapReport> {
+        *self.cap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why the log is at its disk cap, while it is.
+    pub fn full(&self) -> Option<String> {
+        if !self.full.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.full_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why new events are refused, when they are: the disk cap is reached,
+    /// or writing fails and more than half the buffer is waiting.
+    pub fn refusal(&self) -> Option<Refusal> {
+        if let Some(why) = self.full() {
+            return Some(Refusal::DiskCap(why));
+        }
         if !self.failing() || self.unwritten() <= self.refuse_above {
             return None;
         }
@@ -96,11 +157,11 @@ impl Backlog {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .unwrap_or_else(|| "writing fails".into());
-        Some(format!(
+        Some(Refusal::Failing(format!(
             "the event log cannot be written ({error}) and {} bytes already wait to be written; \
              new events are refused until it can: retry later",
             self.unwritten()
-        ))
+        )))
     }
 
     /// Counts `n` events refused.
@@ -172,12 +233,26 @@ mod tests {
         assert!(b.refusal().is_none(), "not failing");
         b.set_failing(Some("No space left on device".into()));
         let why = b.refusal().unwrap();
-        assert!(why.contains("No space left"), "{why}");
+        assert!(matches!(why, Refusal::Failing(_)), "{why:?}");
+        assert!(why.reason().contains("No space left"), "{why:?}");
         b.set_settled(500);
         assert!(b.refusal().is_none(), "400 bytes wait: under half");
         b.set_settled(0);
         b.set_failing(None);
         assert!(b.refusal().is_none());
+    }
+
+    #[test]
+    fn the_disk_cap_refuses_until_cleared() {
+        let b = Backlog::new(1000);
+        b.set_full(Some("at the cap".into()));
+        assert_eq!(b.refusal(), Some(Refusal::DiskCap("at the cap".into())));
+        // It comes first even while writing also fails.
+        b.set_failing(Some("EIO".into()));
+        b.handed(900);
+        assert!(matches!(b.refusal(), Some(Refusal::DiskCap(_))));
+        b.set_full(None);
+        assert!(matches!(b.refusal(), Some(Refusal::Failing(_))));
     }
 
     #[test]

@@ -58,17 +58,20 @@ use crate::event::SharedRecord;
 use crate::sinks::{Sink, SinkError};
 
 pub mod backlog;
+mod cap;
 pub mod index;
 mod pending;
 mod recovery;
 mod rotation;
 
-pub use backlog::Backlog;
+pub use backlog::{Backlog, Refusal};
+pub use cap::CapReport;
 pub use index::{LogCursor, LogIndex};
 
 pub use recovery::TornLine;
 pub use rotation::{rotated_files, MaintenanceReport};
 
+use cap::DiskCap;
 use pending::Pending;
 use rotation::{LogName, Retention};
 
@@ -151,6 +154,9 @@ pub struct JsonlConfig {
     /// Most unwritten bytes kept while writing fails; beyond it the oldest
     /// lines are dropped (and counted in [`Sink::dropped`]).
     pub max_pending_bytes: usize,
+    /// The disk cap: most bytes the log's files may hold (see [`cap`]);
+    /// `None` for no cap.
+    pub max_log_bytes: Option<u64>,
 }
 
 impl Default for JsonlConfig {
@@ -165,6 +171,7 @@ impl Default for JsonlConfig {
             compress_after_days: 7,
             delete_after_days: 30,
             max_pending_bytes: 64 << 20,
+            max_log_bytes: None,
         }
     }
 }
@@ -324,6 +331,8 @@ pub struct JsonlSink {
     backlog: Option<std::sync::Arc<Backlog>>,
     /// Bytes of lines taken in so far (written, pending or dropped).
     pushed: u64,
+    /// The disk cap, when configured.
+    cap: Option<DiskCap>,
 }
 
 impl JsonlSink {
@@ -387,6 +396,7 @@ impl JsonlSink {
             opened: None,
             backlog: None,
             pushed: 0,
+            cap: config.max_log_bytes.map(DiskCap::new),
             config,
             clock,
         };
@@ -427,7 +437,35 @@ impl JsonlSink {
     /// Reports unwritten bytes, failures and dropped ids to `backlog`.
     pub fn with_backlog(mut self, backlog: std::sync::Arc<Backlog>) -> Self {
         self.backlog = Some(backlog);
+        // So that a log already at its cap refuses from the first event.
+        self.check_cap(0);
         self
+    }
+
+    /// What the disk cap has done (`None` without a cap).
+    pub fn cap_report(&self) -> Option<CapReport> {
+        self.cap.as_ref().map(DiskCap::report)
+    }
+
+    /// Keeps the log under its disk cap with `incoming` more bytes to
+    /// write (see [`cap`]).
+    fn check_cap(&mut self, incoming: u64) {
+        let Some(cap) = &mut self.cap else { return };
+        // By path, not by the open handle: a file moved out of the
+        // directory no longer counts.
+        let active = fs::metadata(&self.active_path).map_or(0, |m| m.len())
+            + self.pending.unwritten() as u64;
+        let busy = self.maintenance.as_ref().is_some_and(|h| !h.is_finished());
+        cap.check(
+            &self.config.dir,
+            &self.name,
+            &self.config.file_name,
+            active,
+            incoming,
+            busy,
+            self.index.as_deref(),
+            self.backlog.as_deref(),
+        );
     }
 
     /// Tells the backlog how far writing is and whether it fails.
@@ -492,6 +530,9 @@ impl JsonlSink {
         })?;
         rotation::sync_dir(&self.config.dir);
         self.opened = None;
+        if let Some(cap) = &mut self.cap {
+            cap.rescan();
+        }
         if let Some(index) = &self.index {
             index.rotated(&target, &self.active_path);
         }
@@ -731,6 +772,10 @@ impl Sink for JsonlSink {
 
     fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
         let mut result = self.maybe_rotate();
+        if self.cap.is_some() {
+            let incoming = batch.iter().map(|r| r.line.len() as u64).sum();
+            self.check_cap(incoming);
+        }
         for record in batch {
             self.pushed += record.line.len() as u64;
             self.pending.push(&record.line);
@@ -778,6 +823,7 @@ impl Sink for JsonlSink {
         // A failed rotation is retried next tick; writing goes on meanwhile
         // (into the old day's file, which the next attempt rotates).
         let rotated = self.maybe_rotate();
+        self.check_cap(0);
         let now = self.clock.now();
         let mut result = Ok(());
         if !self.pending.is_empty() && due(self.last_write, now, self.config.flush_interval) {
