@@ -43,6 +43,8 @@ pub fn bin() -> Command {
 pub struct Hub {
     pub child: Child,
     pub addr: SocketAddr,
+    /// `http` or `https` (a hub given `--tls-cert`).
+    pub scheme: &'static str,
     pub log_dir: PathBuf,
     stdout_lines: mpsc::Receiver<String>,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
@@ -104,8 +106,13 @@ impl Hub {
                 panic!("hub did not start: {}", stderr_buf.lock().unwrap());
             }
         };
+        let scheme = if line.contains("listening on https://") {
+            "https"
+        } else {
+            "http"
+        };
         let addr = line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.parse().ok())
@@ -113,6 +120,7 @@ impl Hub {
         Hub {
             child,
             addr,
+            scheme,
             log_dir: log_dir.to_path_buf(),
             stdout_lines: rx,
             stderr: stderr_buf,
@@ -120,11 +128,12 @@ impl Hub {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
+        let ws = if self.scheme == "https" { "wss" } else { "ws" };
+        format!("{ws}://{}{path}", self.addr)
     }
 
     /// The next line the hub printed on stdout after its "listening" line,
