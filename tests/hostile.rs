@@ -802,3 +802,56 @@ fn an_open_websocket_stream_survives_past_the_idle_timeout() {
     let c = http_counters(&hub);
     assert_eq!(c["idle_closed"], 1, "{c}");
 }
+
+/// Issue 22 (5), as reproduced: under `ulimit -n 1024`, 1,100 idle TCP
+/// connections made `/health` and `POST /events` time out. Now the cap
+/// (fitted to the open-files limit) turns the connections past it away at
+/// once, the idle ones are cut after the header timeout, and the hub
+/// serves again.
+#[test]
+fn idle_connections_past_the_open_files_limit_do_not_take_the_hub_down() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start_with_nofile(dir.path(), 1024, &["--header-timeout", "10"]);
+    let opening = Instant::now();
+    let idle: Vec<TcpStream> = (0..1100)
+        .map(|_| TcpStream::connect(hub.addr).unwrap())
+        .collect();
+    // Connecting is quick, unless the listen backlog overflows; the
+    // header timeout must not have freed slots yet.
+    assert!(
+        opening.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        opening.elapsed()
+    );
+    // Turned away at once (a 503, or closed when many refusals are being
+    // written), not left hanging.
+    let began = Instant::now();
+    let answer = ureq::get(&hub.url("/health"))
+        .timeout(Duration::from_secs(30))
+        .call();
+    assert!(
+        matches!(
+            &answer,
+            Err(ureq::Error::Status(503, _)) | Err(ureq::Error::Transport(_))
+        ),
+        "{answer:?}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "turned away after {:?}",
+        began.elapsed()
+    );
+    wait_for("the hub to serve again", T, || {
+        (ureq::get(&hub.url("/health")).call().ok()?.status() == 200).then_some(())
+    });
+    let (status, body) = hub.post(&note(1, None).to_string(), "application/json");
+    assert_eq!(status, 200, "{body}");
+    let c = http_counters(&hub);
+    let cap = c["max_total_connections"].as_u64().unwrap();
+    assert!(cap < 1024, "the cap fits the limit: {c}");
+    assert!(c["over_limit"].as_u64() >= Some(1100 - cap), "{c}");
+    // Slots came back as the idle connections' header timeout passed.
+    assert!(c["header_timeouts"].as_u64() >= Some(1), "{c}");
+    drop(idle);
+}

@@ -241,16 +241,18 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(f) = open_files {
-        tracing::info!(
-            "open files: soft limit {} (was {}{}); at most {max_total_connections} connections",
-            f.after,
-            f.before,
-            if f.after > f.before {
-                ", raised to the hard limit"
-            } else {
-                ""
-            },
-        );
+        if f.after > f.before {
+            tracing::info!(
+                "open files: soft limit raised from {} to {} (the hard limit); at most {max_total_connections} connections",
+                f.before,
+                f.after
+            );
+        } else {
+            tracing::info!(
+                "open files: soft limit {} (no higher allowed); at most {max_total_connections} connections",
+                f.after
+            );
+        }
     }
     let hub_config = HubConfig {
         bind: args.bind,

@@ -59,6 +59,19 @@ impl Hub {
 
     /// As [`Hub::start`], on `port` (0: any free port).
     pub fn start_on(log_dir: &Path, port: u16, extra: &[&str]) -> Hub {
+        Hub::spawn(bin(), log_dir, port, extra)
+    }
+
+    /// As [`Hub::start`], in a process whose open-files limit (soft and
+    /// hard) is `nofile`, as under `ulimit -n`.
+    pub fn start_with_nofile(log_dir: &Path, nofile: u64, extra: &[&str]) -> Hub {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &format!("ulimit -n {nofile} && exec \"$0\" \"$@\"")])
+            .arg(env!("CARGO_BIN_EXE_agentpulse"));
+        Hub::spawn(sh, log_dir, 0, extra)
+    }
+
+    fn spawn(mut command: Command, log_dir: &Path, port: u16, extra: &[&str]) -> Hub {
         // OTLP/gRPC off unless the test asks for it: test hubs running at
         // once would contend for the default port.
         let grpc: &[&str] = if extra.contains(&"--otlp-grpc-port") {
@@ -66,7 +79,7 @@ impl Hub {
         } else {
             &["--otlp-grpc-port", "0"]
         };
-        let mut child = bin()
+        let mut child = command
             .args(["serve", "--quiet", "--port", &port.to_string(), "--log-dir"])
             .arg(log_dir)
             .args(grpc)
