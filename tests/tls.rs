@@ -87,14 +87,7 @@ impl Pki {
 
     /// A blocking reqwest client trusting only the test CA.
     fn client(&self) -> reqwest::blocking::Client {
-        // reqwest is built without a provider of its own; another test of
-        // this binary may have installed it already, which is as good.
-        if rustls::crypto::ring::default_provider()
-            .install_default()
-            .is_err()
-        {
-            // Already installed.
-        }
+        common::rustls_provider();
         let pem = std::fs::read(self.ca()).unwrap();
         reqwest::blocking::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])

@@ -26,6 +26,22 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
     }
 }
 
+/// Installs rustls's `ring` provider as the process default, once. The
+/// tests' reqwest (the TLS tests' client, and the OpenTelemetry exporter's,
+/// the same crate) is built without a provider of its own, so every test
+/// that makes a reqwest client calls this first.
+pub fn rustls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if rustls::crypto::ring::default_provider()
+            .install_default()
+            .is_err()
+        {
+            // Another one was installed first: as good.
+        }
+    });
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -150,9 +150,6 @@ pub async fn serve(
             _permit: permit,
             state: state.clone(),
         };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY: {e}");
-        }
         connections.spawn(connection(
             tcp,
             slot,
