@@ -421,3 +421,21 @@ fn tls_connections_get_the_header_timeout_and_the_cap() {
     assert_eq!(http["header_timeouts"], 1, "{http}");
     assert!(http["over_limit"].as_u64() >= Some(1), "{http}");
 }
+
+/// Off loopback the made-up token is printed with the dashboard's URL:
+/// https when the hub serves TLS.
+#[test]
+fn the_printed_dashboard_url_says_https() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = pki.hub(dir.path(), &["--bind", "0.0.0.0"]);
+    let lines: Vec<String> = (0..2).filter_map(|_| hub.next_stdout_line(T)).collect();
+    let dashboard = lines
+        .iter()
+        .find(|l| l.contains("dashboard"))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(
+        dashboard.contains("dashboard https://") && dashboard.contains("/#token="),
+        "{dashboard}"
+    );
+}
