@@ -552,3 +552,306 @@ fn shutdown_is_bounded_whatever_the_clients_do() {
     );
     drop((half_headers, half_body));
 }
+
+/// A raw HTTP/1.1 exchange on `stream`: reads one answer (head and a
+/// `Content-Length` body); its status and body.
+fn read_answer(stream: &mut std::net::TcpStream) -> (u16, String) {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            other => panic!(
+                "the answer's head ended early ({other:?}): {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+/// Blocks until the hub closes `stream` (EOF or reset), at most `within`;
+/// how long that took.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> Duration {
+    use std::io::Read;
+    let began = Instant::now();
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return began.elapsed(),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the hub kept the connection open for {within:?}")
+            }
+            Err(_) => return began.elapsed(),
+        }
+    }
+}
+
+/// The hub's connection counters (`/api/metrics` → `hub.http`).
+fn http_counters(hub: &Hub) -> Value {
+    let (status, m) = hub.get_json("/api/metrics");
+    assert_eq!(status, 200, "{m}");
+    m["hub"]["http"].clone()
+}
+
+/// Issue 22 (5): 300 clients sending headers slowly were never closed. A
+/// client that sends its head a byte at a time is cut after the header
+/// timeout, whatever it keeps sending.
+#[test]
+fn a_slowloris_is_cut_after_the_header_timeout() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--header-timeout", "0.3"]);
+    let mut stream = TcpStream::connect(hub.addr).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let began = Instant::now();
+    // The slow client: one byte every 20 ms of a head that never ends,
+    // until the hub closes on it.
+    let drip = std::thread::spawn(move || {
+        let head = format!(
+            "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {}",
+            "a".repeat(100_000)
+        );
+        for b in head.bytes() {
+            if writer.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    closed_within(&mut stream, Duration::from_secs(5));
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "closed after {took:?}, before the header timeout"
+    );
+    drip.join().unwrap();
+    let c = http_counters(&hub);
+    assert_eq!(c["header_timeouts"], 1, "{c}");
+    // A request that comes at once is unaffected.
+    assert_eq!(hub.get_json("/health").0, 200);
+}
+
+/// Issue 22 (5): a body that stalls is answered 408 after the body timeout
+/// and its connection closed (on `POST /events` and OTLP alike), while the
+/// hub answers others meanwhile.
+#[test]
+fn a_stalled_body_is_cut_after_the_body_timeout() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--body-timeout", "0.3"]);
+    for (path, ct) in [
+        ("/events", "application/json"),
+        ("/v1/traces", "application/json"),
+    ] {
+        let mut stream = TcpStream::connect(hub.addr).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ct}\r\nContent-Length: 1000\r\n\r\n{{\"event_type\":"
+        )
+        .unwrap();
+        // Others are served while this body stalls.
+        assert_eq!(hub.get_json("/health").0, 200);
+        let began = Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (status, body) = read_answer(&mut stream);
+        assert_eq!(status, 408, "{path}: {body}");
+        assert!(body.contains("--body-timeout"), "{path}: {body}");
+        closed_within(&mut stream, Duration::from_secs(5));
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{path}: closed {:?} after the answer",
+            began.elapsed()
+        );
+    }
+    assert!(log_events(dir.path()).is_empty());
+}
+
+/// Issue 22 (5): a kept-alive connection that sends nothing after its
+/// answer is closed after the idle timeout (not the header timeout, which
+/// is longer here).
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        dir.path(),
+        &["--idle-timeout", "0.3", "--header-timeout", "30"],
+    );
+    let mut stream = TcpStream::connect(hub.addr).unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let (status, _) = read_answer(&mut stream);
+    assert_eq!(status, 200);
+    // Kept alive: a second request on the same connection is answered.
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut stream).0, 200);
+    let took = closed_within(&mut stream, Duration::from_secs(10));
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(10),
+        "closed {took:?} after the answer"
+    );
+    let c = http_counters(&hub);
+    assert_eq!(
+        (c["idle_closed"].clone(), c["header_timeouts"].clone()),
+        (json!(1), json!(0)),
+        "{c}"
+    );
+}
+
+/// Issue 22 (5): 1,100 idle connections made the hub unreachable. With a
+/// total cap (WebSockets included) the connection past it is answered 503
+/// at once, counted, and the hub serves again as soon as one closes.
+#[test]
+fn the_connection_cap_refuses_one_more_and_serves_again_once_one_closes() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        dir.path(),
+        &["--max-total-connections", "3", "--header-timeout", "60"],
+    );
+    let stream = common::ws::connect(&hub.ws_url("/agent-events"), &[]);
+    assert_eq!(stream.next(T)["event_type"], "connection_established");
+    let idle_a = TcpStream::connect(hub.addr).unwrap();
+    let idle_b = TcpStream::connect(hub.addr).unwrap();
+    // Connections are accepted in order: the next one is the fourth.
+    let began = Instant::now();
+    let (status, body) = get_json(&hub.url("/health"), &[]);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too many connections") && e.contains("3")),
+        "{body}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(5));
+    drop(idle_a);
+    let health = wait_for("a free slot", T, || {
+        let (status, h) = get_json(&hub.url("/health"), &[]);
+        (status == 200).then_some(h)
+    });
+    assert!(
+        health["components"]["http"]["over_limit"].as_u64() >= Some(1),
+        "{health}"
+    );
+    // The WebSocket holds its slot: with it and idle_b open, one more
+    // connection fits, not two.
+    let idle_c = TcpStream::connect(hub.addr).unwrap();
+    wait_for("the cap reached again", T, || {
+        (get_json(&hub.url("/health"), &[]).0 == 503).then_some(())
+    });
+    drop(stream);
+    wait_for("the WebSocket's slot freed", T, || {
+        (get_json(&hub.url("/health"), &[]).0 == 200).then_some(())
+    });
+    drop((idle_b, idle_c));
+}
+
+/// Issue 22 (5): WebSocket streams are long-lived by design: the idle
+/// (and header) timeouts do not touch them.
+#[test]
+fn an_open_websocket_stream_survives_past_the_idle_timeout() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        dir.path(),
+        &["--idle-timeout", "0.3", "--header-timeout", "0.3"],
+    );
+    let stream = common::ws::connect(&hub.ws_url("/agent-events"), &[]);
+    assert_eq!(stream.next(T)["event_type"], "connection_established");
+    // The clock: a kept-alive connection opened after the stream is closed
+    // by the idle timeout, so the stream has been silent longer than that.
+    let mut idle = TcpStream::connect(hub.addr).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut idle).0, 200);
+    closed_within(&mut idle, Duration::from_secs(10));
+    let (status, _) = hub.post(&note(7, None).to_string(), "application/json");
+    assert_eq!(status, 200);
+    assert_eq!(stream.next_event(T)["payload"]["i"], 7);
+    assert!(stream.closed.try_recv().is_err(), "the stream was closed");
+    let c = http_counters(&hub);
+    assert_eq!(c["idle_closed"], 1, "{c}");
+}
+
+/// Issue 22 (5), as reproduced: under `ulimit -n 1024`, 1,100 idle TCP
+/// connections made `/health` and `POST /events` time out. Now the cap
+/// (fitted to the open-files limit) turns the connections past it away at
+/// once, the idle ones are cut after the header timeout, and the hub
+/// serves again.
+#[test]
+fn idle_connections_past_the_open_files_limit_do_not_take_the_hub_down() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start_with_nofile(dir.path(), 1024, &["--header-timeout", "10"]);
+    let opening = Instant::now();
+    let idle: Vec<TcpStream> = (0..1100)
+        .map(|_| TcpStream::connect(hub.addr).unwrap())
+        .collect();
+    // Connecting is quick, unless the listen backlog overflows; the
+    // header timeout must not have freed slots yet.
+    assert!(
+        opening.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        opening.elapsed()
+    );
+    // Turned away at once (a 503, or closed when many refusals are being
+    // written), not left hanging.
+    let began = Instant::now();
+    let answer = ureq::get(&hub.url("/health"))
+        .timeout(Duration::from_secs(30))
+        .call();
+    assert!(
+        matches!(
+            &answer,
+            Err(ureq::Error::Status(503, _)) | Err(ureq::Error::Transport(_))
+        ),
+        "{answer:?}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "turned away after {:?}",
+        began.elapsed()
+    );
+    wait_for("the hub to serve again", T, || {
+        (ureq::get(&hub.url("/health")).call().ok()?.status() == 200).then_some(())
+    });
+    let (status, body) = hub.post(&note(1, None).to_string(), "application/json");
+    assert_eq!(status, 200, "{body}");
+    let c = http_counters(&hub);
+    let cap = c["max_total_connections"].as_u64().unwrap();
+    assert!(cap < 1024, "the cap fits the limit: {c}");
+    assert!(c["over_limit"].as_u64() >= Some(1100 - cap), "{c}");
+    // Slots came back as the idle connections' header timeout passed.
+    assert!(c["header_timeouts"].as_u64() >= Some(1), "{c}");
+    drop(idle);
+}

@@ -153,6 +153,7 @@ fn the_rust_sdk_exporter_over_http_protobuf() {
     use opentelemetry::KeyValue as Kv;
     use opentelemetry_otlp::{Protocol, WithExportConfig};
 
+    common::rustls_provider();
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let exporter = opentelemetry_otlp::SpanExporter::builder()

@@ -54,7 +54,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the hub: ingest, live stream, log, metrics.
-    Serve(serve::Args),
+    // Boxed: its options outweigh every other command's.
+    Serve(Box<serve::Args>),
     /// Validate and record one event.
     Emit(emit::Args),
     /// Check JSONL logs against the schema; reports every bad line.
@@ -88,7 +89,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(cli.config.as_deref(), args),
+        Command::Serve(args) => serve::run(cli.config.as_deref(), *args),
         Command::Emit(args) => emit::run(cli.config.as_deref(), args),
         Command::Validate(args) => validate::run(cli.config.as_deref(), args),
         Command::Report(args) => report::run(args),

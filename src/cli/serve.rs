@@ -123,6 +123,25 @@ pub struct Args {
     /// Most WebSocket connections.
     #[arg(long, env = "AGENTPULSE_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
+    /// Most connections of any kind at once (HTTP and WebSocket); more are
+    /// answered 503 and closed. Default 16384, lowered to what the
+    /// open-files limit allows.
+    #[arg(long, env = "AGENTPULSE_MAX_TOTAL_CONNECTIONS")]
+    max_total_connections: Option<usize>,
+    /// Seconds a request's head may take to arrive (and, for a new
+    /// connection, the TLS handshake with it); the connection is closed past it.
+    #[arg(long, env = "AGENTPULSE_HEADER_TIMEOUT", default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a kept-alive connection may wait for its next request
+    /// before it is closed (WebSocket streams are not affected).
+    #[arg(long, env = "AGENTPULSE_IDLE_TIMEOUT", default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "AGENTPULSE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "AGENTPULSE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Largest request body in bytes.
     #[arg(long, env = "AGENTPULSE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -221,6 +240,39 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             args.ping_interval
         );
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(hub::server::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let open_files = match hub::server::raise_open_files_limit() {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-files limit: {e}");
+            None
+        }
+    };
+    let nofile = open_files.map_or(u64::MAX, |f| f.after);
+    let (max_total_connections, lowered) =
+        hub::server::connection_cap(args.max_total_connections, nofile);
+    if lowered {
+        tracing::warn!(
+            "--max-total-connections: the open-files limit ({nofile}) allows {max_total_connections}; using that"
+        );
+    }
+    if let Some(f) = open_files {
+        if f.after > f.before {
+            tracing::info!(
+                "open files: soft limit raised from {} to {} (the hard limit); at most {max_total_connections} connections",
+                f.before,
+                f.after
+            );
+        } else {
+            tracing::info!(
+                "open files: soft limit {} (no higher allowed); at most {max_total_connections} connections",
+                f.after
+            );
+        }
+    }
     let hub_config = HubConfig {
         bind: args.bind,
         port: args.port,
@@ -237,6 +289,10 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         client_queue_bytes: args.client_queue_bytes,
         ping_interval: Duration::from_secs_f64(args.ping_interval),
         max_connections: args.max_connections,
+        max_total_connections,
+        header_timeout: seconds("header-timeout", args.header_timeout)?,
+        idle_timeout: seconds("idle-timeout", args.idle_timeout)?,
+        tls,
         max_body_bytes: args.max_body_bytes,
         max_events_per_request: args.max_events_per_request.max(1),
         body_timeout: seconds("body-timeout", args.body_timeout)?,
@@ -276,8 +332,10 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         if let Some(why) = hub::otlp::health_reason(&running.state().otlp.grpc, addr) {
             eprintln!("agentpulse: {why}; choose a free port with --otlp-grpc-port");
         }
+        let http = running.state().scheme();
+        let ws = if http == "https" { "wss" } else { "ws" };
         outln!(
-            "agentpulse listening on http://{addr} (dashboard http://{addr}/, stream ws://{addr}/agent-events, ingest POST http://{addr}/events, OTLP http://{addr}/v1/traces{grpc})"
+            "agentpulse listening on {http}://{addr} (dashboard {http}://{addr}/, stream {ws}://{addr}/agent-events, ingest POST {http}://{addr}/events, OTLP {http}://{addr}/v1/traces{grpc})"
         );
         if let Some(token) = &generated {
             let host = match addr.ip() {
@@ -290,7 +348,10 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
                 "agentpulse: no token was given for {}, so this one is required (--no-token serves without): {token}",
                 addr.ip()
             );
-            println!("agentpulse: dashboard http://{host}:{}/#token={token}", addr.port());
+            println!(
+                "agentpulse: dashboard {http}://{host}:{}/#token={token}",
+                addr.port()
+            );
         }
         tracing::info!(
             next_id = running.start_report.next_id,

@@ -12,7 +12,8 @@ use agentpulse::sinks::console::format_event;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The hub, e.g. http://127.0.0.1:3010 or ws://127.0.0.1:3010.
+    /// The hub, e.g. http://127.0.0.1:3010, ws://127.0.0.1:3010 or
+    /// https://hub.example:3010.
     #[arg(
         long,
         env = "AGENTPULSE_HUB_URL",
@@ -45,6 +46,10 @@ pub struct Args {
     /// The hub's token.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For an https hub: a PEM file of certificates to trust besides the
+    /// system's (SSL_CERT_FILE is honoured too), e.g. a self-made one's.
+    #[arg(long, env = "AGENTPULSE_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Exit after this many events (0: never).
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -70,6 +75,7 @@ async fn tail(args: Args) -> anyhow::Result<ExitCode> {
         .since(args.since)
         .epoch(args.epoch.clone())
         .live(args.live)
+        .ca_cert(args.ca_cert.clone())
         .build()?;
     let mut printed = 0u64;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());

@@ -88,6 +88,7 @@ use crate::event::{NewEvent, MAX_EVENT_ID_LEN};
 
 mod forward;
 pub mod subscription;
+pub mod tls;
 mod worker;
 
 pub use forward::ForwardSink;
@@ -151,6 +152,9 @@ pub enum ClientError {
     /// A query to the hub failed ([`Client::get_metrics`]).
     #[error("{0}")]
     Query(String),
+    /// The TLS settings cannot be used (e.g. an unreadable `--ca-cert`).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Counters of one client, since its creation.

@@ -125,9 +125,16 @@ pub struct SubscriptionBuilder {
     since: Option<u64>,
     epoch: Option<String>,
     live: bool,
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 impl SubscriptionBuilder {
+    /// For an `https://` hub: trust the PEM certificates of this file too
+    /// (besides the system's authorities, and `SSL_CERT_FILE`).
+    pub fn ca_cert(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.ca_cert = path;
+        self
+    }
     /// The hub's bearer token.
     pub fn token(mut self, token: Option<String>) -> Self {
         self.token = token.filter(|t| !t.is_empty());
@@ -167,16 +174,26 @@ impl SubscriptionBuilder {
     }
     /// Checks the URL; connects on the first [`Subscription::next`].
     pub fn build(self) -> Result<Subscription, ClientError> {
-        let http = match self.url.trim().strip_prefix("ws://") {
-            Some(rest) => format!("http://{rest}"),
-            None => self.url.trim().to_owned(),
+        let url = self.url.trim();
+        // The URL is checked as http; https and wss make the stream wss.
+        let (tls, http) = match ["wss://", "https://", "ws://"]
+            .iter()
+            .find_map(|p| url.strip_prefix(p).map(|rest| (*p, rest)))
+        {
+            Some(("ws://", rest)) => (false, format!("http://{rest}")),
+            Some((_, rest)) => (true, format!("http://{rest}")),
+            None => (false, url.to_owned()),
         };
         let endpoints = Endpoints::parse(&http)?;
-        let stream = format!(
-            "ws://{}/agent-events",
-            endpoints.base.trim_start_matches("http://")
-        );
+        let host = endpoints.base.trim_start_matches("http://");
+        let (stream, connector) = if tls {
+            let config = super::tls::client_config(self.ca_cert.as_deref())?;
+            (format!("wss://{host}/agent-events"), Some(config))
+        } else {
+            (format!("ws://{host}/agent-events"), None)
+        };
         Ok(Subscription {
+            tls: connector,
             after: self.since,
             epoch: self.epoch.clone(),
             opts: self,
@@ -198,6 +215,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct Subscription {
     opts: SubscriptionBuilder,
     stream: String,
+    /// For a `wss://` stream: whom to trust.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     ws: Option<Ws>,
     /// The last id delivered or skipped (`None`: live from connecting).
     after: Option<u64>,
@@ -232,6 +251,7 @@ impl Subscription {
             since: None,
             epoch: None,
             live: false,
+            ca_cert: None,
         }
     }
 
@@ -339,7 +359,9 @@ impl Subscription {
                 .map_err(|_| Failure::Other("bad token".to_string()))?;
             request.headers_mut().insert("Authorization", value);
         }
-        let connecting = tokio_tungstenite::connect_async(request);
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
         match tokio::time::timeout(Duration::from_secs(10), connecting).await {
             Ok(Ok((ws, _))) => {
                 self.ws = Some(ws);

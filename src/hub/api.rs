@@ -390,6 +390,7 @@ pub fn metrics_document(state: &SharedState) -> Value {
         "redis": redis_status(state),
     });
     doc["hub"]["ingest_unavailable"] = json!(c.ingest_unavailable.load(Ordering::Relaxed));
+    doc["hub"]["http"] = http_counters(state);
     let engine = state
         .emitter
         .engine()
@@ -898,6 +899,9 @@ async fn health(State(state): State<SharedState>) -> Response {
         );
     }
     components.insert("otlp_grpc".into(), otlp::grpc_json(&state.otlp.grpc));
+    let mut http = http_counters(&state);
+    http["status"] = json!("ok");
+    components.insert("http".into(), http);
     if let Some(r) = otlp::health_reason(&state.otlp.grpc, state.addr) {
         reasons.push(r);
     }
@@ -910,6 +914,21 @@ async fn health(State(state): State<SharedState>) -> Response {
         "last_id": state.ring.last_id(),
     }))
     .into_response()
+}
+
+/// The connection counters (see `hub::server`): open now, the cap, and
+/// connections refused or closed by the limits.
+fn http_counters(state: &SharedState) -> Value {
+    let c = &state.counters;
+    json!({
+        "scheme": state.scheme(),
+        "open_connections": c.tcp_connections.load(Ordering::Relaxed),
+        "max_total_connections": state.config.max_total_connections,
+        "over_limit": c.connections_over_limit.load(Ordering::Relaxed),
+        "header_timeouts": c.header_timeouts.load(Ordering::Relaxed),
+        "idle_closed": c.idle_closed.load(Ordering::Relaxed),
+        "tls_handshake_failures": c.tls_handshake_failures.load(Ordering::Relaxed),
+    })
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -13,6 +13,7 @@
 //! | `GET /health`                 | component status                                  |
 //!
 //! Where events come in: [`ingest`]. Where they go out: [`stream`].
+//! How connections are accepted (the cap, timeouts, TLS): [`server`].
 //! Shutdown: a cancellation token stops accepting, every stream client gets
 //! `service_shutdown` and a close frame, tracked tasks are awaited (bounded),
 //! then the pipeline is stopped, which flushes the log.
@@ -38,6 +39,7 @@ pub mod auth;
 pub mod ingest;
 pub mod otlp;
 pub mod prometheus;
+pub mod server;
 pub mod stream;
 pub mod tokens;
 
@@ -68,6 +70,16 @@ pub struct HubConfig {
     pub ping_interval: Duration,
     /// Most simultaneous WebSocket connections.
     pub max_connections: usize,
+    /// Most simultaneous connections of any kind (HTTP and WebSocket); see
+    /// [`server`].
+    pub max_total_connections: usize,
+    /// How long a request's head may take to arrive (from its first byte;
+    /// for a new connection, from accept, the TLS handshake included).
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// HTTPS and WSS with this configuration (`None`: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Largest request body (after decompression).
     pub max_body_bytes: usize,
     /// Largest single event.
@@ -100,6 +112,10 @@ impl Default for HubConfig {
             client_queue_bytes: 8 * 1024 * 1024,
             ping_interval: Duration::from_secs(30),
             max_connections: 10_000,
+            max_total_connections: server::DEFAULT_MAX_TOTAL_CONNECTIONS,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            tls: None,
             max_body_bytes: 16 * 1024 * 1024,
             max_event_bytes: 64 * 1024,
             max_events_per_request: ingest::body::DEFAULT_MAX_EVENTS,
@@ -145,6 +161,17 @@ pub struct HubCounters {
     pub stream_clients: AtomicUsize,
     /// Connections refused (limit, origin, token).
     pub refused: AtomicU64,
+    /// Connections open now, of any kind (HTTP and WebSocket).
+    pub tcp_connections: AtomicUsize,
+    /// Connections refused at accept: the total cap was reached.
+    pub connections_over_limit: AtomicU64,
+    /// Connections closed because a request's head (or the TLS handshake)
+    /// did not arrive within the header timeout.
+    pub header_timeouts: AtomicU64,
+    /// Kept-alive connections closed after the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// TLS handshakes that failed.
+    pub tls_handshake_failures: AtomicU64,
     /// Gap notices sent to slow stream clients.
     pub slow_consumer_gaps: AtomicU64,
     /// Stream clients dropped (silent past two pings, or stuck sending).
@@ -220,6 +247,8 @@ pub struct RunningHub {
     pub start_report: StartReport,
     state: SharedState,
     server: tokio::task::JoinHandle<Result<(), HubError>>,
+    /// Closes every connection still open once the grace has passed.
+    hard_stop: CancellationToken,
     flusher: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
@@ -240,21 +269,28 @@ impl RunningHub {
         let state = self.state.clone();
         let grace = state.config.shutdown_grace;
         let mut server = self.server;
-        // axum's graceful shutdown waits for every open connection, so one
+        let joined = |j: Result<Result<(), HubError>, tokio::task::JoinError>| match j {
+            Ok(r) => r,
+            Err(e) => Err(HubError::Serve(std::io::Error::other(e))),
+        };
+        // A graceful shutdown waits for every open connection, so one
         // client that sent half a request would hold the hub forever: once
         // shutdown starts, connections get the grace period and no more.
         let result = tokio::select! {
-            joined = &mut server => match joined {
-                Ok(r) => r,
-                Err(e) => Err(HubError::Serve(std::io::Error::other(e))),
-            },
+            j = &mut server => joined(j),
             () = async {
                 state.shutdown.cancelled().await;
                 tokio::time::sleep(grace).await;
             } => {
                 tracing::warn!("HTTP connections still open after the shutdown grace; closing them");
-                server.abort();
-                Ok(())
+                self.hard_stop.cancel();
+                match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
+                    Ok(j) => joined(j),
+                    Err(_) => {
+                        server.abort();
+                        Ok(())
+                    }
+                }
             }
         };
         state.tasks.close();
@@ -367,18 +403,19 @@ pub async fn start(
         state.tasks.spawn(ingest::redis_bridge::run(st, url));
     }
     let app = api::router(state.clone());
-    let signal = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { signal.cancelled().await })
-            .await
-            .map_err(HubError::Serve)
-    });
+    let hard_stop = CancellationToken::new();
+    let server = tokio::spawn(server::serve(
+        listener,
+        app,
+        state.clone(),
+        hard_stop.clone(),
+    ));
     Ok(RunningHub {
         addr,
         start_report,
         state,
         server,
+        hard_stop,
         flusher,
     })
 }
@@ -394,6 +431,15 @@ impl HubState {
         ingest::body::BodyLimits {
             max_event_bytes: self.config.max_event_bytes,
             max_events: self.config.max_events_per_request,
+        }
+    }
+
+    /// `http` or `https`: how the hub is reached.
+    pub fn scheme(&self) -> &'static str {
+        if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 

@@ -97,6 +97,33 @@ pub fn render(state: &SharedState) -> String {
             "Connections refused (limit, origin, token)."
         );
         counter!("agentpulse_connections_refused_total").absolute(c.refused.load(Relaxed));
+        describe_gauge!(
+            "agentpulse_open_connections",
+            "Connections open, HTTP and WebSocket."
+        );
+        gauge!("agentpulse_open_connections").set(c.tcp_connections.load(Relaxed) as f64);
+        describe_counter!(
+            "agentpulse_connections_over_limit_total",
+            "Connections refused at accept: --max-total-connections were open."
+        );
+        counter!("agentpulse_connections_over_limit_total")
+            .absolute(c.connections_over_limit.load(Relaxed));
+        describe_counter!(
+            "agentpulse_header_timeouts_total",
+            "Connections closed: a request head (or TLS handshake) took longer than --header-timeout."
+        );
+        counter!("agentpulse_header_timeouts_total").absolute(c.header_timeouts.load(Relaxed));
+        describe_counter!(
+            "agentpulse_idle_connections_closed_total",
+            "Kept-alive connections closed after --idle-timeout."
+        );
+        counter!("agentpulse_idle_connections_closed_total").absolute(c.idle_closed.load(Relaxed));
+        describe_counter!(
+            "agentpulse_tls_handshake_failures_total",
+            "TLS handshakes that failed."
+        );
+        counter!("agentpulse_tls_handshake_failures_total")
+            .absolute(c.tls_handshake_failures.load(Relaxed));
         describe_counter!(
             "agentpulse_slow_consumer_gaps_total",
             "Gap notices sent to slow stream clients."

@@ -495,6 +495,8 @@ pub mod code {
     pub const PERMISSION_DENIED: i32 = 7;
     /// Over a limit (size, queue).
     pub const RESOURCE_EXHAUSTED: i32 = 8;
+    /// The body did not arrive in time.
+    pub const DEADLINE_EXCEEDED: i32 = 4;
     /// Try again later.
     pub const UNAVAILABLE: i32 = 14;
     /// Something unexpected.

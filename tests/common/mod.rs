@@ -26,6 +26,22 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
     }
 }
 
+/// Installs rustls's `ring` provider as the process default, once. The
+/// tests' reqwest (the TLS tests' client, and the OpenTelemetry exporter's,
+/// the same crate) is built without a provider of its own, so every test
+/// that makes a reqwest client calls this first.
+pub fn rustls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if rustls::crypto::ring::default_provider()
+            .install_default()
+            .is_err()
+        {
+            // Another one was installed first: as good.
+        }
+    });
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -43,6 +59,8 @@ pub fn bin() -> Command {
 pub struct Hub {
     pub child: Child,
     pub addr: SocketAddr,
+    /// `http` or `https` (a hub given `--tls-cert`).
+    pub scheme: &'static str,
     pub log_dir: PathBuf,
     stdout_lines: mpsc::Receiver<String>,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
@@ -57,6 +75,19 @@ impl Hub {
 
     /// As [`Hub::start`], on `port` (0: any free port).
     pub fn start_on(log_dir: &Path, port: u16, extra: &[&str]) -> Hub {
+        Hub::spawn(bin(), log_dir, port, extra)
+    }
+
+    /// As [`Hub::start`], in a process whose open-files limit (soft and
+    /// hard) is `nofile`, as under `ulimit -n`.
+    pub fn start_with_nofile(log_dir: &Path, nofile: u64, extra: &[&str]) -> Hub {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &format!("ulimit -n {nofile} && exec \"$0\" \"$@\"")])
+            .arg(env!("CARGO_BIN_EXE_agentpulse"));
+        Hub::spawn(sh, log_dir, 0, extra)
+    }
+
+    fn spawn(mut command: Command, log_dir: &Path, port: u16, extra: &[&str]) -> Hub {
         // OTLP/gRPC off unless the test asks for it: test hubs running at
         // once would contend for the default port.
         let grpc: &[&str] = if extra.contains(&"--otlp-grpc-port") {
@@ -64,7 +95,7 @@ impl Hub {
         } else {
             &["--otlp-grpc-port", "0"]
         };
-        let mut child = bin()
+        let mut child = command
             .args(["serve", "--quiet", "--port", &port.to_string(), "--log-dir"])
             .arg(log_dir)
             .args(grpc)
@@ -104,8 +135,13 @@ impl Hub {
                 panic!("hub did not start: {}", stderr_buf.lock().unwrap());
             }
         };
+        let scheme = if line.contains("listening on https://") {
+            "https"
+        } else {
+            "http"
+        };
         let addr = line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.parse().ok())
@@ -113,6 +149,7 @@ impl Hub {
         Hub {
             child,
             addr,
+            scheme,
             log_dir: log_dir.to_path_buf(),
             stdout_lines: rx,
             stderr: stderr_buf,
@@ -120,11 +157,12 @@ impl Hub {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
+        let ws = if self.scheme == "https" { "wss" } else { "ws" };
+        format!("{ws}://{}{path}", self.addr)
     }
 
     /// The next line the hub printed on stdout after its "listening" line,

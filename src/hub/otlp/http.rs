@@ -63,7 +63,26 @@ async fn handle(state: SharedState, headers: HeaderMap, body: Body, signal: Sign
         .filter(|_| !headers.contains_key(header::CONTENT_ENCODING))
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
-    let bytes = match read_body_sized(body, limit, hint).await {
+    let timeout = state.config.body_timeout;
+    let read = tokio::time::timeout(timeout, read_body_sized(body, limit, hint)).await;
+    let Ok(read) = read else {
+        refused();
+        // The body is left unread, so hyper closes the connection after
+        // this answer.
+        return reply(
+            StatusCode::REQUEST_TIMEOUT,
+            enc,
+            decode::status(
+                enc,
+                code::DEADLINE_EXCEEDED,
+                &format!(
+                    "the request body did not arrive within {} s (--body-timeout)",
+                    timeout.as_secs_f64()
+                ),
+            ),
+        );
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(ReadError::TooLarge) => {
             refused();
