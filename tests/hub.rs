@@ -736,3 +736,16 @@ fn the_connection_limit_is_enforced() {
         ws::try_connect(&hub.ws_url("/stream"), &[]).ok()
     });
 }
+
+/// Regression: the SIGTERM handler was installed by a task spawned after
+/// the listening line, so a SIGTERM sent at once (as a supervisor or a test
+/// does) could kill the hub with the default action, exit status "signal".
+#[test]
+fn a_sigterm_right_after_the_listening_line_is_a_clean_shutdown() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hub = Hub::start(dir.path(), &[]);
+        let status = hub.terminate();
+        assert!(status.success(), "round {round}: {status:?}");
+    }
+}

@@ -322,6 +322,7 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let signal = shutdown_signal()?;
         let shutdown = CancellationToken::new();
         let running = hub::start(hub_config, builder, shutdown.clone()).await?;
         let addr = running.addr;
@@ -359,7 +360,7 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             "pipeline started"
         );
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signal.await;
             tracing::info!("shutting down");
             shutdown.cancel();
         });
@@ -441,24 +442,28 @@ pub fn redis_metrics_config(
     Ok(rc)
 }
 
-async fn wait_for_signal() {
+/// Registers for SIGTERM and SIGINT at once, before the hub says it
+/// listens: a handler installed later, by a task not yet run, left a window
+/// in which a SIGTERM killed the hub with the default action (seen in CI).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        // An error here means Ctrl-C cannot be watched: shut down rather
+        // than run unstoppable.
+        Ok(async {
+            tokio::signal::ctrl_c().await.ok();
+        })
     }
 }
