@@ -1383,9 +1383,9 @@ budgets:
     fn a_readme_shaped_file_extends_the_built_in_configuration() {
         let c = Config::from_yaml(README_SHAPED, "my.yaml").unwrap();
         // Validation stays on: the built-in event types are all there (the
-        // original's 7 and the 4 of OpenTelemetry in).
+        // original's 7, the 4 of OpenTelemetry in and the hub's hitl_resolved).
         let schema = crate::schema::Schema::from_config(&c).unwrap();
-        assert_eq!(schema.declared_types().len(), 11);
+        assert_eq!(schema.declared_types().len(), 12);
         assert!(c.sources.events.values().all(Source::is_builtin));
         // Its rule is added to the four built-in ones.
         assert_eq!(c.alerts.len(), 5);
@@ -1417,7 +1417,7 @@ budgets:
         assert_eq!(c.metrics.aggregate.buckets.len(), 3);
         assert!(c.strict);
         let schema = crate::schema::Schema::from_config(&c).unwrap();
-        assert_eq!(schema.declared_types().len(), 12);
+        assert_eq!(schema.declared_types().len(), 13);
         assert_eq!(schema.fields("agent_completed").unwrap().count(), 1);
         assert!(c.sources.events["agent_completed"].overrides);
         assert_eq!(c.sources.events["note"].to_string(), "m.yaml:8");

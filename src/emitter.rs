@@ -519,6 +519,9 @@ impl Emitter {
                 &mut dedup,
                 |event| {
                     engine.observe(event);
+                    for tap in taps.iter_mut() {
+                        tap.on_recovered(event);
+                    }
                     if keep_recent > 0 {
                         if recent.len() == keep_recent {
                             recent.pop_front();

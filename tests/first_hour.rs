@@ -76,7 +76,7 @@ fn a_config_from_the_readme_extends_the_built_in_one() {
     assert_eq!(code, 0, "{err}");
     // The built-in schema and alert rules stay; the file's rule is added.
     assert!(
-        out.contains("ok (extends the built-in configuration): 11 event types, 5 alert rules"),
+        out.contains("ok (extends the built-in configuration): 12 event types, 5 alert rules"),
         "{out}"
     );
     assert!(out.contains("(overrides built-in)"), "{out}");

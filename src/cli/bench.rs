@@ -16,6 +16,10 @@
 //! - `bench names`: a hub that has seen N distinct agent names: the rate
 //!   of one-event POSTs (as `curl` sends them) and the time and size of
 //!   `GET /api/metrics`.
+//! - `bench tasks`: a hub that has taken N events of tasks of 10 events
+//!   each: the latency of `GET /api/tasks/{id}` for the oldest task (read
+//!   from the log through the task index), one in the middle and the
+//!   newest (in the ring).
 //! - `bench pipeline`: the in-process pipeline (validation, JSONL log with
 //!   durability `batch`, metrics; no console): events/s, and the CPU time
 //!   every thread spent per event (run under `taskset -c 0` for the
@@ -123,6 +127,18 @@ enum What {
         #[arg(long, default_value_t = 4)]
         connections: usize,
     },
+    /// `GET /api/tasks/{id}` latency after N task events.
+    Tasks {
+        /// The hub (a fresh one: its log should hold only these events).
+        #[arg(long, env = "AGENTPULSE_HUB_URL", default_value = "http://127.0.0.1:3010", value_parser = super::hub_url)]
+        hub: String,
+        /// Events to send first (tasks of 10 events each).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Requests timed per task.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
     /// The in-process pipeline: validation + JSONL (`batch`) + metrics.
     Pipeline {
         /// Events to emit in all.
@@ -183,8 +199,111 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             seconds.clamp(1, 600),
             connections.max(1),
         ),
+        What::Tasks {
+            hub,
+            events,
+            requests,
+        } => tasks(&hub, events.max(10), requests.max(1)),
         What::Pipeline { events, log_dir } => pipeline(events, log_dir),
     }
+}
+
+/// Event `i` of `bench tasks`: task `bt_{i / 10}`, ~200 bytes.
+fn task_line(i: u64) -> String {
+    format!(
+        "{{\"event_type\":\"agent_completed\",\"payload\":{{\"agent\":\"agent_{}\",\"task_id\":\"bt_{}\",\"status\":\"success\",\"duration_ms\":{},\"cost_usd\":0.0012,\"model\":\"claude-haiku-4.5\"}}}}\n",
+        i % 10,
+        i / 10,
+        100 + i % 900
+    )
+}
+
+fn tasks(hub: &str, events: u64, requests: usize) -> anyhow::Result<ExitCode> {
+    let base = hub.trim_end_matches('/').to_owned();
+    let first_id = hub_last_id(&base)? + 1;
+    let started = Instant::now();
+    // Two senders, batches of 5000.
+    let next = Arc::new(AtomicU64::new(0));
+    let senders: Vec<_> = (0..2)
+        .map(|_| {
+            let (next, url) = (next.clone(), format!("{base}/events"));
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let agent = ureq::AgentBuilder::new().build();
+                loop {
+                    let from = next.fetch_add(5000, Ordering::Relaxed);
+                    if from >= events {
+                        return Ok(());
+                    }
+                    let body: String = (from..(from + 5000).min(events)).map(task_line).collect();
+                    agent
+                        .post(&url)
+                        .set("Content-Type", "application/x-ndjson")
+                        .send_string(&body)
+                        .with_context(|| format!("POST {url}"))?;
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join()
+            .map_err(|_| anyhow::anyhow!("a sender panicked"))??;
+    }
+    println!(
+        "tasks: sent {events} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let agent = ureq::AgentBuilder::new().build();
+    let get = |task: &str| -> anyhow::Result<serde_json::Value> {
+        Ok(agent
+            .get(&format!("{base}/api/tasks/{task}"))
+            .call()?
+            .into_json()?)
+    };
+    // Sends ran concurrently: which task ids the oldest and newest events
+    // got is known only by their ids, so the probes ask by position.
+    let probes = [
+        ("oldest (log)", "bt_0".to_owned()),
+        ("middle (log)", format!("bt_{}", events / 20)),
+        ("newest (ring)", format!("bt_{}", (events - 1) / 10)),
+    ];
+    // The log writer may be a moment behind the acknowledgements.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&probes[0].1).map_or(0, |d| d["events"].as_array().map_or(0, Vec::len)) < 10 {
+        if Instant::now() > deadline {
+            bail!("the hub does not answer the oldest task with its 10 events");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let doc = get(&probes[0].1)?;
+    println!(
+        "  oldest task's first id {} (bench started after id {}), indexed from {}",
+        doc["events"][0]["id"],
+        first_id - 1,
+        doc["indexed_from"]
+    );
+    for (what, task) in &probes {
+        let mut wall = Vec::with_capacity(requests);
+        let mut server = Vec::with_capacity(requests);
+        for _ in 0..requests {
+            let t = Instant::now();
+            let d = get(task)?;
+            wall.push(t.elapsed().as_micros() as u64);
+            server.push((d["elapsed_ms"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
+            if d["events"].as_array().map_or(0, Vec::len) != 10 {
+                bail!("{task}: expected 10 events, got {}", d["events"]);
+            }
+        }
+        wall.sort_unstable();
+        let p = |q: f64| wall[((wall.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+        println!(
+            "  {what:<14} {task:<10} median {:.2} ms, p95 {:.2} ms, max {:.2} ms (in the hub: median {:.2} ms)",
+            p(0.5),
+            p(0.95),
+            p(1.0),
+            median(server) as f64 / 1000.0
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One NDJSON line of ~300 bytes, like the criterion benchmarks'.

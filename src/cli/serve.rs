@@ -113,6 +113,14 @@ pub struct Args {
     /// Events kept in memory for resume.
     #[arg(long, env = "AGENTPULSE_RING_CAPACITY", default_value_t = 100_000)]
     ring_capacity: usize,
+    /// Newest events whose task ids are indexed for `/api/tasks/{id}`
+    /// (older tasks are found by a bounded scan of the log).
+    #[arg(
+        long,
+        env = "AGENTPULSE_TASK_INDEX_EVENTS",
+        default_value_t = 1_000_000
+    )]
+    task_index_events: u64,
     /// Bytes a live-mode stream client (`?mode=live`) may fall behind before
     /// it gets a stream_gap (lossless clients are served from the log).
     #[arg(long, env = "AGENTPULSE_CLIENT_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
@@ -286,6 +294,7 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         allowed_origins: args.allow_origins,
         allowed_hosts: args.allow_hosts,
         ring_capacity: args.ring_capacity.max(1),
+        task_index_events: args.task_index_events.max(1),
         client_queue_bytes: args.client_queue_bytes,
         ping_interval: Duration::from_secs_f64(args.ping_interval),
         max_connections: args.max_connections,

@@ -109,6 +109,36 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// Batches sent on the WebSocket before waiting for the first answer.
 pub const WS_WINDOW: usize = 4;
 
+/// A human's answer to an escalation ([`Client::wait_for_resolution`]),
+/// as the hub's `hitl_resolved` event carries it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct HitlResolution {
+    /// `resolved`, `retry` or `abandoned`.
+    pub resolution: String,
+    /// The note the human wrote (may be empty).
+    pub note: String,
+    /// Who answered.
+    pub by: String,
+    /// When (Unix seconds).
+    pub timestamp: f64,
+    /// The `hitl_resolved` event's id.
+    pub id: u64,
+}
+
+/// `s` for a URL path segment: unreserved characters as they are, every
+/// other byte `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Why an event was not queued, or the client could not be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClientError {
@@ -568,6 +598,58 @@ impl Client {
             doc[name] = window[name].clone();
         }
         Ok(doc)
+    }
+
+    /// Waits for a human's answer to the escalation of `task_id` (the
+    /// hub's `GET /api/hitl/{task_id}?wait=`, long polls of at most 30 s
+    /// until `timeout`): `Some` once it is resolved, `None` if it is still
+    /// open when `timeout` is over. This client's queued events (its
+    /// `hitl_escalated`) are flushed first. An error when the hub knows no
+    /// escalation of the task or cannot be asked. Blocks the calling thread.
+    pub fn wait_for_resolution(
+        &self,
+        task_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<HitlResolution>, ClientError> {
+        let deadline = std::time::Instant::now() + timeout;
+        self.flush(timeout);
+        let settings = &self.handle.shared.settings;
+        let url = format!(
+            "{}/api/hitl/{}",
+            settings.endpoints.base,
+            percent_encode(task_id)
+        );
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let wait = left.min(Duration::from_secs(30));
+            let mut req = ureq::get(&url)
+                .query("wait", &format!("{:.3}", wait.as_secs_f64()))
+                .timeout(wait + Duration::from_secs(10));
+            if let Some(t) = &settings.token {
+                req = req.set("Authorization", &format!("Bearer {t}"));
+            }
+            let text = match req.call() {
+                Ok(r) => r.into_string(),
+                Err(ureq::Error::Status(code, r)) => {
+                    let body = r.into_string().unwrap_or_default();
+                    return Err(ClientError::Query(format!(
+                        "GET {url}: HTTP {code}: {body:.200}"
+                    )));
+                }
+                Err(e) => return Err(ClientError::Query(format!("GET {url}: {e}"))),
+            }
+            .map_err(|e| ClientError::Query(format!("GET {url}: {e}")))?;
+            let doc: Value = serde_json::from_str(&text)
+                .map_err(|e| ClientError::Query(format!("GET {url}: not JSON: {e}")))?;
+            if doc["state"] == "resolved" {
+                return serde_json::from_value(doc["resolution"].clone())
+                    .map(Some)
+                    .map_err(|e| ClientError::Query(format!("GET {url}: resolution: {e}")));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
     }
 
     /// Whether [`Client::close`] was called.

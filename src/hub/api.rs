@@ -1,5 +1,6 @@
 //! The router and the query endpoints: `/api/events`, `/api/metrics`,
-//! `/api/agents`, `/api/features`, `/health` (and its acknowledgement),
+//! `/api/agents`, `/api/features`, `/api/tasks/{id}` ([`super::timeline`]),
+//! `/api/hitl/...` ([`super::hitl`]), `/health` (and its acknowledgement),
 //! `/metrics` (Prometheus), and the page at `/`.
 //!
 //! Answers are bounded whatever the data: `/api/metrics` lists the most
@@ -50,6 +51,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/logs", post(otlp::http::logs))
         .route("/v1/metrics", post(otlp::http::metrics))
         .layer(RequestDecompressionLayer::new().gzip(true))
+        .route("/api/hitl/{task_id}/resolve", post(super::hitl::resolve))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_own_origin,
@@ -69,6 +71,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/alerts", get(alerts_json))
         .route("/api/budgets", get(budgets_json))
         .route("/api/budgets/check", get(budget_check))
+        .route("/api/tasks/{task_id}", get(super::timeline::task))
+        .route("/api/hitl", get(super::hitl::queue))
+        .route("/api/hitl/{task_id}", get(super::hitl::status))
         .route("/metrics", get(prometheus))
         .route_layer(axum::middleware::from_fn_with_state(
             Guard(state.clone(), Access::Read),

@@ -8,6 +8,8 @@
 //! | `GET /`, `/agent-events`, `/stream` (WebSocket) | the stream, `?since=&epoch=&mode=&types=&agent=&task_id=` |
 //! | `GET /` (plain)               | the dashboard page                                |
 //! | `GET /api/events`             | retained events as JSON                           |
+//! | `GET /api/tasks/{id}`         | one task: events, state, totals, spans ([`timeline`]) |
+//! | `POST /api/hitl/{task_id}/resolve`, `GET /api/hitl/{task_id}?wait=` | answering an escalation ([`hitl`]) |
 //! | `GET /api/metrics`            | KPIs and counters                                 |
 //! | `GET /metrics`                | Prometheus text exposition                        |
 //! | `GET /health`                 | component status                                  |
@@ -36,11 +38,14 @@ use crate::sinks::redis_metrics::{Flusher, Increments, RedisMetricsConfig, Store
 
 pub mod api;
 pub mod auth;
+pub mod hitl;
 pub mod ingest;
 pub mod otlp;
 pub mod prometheus;
 pub mod server;
 pub mod stream;
+pub mod task_index;
+pub mod timeline;
 pub mod tokens;
 
 use stream::ring::{Retained, RingTap};
@@ -62,6 +67,8 @@ pub struct HubConfig {
     pub allowed_hosts: Vec<String>,
     /// Events kept in memory for resume and `/api/events`.
     pub ring_capacity: usize,
+    /// Newest events whose task ids are indexed for `/api/tasks/{id}`.
+    pub task_index_events: u64,
     /// How far (bytes) a live-mode stream client may fall behind before it
     /// is sent a `stream_gap` and moved to the live edge (lossless clients
     /// are served from the log instead).
@@ -109,6 +116,7 @@ impl Default for HubConfig {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             ring_capacity: 100_000,
+            task_index_events: task_index::DEFAULT_WINDOW,
             client_queue_bytes: 8 * 1024 * 1024,
             ping_interval: Duration::from_secs(30),
             max_connections: 10_000,
@@ -224,6 +232,10 @@ pub struct HubState {
     pub acknowledged: std::sync::Mutex<api::Losses>,
     /// OpenTelemetry in: the mapper, OTLP/gRPC's state, counters.
     pub otlp: otlp::OtlpState,
+    /// Task id → event ids of the last million events (`/api/tasks/{id}`).
+    pub task_index: Arc<task_index::TaskIndex>,
+    /// The HITL queue: open escalations and their answers.
+    pub hitl: Arc<hitl::HitlBook>,
 }
 
 /// The hub's view of the Redis bucket store.
@@ -323,7 +335,15 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningHub, HubError> {
     let ring = Arc::new(Retained::new(config.ring_capacity, 0));
-    let mut builder = builder.tap(Box::new(RingTap(ring.clone())));
+    let task_index = Arc::new(task_index::TaskIndex::new(config.task_index_events));
+    let hitl = Arc::new(hitl::HitlBook::default());
+    let mut builder =
+        builder
+            .tap(Box::new(RingTap(ring.clone())))
+            .tap(Box::new(task_index::TaskTap {
+                index: task_index.clone(),
+                hitl: hitl.clone(),
+            }));
     let mut flusher = None;
     if let Some(rc) = &config.redis_metrics {
         let increments = Increments::new(rc.flush_max_events);
@@ -394,6 +414,8 @@ pub async fn start(
         epoch: start_report.epoch.clone(),
         acknowledged: std::sync::Mutex::new(api::Losses::default()),
         otlp: otlp::OtlpState::new(prices, grpc),
+        task_index,
+        hitl,
     });
     if let Some(l) = grpc_listener {
         state.tasks.spawn(otlp::grpc::serve(state.clone(), l));

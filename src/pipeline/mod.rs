@@ -74,6 +74,13 @@ pub trait Tap: Send + 'static {
     fn replay_capacity(&self) -> usize {
         0
     }
+    /// At start, before [`Tap::on_start`]: each event read back from the
+    /// log (the days the pipeline replays), oldest first. For taps that
+    /// rebuild state of their own from history (the hub's task index and
+    /// HITL queue) without keeping the events.
+    fn on_recovered(&mut self, event: &crate::event::Event) {
+        let _ = event;
+    }
     /// The pipeline starts: `recent` are the last logged events (at most
     /// [`Tap::replay_capacity`]), `last_id` the last id given so far.
     fn on_start(&mut self, recent: &[SharedRecord], last_id: u64) {

@@ -111,12 +111,22 @@ struct Extension {
     events: Vec<crate::config::EventDecl>,
 }
 
+/// The declarations of the event types the hub itself emits
+/// (`config/hub-events.yaml`: `hitl_resolved`), an extension like
+/// [`EXTENSION_EVENTS_YAML`].
+pub const HUB_EVENTS_YAML: &str = include_str!("../../config/hub-events.yaml");
+
 fn extension_events() -> &'static [crate::config::EventDecl] {
     static EXT: std::sync::OnceLock<Vec<crate::config::EventDecl>> = std::sync::OnceLock::new();
     EXT.get_or_init(|| {
-        serde_norway::from_str::<Extension>(EXTENSION_EVENTS_YAML)
-            .expect("the extension's declarations are valid")
-            .events
+        [EXTENSION_EVENTS_YAML, HUB_EVENTS_YAML]
+            .iter()
+            .flat_map(|yaml| {
+                serde_norway::from_str::<Extension>(yaml)
+                    .expect("the extension's declarations are valid")
+                    .events
+            })
+            .collect()
     })
 }
 

@@ -43,8 +43,18 @@ fn valid_payloads() -> Vec<(&'static str, Value)> {
 #[test]
 fn every_declared_type_accepts_its_valid_payload() {
     let s = Schema::builtin();
-    // The contract file's seven, and the OpenTelemetry extension's four.
-    assert_eq!(s.declared_types().len(), 7 + 4);
+    // The contract file's seven, the OpenTelemetry extension's four and
+    // the hub's own `hitl_resolved`.
+    assert_eq!(s.declared_types().len(), 7 + 4 + 1);
+    s.validate(&ev(
+        "hitl_resolved",
+        json!({"task_id":"t_1","resolution":"retry","note":"","by":"ann"}),
+    ))
+    .unwrap();
+    let e = s
+        .validate(&ev("hitl_resolved", json!({"task_id":"t_1","note":""})))
+        .unwrap_err();
+    assert_eq!(e.field, "resolution");
     for (ty, p) in valid_payloads() {
         s.validate(&ev(ty, p))
             .unwrap_or_else(|e| panic!("{ty}: {e}"));

@@ -1,5 +1,5 @@
 // A realistic mixed workflow, then a screenshot of the populated dashboard
-// (docs/dashboard.png, 1280x900), and the layout at a laptop split screen.
+// (docs/dashboard.png, 1280x900, with a task's timeline open), and the layout at a laptop split screen.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -58,6 +58,10 @@ test('screenshot of the populated dashboard: docs/dashboard.png (1280x900)', asy
     await page.waitForSelector('[data-testid="budget-panel"][data-level="exceeded"]', { timeout: 2000 });
     await page.waitForSelector('#rate-legend [data-type]', { timeout: 3000 });
     await page.waitForFunction(() => document.getElementById('spend-sub').textContent.includes('budget'), null, { timeout: 3000 });
+    // The timeline of an escalated task, opened from the HITL queue.
+    await page.click('[data-testid="hitl-row"][data-task="t_1004"] [data-testid="hitl-task"]');
+    await page.waitForSelector('[data-testid="tl-span"][data-agent="medic"]', { timeout: 5000 });
+    await page.waitForSelector('[data-testid="tl-escalation"]', { timeout: 2000 });
     mkdirSync(path.join(ROOT, 'docs'), { recursive: true });
     const file = path.join(ROOT, 'docs/dashboard.png');
     await page.screenshot({ path: file });

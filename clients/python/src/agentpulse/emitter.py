@@ -38,6 +38,7 @@ import weakref
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, Deque, Dict, List, Optional
+from urllib.parse import quote
 
 from .batch import Batch, Item, encode_event
 from .config import hub_url_from_env, token_from_env
@@ -424,6 +425,41 @@ class Emitter:
         for name in KPI_NAMES:
             metrics[name] = window.get(name, 0.0)
         return metrics
+
+    def wait_for_resolution(
+        self, task_id: str, timeout: float = 30.0, flush: bool = True
+    ) -> Optional[Dict[str, Any]]:
+        """Waits for a human's answer to the escalation of ``task_id`` (the
+        hub's ``GET /api/hitl/{task_id}?wait=``, long polls of at most 30 s
+        until ``timeout`` seconds): the resolution (``{"resolution":
+        "resolved"|"retry"|"abandoned", "note", "by", "timestamp", "id"}``)
+        once answered, ``None`` if still open when ``timeout`` is over.
+
+        With ``flush`` (the default) this emitter's queued events (its
+        ``hitl_escalated``) are sent first. Raises :class:`AgentPulseError`
+        when the hub knows no escalation of the task (status 404) or cannot
+        be asked.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        if flush:
+            self.flush(timeout)
+        path = "/api/hitl/" + quote(str(task_id), safe="")
+        while True:
+            wait = min(30.0, max(0.0, deadline - time.monotonic()))
+            transport = HubTransport(self.hub_url, self._token, wait + 10.0, None)
+            try:
+                doc = transport.get_json(f"{path}?wait={wait:.3f}")
+            except TransportError as e:
+                raise TransportError(f"hub {self.hub_url} unreachable: {e}") from e
+            finally:
+                transport.close()
+            if doc.get("state") == "resolved":
+                resolution = doc.get("resolution")
+                if not isinstance(resolution, dict):
+                    raise AgentPulseError(f"GET {path}: no `resolution` object in the answer")
+                return resolution
+            if time.monotonic() >= deadline:
+                return None
 
     # ------------------------------------------------------------- thread
 
