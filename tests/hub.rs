@@ -506,26 +506,34 @@ fn health_and_prometheus_metrics() {
         text.contains("agentpulse_kpi{kpi=\"validation_pass_rate\"}"),
         "{text}"
     );
-    if let Ok(mut promtool) = std::process::Command::new("promtool")
+    // promtool is the reference parser of the exposition format; CI
+    // (scripts/test.sh installs it) must not pass without it.
+    match std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
     {
-        promtool
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = promtool.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        Ok(mut promtool) => {
+            promtool
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = promtool.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("promtool is needed under CI (scripts/test.sh installs it): {e}")
+        }
+        Err(_) => eprintln!("promtool not found: the exposition is not checked by it"),
     }
 }
 
