@@ -832,3 +832,81 @@ fn otlp_in_the_api_and_prometheus_documents() {
         .unwrap();
     assert!(text.contains("agentpulse_otlp_grpc_up 1"), "{text}");
 }
+
+/// When the log cannot take what it was given (writing fails and its small
+/// buffer must drop lines), OTLP answers 503 with `Retry-After` over HTTP and
+/// `UNAVAILABLE` over gRPC, as the OTLP specification asks for a retryable
+/// refusal; the exporter's retry, once the log writes again, stores every
+/// span once (the event ids come from the span ids).
+#[test]
+fn a_log_that_cannot_write_answers_503_and_the_retry_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("logs");
+    let grpc = free_port();
+    let hub = Hub::start(
+        &log_dir,
+        &[
+            "--log-max-pending-bytes",
+            "4096",
+            "--otlp-grpc-port",
+            &grpc.to_string(),
+        ],
+    );
+    let url = hub.url("/v1/traces");
+    let first = traces(vec![chat(7, 1, "gpt-5", 1, 1)]).encode_to_vec();
+    assert_eq!(post(&url, &first, PROTO, &[]).0, 200);
+    wait_logged(&hub, 1);
+    // Writing fails: the directory is replaced by a file.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&log_dir, &moved).unwrap();
+    std::fs::write(&log_dir, b"not a directory").unwrap();
+    let batch = |trace: u8| traces((1..=100).map(|i| chat(trace, i, "gpt-5", 1, 1)).collect());
+    let (status, retry, body) = post(&url, &batch(8).encode_to_vec(), PROTO, &[]);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(retry.as_deref(), Some("1"), "Retry-After");
+    let st = tonic_types::pb::Status::decode(body.as_slice()).unwrap();
+    assert!(st.message.contains("retry"), "{}", st.message);
+    let grpc_refusal = runtime().block_on(async {
+        let mut c = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+            .await
+            .unwrap();
+        c.export(batch(9)).await.unwrap_err()
+    });
+    assert_eq!(
+        grpc_refusal.code(),
+        tonic::Code::Unavailable,
+        "{grpc_refusal}"
+    );
+
+    std::fs::remove_file(&log_dir).unwrap();
+    std::fs::rename(&moved, &log_dir).unwrap();
+    wait_for("the log to be written again", T, || {
+        let (_, h) = hub.get_json("/health");
+        let c = &h["components"]["sink_jsonl"];
+        (c["error"].is_null() && c["unwritten_bytes"] == 0).then_some(())
+    });
+    // The exporters' retries.
+    assert_eq!(post(&url, &batch(8).encode_to_vec(), PROTO, &[]).0, 200);
+    runtime().block_on(async {
+        let mut c = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+            .await
+            .unwrap();
+        c.export(batch(9)).await.unwrap();
+    });
+    let events = wait_for("201 spans in the log", T, || {
+        let v = logged(&hub);
+        let spans = v
+            .iter()
+            .filter(|e| e["payload"]["otel"]["span_id"].is_string())
+            .count();
+        (spans >= 201).then_some(v)
+    });
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for e in &events {
+        if let Some(k) = e["event_id"].as_str() {
+            *seen.entry(k.to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 201, "every span stored");
+    assert!(seen.values().all(|&n| n == 1), "each once: {seen:?}");
+}
