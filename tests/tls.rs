@@ -439,3 +439,130 @@ fn the_printed_dashboard_url_says_https() {
         "{dashboard}"
     );
 }
+
+/// Runs `cmd` with `input` on stdin; status, stdout, stderr.
+fn run_with_stdin(mut cmd: Command, input: &str) -> (std::process::ExitStatus, String, String) {
+    use std::io::Write;
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let status = wait_for("the command to end", T, || child.try_wait().unwrap());
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, out, err)
+}
+
+/// The Rust SDK and the sending commands reach an https hub: `Client` over
+/// its WebSocket (wss) and over `POST /events`, with `get_metrics`;
+/// `emit`, `replay` and `claude-hook` (and `demo`, through the same
+/// `Client`) with `--ca-cert` or
+/// `AGENTPULSE_CA_CERT`. (Before, `Client` refused https URLs: "https is not
+/// supported by this build".) Without the CA, the certificate is refused
+/// with a message that says so.
+#[test]
+fn the_rust_client_and_the_sending_commands_reach_an_https_hub() {
+    use agentpulse::client::{Client, Transport};
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = pki.hub(dir.path(), &[]);
+    let base = hub.url("");
+    let ca = pki.ca();
+    for (i, transport) in [Transport::WebSocket, Transport::Http]
+        .into_iter()
+        .enumerate()
+    {
+        let client = Client::builder(&base)
+            .ca_cert(Some(ca.clone()))
+            .transport(transport)
+            .build()
+            .unwrap();
+        client
+            .emit(
+                "note",
+                json!({"i": 100 + i, "via": format!("{transport:?}")}),
+            )
+            .unwrap();
+        assert!(client.flush(T), "{transport:?}: flushed");
+        assert_eq!(client.stats().rejected, 0, "{transport:?}");
+        let m = client.get_metrics(T).unwrap();
+        assert!(m["window"].is_object(), "{m}");
+        assert!(client.close(T));
+    }
+    let mut emit = bin();
+    emit.args(["emit", "note", r#"{"i":200}"#, "--hub", &base])
+        .arg("--ca-cert")
+        .arg(&ca)
+        .env_remove("SSL_CERT_FILE");
+    let (status, _, err) = run(emit);
+    assert!(status.success(), "emit: {err}");
+
+    let log = dir.path().join("to-replay.jsonl");
+    std::fs::write(
+        &log,
+        "{\"event_type\":\"note\",\"timestamp\":1700000000,\"payload\":{\"i\":300}}\n",
+    )
+    .unwrap();
+    let mut replay = bin();
+    replay
+        .args(["replay", "--hub", &base])
+        .arg(&log)
+        .env("AGENTPULSE_CA_CERT", &ca)
+        .env_remove("SSL_CERT_FILE");
+    let (status, _, err) = run(replay);
+    assert!(status.success(), "replay: {err}");
+
+    let hook = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/claude-hooks/session-start.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mut claude = bin();
+    claude
+        .args(["claude-hook", "--hub", &base, "--timeout", "10"])
+        .env("AGENTPULSE_CA_CERT", &ca)
+        .env_remove("SSL_CERT_FILE");
+    let (status, _, err) = run_with_stdin(claude, &hook);
+    assert!(status.success(), "claude-hook: {err}");
+
+    let client = pki.client();
+    let stored = wait_for("every sender's event", T, || {
+        let ev = events(&client, &hub);
+        let mut is: Vec<i64> = ev
+            .iter()
+            .filter_map(|e| e["payload"]["i"].as_i64())
+            .collect();
+        is.sort();
+        let hooked = ev.iter().any(|e| e["event_type"] == "task_queued");
+        (is == [100, 101, 200, 300] && hooked).then_some(ev)
+    });
+    assert_eq!(stored.len(), 5, "{stored:?}");
+
+    // Not trusting the hub's CA: a refusal that names the certificate.
+    let mut emit = bin();
+    emit.args(["emit", "note", r#"{"i":400}"#, "--hub", &base])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("AGENTPULSE_CA_CERT");
+    let (status, _, err) = run(emit);
+    assert!(!status.success());
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}

@@ -56,6 +56,8 @@ pub struct Args {
     /// The hub's token.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: super::TlsArgs,
     /// Seconds to wait for the hub.
     #[arg(long, default_value_t = 2.0)]
     timeout: f64,
@@ -95,7 +97,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let timeout = Duration::from_secs_f64(args.timeout.clamp(0.05, 60.0));
     let url = format!("{}/events", args.hub.trim().trim_end_matches('/'));
-    let mut req = ureq::post(&url)
+    let agent = match args.tls.agent(&args.hub) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("agentpulse claude-hook: {e:#}; nothing sent");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut req = agent
+        .post(&url)
         .timeout(timeout)
         .set("Content-Type", "application/json");
     if let Some(t) = args.token.as_deref().filter(|t| !t.is_empty()) {

@@ -52,6 +52,8 @@ pub struct Args {
     /// The hub's token.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: super::TlsArgs,
     /// Directory of the in-process pipeline's log (default: a new
     /// temporary directory, kept and named in the output).
     #[arg(long, conflicts_with = "hub")]
@@ -538,12 +540,12 @@ pub fn run(config: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitC
     let verbose_to_stderr = args.json;
     let target = match &args.hub {
         Some(url) => {
-            let mut b = Client::builder(url);
+            let mut b = Client::builder(url).ca_cert(args.tls.ca_cert.clone());
             if let Some(t) = &args.token {
                 b = b.token(t.as_str());
             }
             let client = b.build()?;
-            super::check_hub(client.hub_url(), args.token.as_deref())?;
+            super::check_hub(client.hub_url(), args.token.as_deref(), &args.tls)?;
             Target::Hub(client)
         }
         None => {

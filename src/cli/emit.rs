@@ -37,6 +37,8 @@ pub struct Args {
     /// The hub's token.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: super::TlsArgs,
 }
 
 pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
@@ -110,7 +112,11 @@ fn send_to_hub(
         body["event_id"] = id.as_str().into();
     }
     let url = format!("{hub}/events");
-    let mut req = ureq::post(&url).timeout(std::time::Duration::from_secs(10));
+    let mut req = args
+        .tls
+        .agent(hub)?
+        .post(&url)
+        .timeout(std::time::Duration::from_secs(10));
     if let Some(t) = token {
         req = req.set("Authorization", &format!("Bearer {t}"));
     }

@@ -329,16 +329,39 @@ pub(crate) fn token_refused(hub: &str, status: u16, token: Option<&str>) -> Stri
     }
 }
 
+/// `--ca-cert`, for the commands that talk to a hub that may be `https://`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct TlsArgs {
+    /// For an https hub: a PEM file of certificates to trust besides the
+    /// system's (SSL_CERT_FILE is honoured too), e.g. a self-made one's.
+    #[arg(long, env = agentpulse::client::ENV_CA_CERT)]
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// An HTTP agent for `hub`: for an `https://` one, trusting the system's
+    /// authorities and `--ca-cert` (read only then: the system's store
+    /// takes milliseconds, and `claude-hook` runs on every tool call).
+    pub fn agent(&self, hub: &str) -> anyhow::Result<ureq::Agent> {
+        if hub.trim_start().starts_with("https://") {
+            Ok(agentpulse::client::tls::http_agent(self.ca_cert.as_deref())?.build())
+        } else {
+            Ok(ureq::AgentBuilder::new().build())
+        }
+    }
+}
+
 /// Fails with one clear line when nothing answers at `hub` (`GET /health`,
 /// which needs no token) or when the hub refuses `token` (`GET
 /// /api/config`), instead of queueing events for nothing.
-pub(crate) fn check_hub(hub: &str, token: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn check_hub(hub: &str, token: Option<&str>, tls: &TlsArgs) -> anyhow::Result<()> {
     let timeout = std::time::Duration::from_secs(5);
-    match ureq::get(&format!("{hub}/health")).timeout(timeout).call() {
+    let agent = tls.agent(hub)?;
+    match agent.get(&format!("{hub}/health")).timeout(timeout).call() {
         Ok(_) | Err(ureq::Error::Status(..)) => {}
         Err(e) => return Err(unreachable("the hub", hub, &serve_hint(hub), &e)),
     }
-    let mut req = ureq::get(&format!("{hub}/api/config")).timeout(timeout);
+    let mut req = agent.get(&format!("{hub}/api/config")).timeout(timeout);
     if let Some(t) = token.filter(|t| !t.is_empty()) {
         req = req.set("Authorization", &format!("Bearer {t}"));
     }

@@ -37,6 +37,8 @@ pub struct Args {
     /// The hub's token.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: super::TlsArgs,
     /// Pause scale between events' timestamps: 0 = no pauses (default),
     /// 1 = real time, 0.1 = ten times faster.
     #[arg(long, default_value_t = 0.0)]
@@ -58,12 +60,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => p,
         None => f64::INFINITY,
     };
-    let mut b = Client::builder(&args.hub);
+    let mut b = Client::builder(&args.hub).ca_cert(args.tls.ca_cert.clone());
     if let Some(t) = &args.token {
         b = b.token(t.as_str());
     }
     let client = b.build()?;
-    super::check_hub(client.hub_url(), args.token.as_deref())?;
+    super::check_hub(client.hub_url(), args.token.as_deref(), &args.tls)?;
     let total: u64 = args
         .files
         .iter()

@@ -46,10 +46,8 @@ pub struct Args {
     /// The hub's token.
     #[arg(long, env = "AGENTPULSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// For an https hub: a PEM file of certificates to trust besides the
-    /// system's (SSL_CERT_FILE is honoured too), e.g. a self-made one's.
-    #[arg(long, env = "AGENTPULSE_CA_CERT")]
-    ca_cert: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: super::TlsArgs,
     /// Exit after this many events (0: never).
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -75,7 +73,7 @@ async fn tail(args: Args) -> anyhow::Result<ExitCode> {
         .since(args.since)
         .epoch(args.epoch.clone())
         .live(args.live)
-        .ca_cert(args.ca_cert.clone())
+        .ca_cert(args.tls.ca_cert.clone())
         .build()?;
     let mut printed = 0u64;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());

@@ -98,6 +98,9 @@ pub use subscription::{Delivery, StreamEvent, Subscription, SubscriptionBuilder}
 pub const ENV_HUB_URL: &str = "AGENTPULSE_HUB_URL";
 /// Environment variable holding the hub's bearer token (unset or empty: none).
 pub const ENV_TOKEN: &str = "AGENTPULSE_TOKEN";
+/// Environment variable naming a PEM file of certificates to trust for an
+/// `https://` hub, besides the system's.
+pub const ENV_CA_CERT: &str = "AGENTPULSE_CA_CERT";
 /// Default bound on the events held at once.
 pub const DEFAULT_MAX_QUEUE: usize = 10_000;
 /// Default largest batch, in events.
@@ -242,9 +245,17 @@ pub struct ClientBuilder {
     request_timeout: Duration,
     drop_timeout: Duration,
     transport: Transport,
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 impl ClientBuilder {
+    /// For an `https://` hub: a PEM file of certificates to trust besides
+    /// the system's (which honour `SSL_CERT_FILE`), e.g. a self-made one's.
+    pub fn ca_cert(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.ca_cert = path;
+        self
+    }
+
     /// Sends `Authorization: Bearer <token>` (an empty token sends none).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         let t = token.into();
@@ -311,8 +322,23 @@ impl ClientBuilder {
     /// the hub: events queue until it can be reached.
     pub fn build(self) -> Result<Client, ClientError> {
         let endpoints = Endpoints::parse(&self.url)?;
+        // Read once: the system's certificate store takes milliseconds.
+        let tls = if endpoints.tls {
+            Some(tls::client_config(self.ca_cert.as_deref())?)
+        } else {
+            None
+        };
+        let mut agent = ureq::AgentBuilder::new();
+        if let Some(config) = &tls {
+            agent = agent.tls_config(config.clone());
+        }
         let settings = Settings {
             endpoints,
+            tls,
+            agent: agent
+                .timeout(self.request_timeout)
+                .user_agent(worker::USER_AGENT)
+                .build(),
             token: self.token,
             max_queue: self.max_queue,
             max_batch: self.max_batch,
@@ -399,11 +425,13 @@ impl Client {
             request_timeout: Duration::from_secs(10),
             drop_timeout: Duration::from_secs(2),
             transport: Transport::Auto,
+            ca_cert: None,
         }
     }
 
-    /// The client `AGENTPULSE_HUB_URL` and `AGENTPULSE_TOKEN` describe, or
-    /// `None` when `AGENTPULSE_HUB_URL` is unset or empty.
+    /// The client `AGENTPULSE_HUB_URL`, `AGENTPULSE_TOKEN` and
+    /// `AGENTPULSE_CA_CERT` describe, or `None` when `AGENTPULSE_HUB_URL` is
+    /// unset or empty.
     pub fn from_env() -> Option<Result<Client, ClientError>> {
         let url = std::env::var(ENV_HUB_URL).ok()?;
         let url = url.trim();
@@ -413,6 +441,9 @@ impl Client {
         let mut b = Client::builder(url);
         if let Ok(t) = std::env::var(ENV_TOKEN) {
             b = b.token(t);
+        }
+        if let Some(ca) = std::env::var_os(ENV_CA_CERT).filter(|v| !v.is_empty()) {
+            b = b.ca_cert(Some(ca.into()));
         }
         Some(b.build())
     }
@@ -573,7 +604,10 @@ impl Client {
         self.flush(timeout);
         let settings = &self.handle.shared.settings;
         let url = format!("{}/api/metrics", settings.endpoints.base);
-        let mut req = ureq::get(&url).timeout(timeout.max(Duration::from_millis(100)));
+        let mut req = settings
+            .agent
+            .get(&url)
+            .timeout(timeout.max(Duration::from_millis(100)));
         if let Some(t) = &settings.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
@@ -622,7 +656,9 @@ impl Client {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let wait = left.min(Duration::from_secs(30));
-            let mut req = ureq::get(&url)
+            let mut req = settings
+                .agent
+                .get(&url)
                 .query("wait", &format!("{:.3}", wait.as_secs_f64()))
                 .timeout(wait + Duration::from_secs(10));
             if let Some(t) = &settings.token {
@@ -746,11 +782,13 @@ fn close(shared: &Shared, thread: &Mutex<Option<JoinHandle<()>>>, timeout: Durat
 /// The hub's addresses derived from its base URL.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoints {
-    /// `http://host:port[/path]`, without a trailing `/`.
+    /// `http(s)://host:port[/path]`, without a trailing `/`.
     pub base: String,
-    /// `ws://host:port[/path]/ingest`.
+    /// Whether the hub is reached over TLS (`https://`, `wss://`).
+    pub tls: bool,
+    /// `ws(s)://host:port[/path]/ingest`.
     pub ws: String,
-    /// `http://host:port[/path]/events`.
+    /// `http(s)://host:port[/path]/events`.
     pub events: String,
 }
 
@@ -769,21 +807,19 @@ impl Endpoints {
             owned = format!("http://{trimmed}");
             owned.as_str()
         };
-        let rest = if let Some(r) = trimmed.strip_prefix("http://") {
-            r
-        } else if trimmed.starts_with("https://") {
-            return Err(bad(
-                "https is not supported by this build; use http:// (a TLS proxy in front of a remote hub)",
-            ));
+        let (tls, rest) = if let Some(r) = trimmed.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = trimmed.strip_prefix("https://") {
+            (true, r)
         } else {
-            return Err(bad("expected http://HOST[:PORT]"));
+            return Err(bad("expected http(s)://HOST[:PORT]"));
         };
         let host_port = rest.split('/').next().unwrap_or("");
         if host_port.is_empty()
             || host_port.starts_with(':')
             || host_port.contains(['?', '#', '@', ' '])
         {
-            return Err(bad("expected http://HOST[:PORT]"));
+            return Err(bad("expected http(s)://HOST[:PORT]"));
         }
         if let Some((_, port)) = host_port.rsplit_once(':') {
             if !host_port.ends_with(']') && port.parse::<u16>().is_err() {
@@ -792,7 +828,8 @@ impl Endpoints {
         }
         Ok(Endpoints {
             base: trimmed.to_string(),
-            ws: format!("ws://{rest}/ingest"),
+            tls,
+            ws: format!("{}://{rest}/ingest", if tls { "wss" } else { "ws" }),
             events: format!("{trimmed}/events"),
         })
     }
@@ -800,6 +837,10 @@ impl Endpoints {
 
 pub(crate) struct Settings {
     pub endpoints: Endpoints,
+    /// For an `https://` hub: whom to trust (also the WebSocket's).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// For every HTTP request of the client (its TLS settings above).
+    pub agent: ureq::Agent,
     pub token: Option<String>,
     pub max_queue: usize,
     pub max_batch: usize,
@@ -949,10 +990,14 @@ mod tests {
             Endpoints::parse("127.0.0.1:3010").unwrap().base,
             "http://127.0.0.1:3010"
         );
+        let e = Endpoints::parse("https://hub.example:8443/ap").unwrap();
+        assert!(e.tls);
+        assert_eq!(e.ws, "wss://hub.example:8443/ap/ingest");
+        assert_eq!(e.events, "https://hub.example:8443/ap/events");
         for bad in [
             "",
             ":3010",
-            "https://x",
+            "https://",
             "http://",
             "http://h:port",
             "ftp://x",

@@ -1,4 +1,5 @@
-//! TLS for the clients that read a hub over `https://`/`wss://` (`tail`):
+//! TLS for the clients of a hub over `https://`/`wss://` (`tail`, [`super::Client`],
+//! `emit`, `replay`, `demo`, `claude-hook`):
 //! the system's certificate authorities (which honour `SSL_CERT_FILE` and
 //! `SSL_CERT_DIR`), plus one given PEM file (`--ca-cert`) for a hub whose
 //! certificate no public authority signed.
@@ -42,4 +43,10 @@ pub fn client_config(ca_cert: Option<&Path>) -> Result<Arc<ClientConfig>, Client
             .with_root_certificates(roots)
             .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// An HTTP agent for a hub's `https://` URLs trusting what
+/// [`client_config`] trusts (for `http://` URLs the TLS settings are unused).
+pub fn http_agent(ca_cert: Option<&Path>) -> Result<ureq::AgentBuilder, ClientError> {
+    Ok(ureq::AgentBuilder::new().tls_config(client_config(ca_cert)?))
 }

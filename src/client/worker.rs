@@ -33,7 +33,7 @@ const HTTP_FALLBACK_FOR: Duration = Duration::from_secs(30);
 /// Bodies from this size are gzipped on HTTP.
 const GZIP_FROM: usize = 64 * 1024;
 
-const USER_AGENT: &str = concat!("agentpulse-rust/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("agentpulse-rust/", env!("CARGO_PKG_VERSION"));
 
 /// Runs the worker until the client is closed (or its deadline passes),
 /// then counts whatever is left as lost.
@@ -177,10 +177,7 @@ fn encode(item: &Item) -> Vec<u8> {
 
 impl Worker {
     fn new(shared: Arc<Shared>) -> Worker {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(shared.settings.request_timeout)
-            .user_agent(USER_AGENT)
-            .build();
+        let agent = shared.settings.agent.clone();
         Worker {
             shared,
             conn: None,
@@ -317,7 +314,15 @@ impl Worker {
         let limit = self.bounded(settings.request_timeout);
         let attempt = tokio::time::timeout(
             limit,
-            tokio_tungstenite::connect_async_with_config(req, None, true),
+            tokio_tungstenite::connect_async_tls_with_config(
+                req,
+                None,
+                true,
+                settings
+                    .tls
+                    .clone()
+                    .map(tokio_tungstenite::Connector::Rustls),
+            ),
         )
         .await;
         let refusal = match attempt {
