@@ -232,12 +232,32 @@ fn wss_stream_read_with_tokio_tungstenite() {
 }
 
 /// Runs `cmd` to its end, at most `T`; its status and stdout.
-fn run(mut cmd: Command) -> (std::process::ExitStatus, String, String) {
+fn run(cmd: Command) -> (std::process::ExitStatus, String, String) {
+    run_with_stdin(cmd, None)
+}
+
+/// Runs `cmd`, with `input` on its stdin if given; status, stdout, stderr.
+fn run_with_stdin(
+    mut cmd: Command,
+    input: Option<&str>,
+) -> (std::process::ExitStatus, String, String) {
+    use std::io::Write;
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
     let status = wait_for("the command to end", T, || child.try_wait().unwrap());
     let mut out = String::new();
     child
@@ -440,38 +460,6 @@ fn the_printed_dashboard_url_says_https() {
     );
 }
 
-/// Runs `cmd` with `input` on stdin; status, stdout, stderr.
-fn run_with_stdin(mut cmd: Command, input: &str) -> (std::process::ExitStatus, String, String) {
-    use std::io::Write;
-    cmd.stdin(Stdio::piped());
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let status = wait_for("the command to end", T, || child.try_wait().unwrap());
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, out, err)
-}
-
 /// The Rust SDK and the sending commands reach an https hub: `Client` over
 /// its WebSocket (wss) and over `POST /events`, with `get_metrics`;
 /// `emit`, `replay` and `claude-hook` (and `demo`, through the same
@@ -541,7 +529,7 @@ fn the_rust_client_and_the_sending_commands_reach_an_https_hub() {
         .args(["claude-hook", "--hub", &base, "--timeout", "10"])
         .env("AGENTPULSE_CA_CERT", &ca)
         .env_remove("SSL_CERT_FILE");
-    let (status, _, err) = run_with_stdin(claude, &hook);
+    let (status, _, err) = run_with_stdin(claude, Some(&hook));
     assert!(status.success(), "claude-hook: {err}");
 
     let client = pki.client();

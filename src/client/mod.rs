@@ -604,26 +604,11 @@ impl Client {
         self.flush(timeout);
         let settings = &self.handle.shared.settings;
         let url = format!("{}/api/metrics", settings.endpoints.base);
-        let mut req = settings
+        let req = settings
             .agent
             .get(&url)
             .timeout(timeout.max(Duration::from_millis(100)));
-        if let Some(t) = &settings.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        let text = match req.call() {
-            Ok(r) => r.into_string(),
-            Err(ureq::Error::Status(code, r)) => {
-                let body = r.into_string().unwrap_or_default();
-                return Err(ClientError::Query(format!(
-                    "GET {url}: HTTP {code}: {body:.200}"
-                )));
-            }
-            Err(e) => return Err(ClientError::Query(format!("GET {url}: {e}"))),
-        }
-        .map_err(|e| ClientError::Query(format!("GET {url}: {e}")))?;
-        let mut doc: Value = serde_json::from_str(&text)
-            .map_err(|e| ClientError::Query(format!("GET {url}: not JSON: {e}")))?;
+        let mut doc = settings.query(req, &url)?;
         let window = doc["window"].clone();
         if !window.is_object() {
             return Err(ClientError::Query(format!("GET {url}: no `window` object")));
@@ -656,27 +641,12 @@ impl Client {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let wait = left.min(Duration::from_secs(30));
-            let mut req = settings
+            let req = settings
                 .agent
                 .get(&url)
                 .query("wait", &format!("{:.3}", wait.as_secs_f64()))
                 .timeout(wait + Duration::from_secs(10));
-            if let Some(t) = &settings.token {
-                req = req.set("Authorization", &format!("Bearer {t}"));
-            }
-            let text = match req.call() {
-                Ok(r) => r.into_string(),
-                Err(ureq::Error::Status(code, r)) => {
-                    let body = r.into_string().unwrap_or_default();
-                    return Err(ClientError::Query(format!(
-                        "GET {url}: HTTP {code}: {body:.200}"
-                    )));
-                }
-                Err(e) => return Err(ClientError::Query(format!("GET {url}: {e}"))),
-            }
-            .map_err(|e| ClientError::Query(format!("GET {url}: {e}")))?;
-            let doc: Value = serde_json::from_str(&text)
-                .map_err(|e| ClientError::Query(format!("GET {url}: not JSON: {e}")))?;
+            let doc = settings.query(req, &url)?;
             if doc["state"] == "resolved" {
                 return serde_json::from_value(doc["resolution"].clone())
                     .map(Some)
@@ -850,6 +820,29 @@ pub(crate) struct Settings {
     pub retry_max: Duration,
     pub request_timeout: Duration,
     pub transport: Transport,
+}
+
+impl Settings {
+    /// Sends `req` (a GET of `url`) with the token; its JSON answer, or an
+    /// error naming the URL and the status.
+    fn query(&self, mut req: ureq::Request, url: &str) -> Result<Value, ClientError> {
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let text = match req.call() {
+            Ok(r) => r.into_string(),
+            Err(ureq::Error::Status(code, r)) => {
+                let body = r.into_string().unwrap_or_default();
+                return Err(ClientError::Query(format!(
+                    "GET {url}: HTTP {code}: {body:.200}"
+                )));
+            }
+            Err(e) => return Err(ClientError::Query(format!("GET {url}: {e}"))),
+        }
+        .map_err(|e| ClientError::Query(format!("GET {url}: {e}")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError::Query(format!("GET {url}: not JSON: {e}")))
+    }
 }
 
 /// State shared by the callers and the worker.
