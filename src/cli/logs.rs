@@ -154,7 +154,14 @@ impl Range {
 
     /// Whether events in `[start, end)` can be in the range.
     fn overlaps(&self, start: f64, end: f64) -> bool {
-        self.from.is_none_or(|f| end > f) && self.to.is_none_or(|t| start <= t)
+        self.from.is_none_or(|f| end > f)
+            && self.to.is_none_or(|t| {
+                if self.to_inclusive {
+                    start <= t
+                } else {
+                    start < t
+                }
+            })
     }
 
     fn is_all(&self) -> bool {
