@@ -760,3 +760,60 @@ fn a_closed_stdout_ends_quietly() {
     let err = String::from_utf8_lossy(&result.stderr);
     assert!(!err.contains("error") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn stats_rates_agree_with_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mixed.jsonl");
+    let mut lines = success();
+    lines.extend(failure());
+    lines.push(original(
+        20_000,
+        "agent_completed",
+        json!({"agent": "critic", "task_id": "t_003", "status": "REJECTED", "cost_usd": 0.05}),
+    ));
+    lines.push(original(
+        20_100,
+        "critic_decision",
+        json!({"rejected": true}),
+    ));
+    lines.push(original(
+        20_200,
+        "critic_decision",
+        json!({"rejected": false}),
+    ));
+    lines.push(original(20_300, "validation_complete", json!({"task_id": "t_003", "result": {"test_passed": true, "browser_launched": false}, "cost": 0.5})));
+    lines.push(original(
+        20_400,
+        "validation_complete",
+        json!({"task_id": "t_003", "result": {"test_passed": true}, "cost": -1}),
+    ));
+    lines.push(original(
+        20_500,
+        "llm_call",
+        json!({"agent": "scribe", "cost_usd": 0.25}),
+    ));
+    write_lines(&p, &lines);
+    let v = stats(&[p.to_str().unwrap()]);
+    let out = bin()
+        .args(["report", "--json", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let overall = &report["overall"];
+    for k in ["critic_rejection_rate", "validation_pass_rate"] {
+        assert_eq!(v[k], overall[k], "{k}: {v} vs {overall}");
+    }
+    assert_eq!(
+        v["critic_decisions"],
+        overall["samples"]["critic_decisions"]
+    );
+    assert_eq!(v["validations"], overall["samples"]["validations"]);
+    // By hand: critic decisions approved, approved, REJECTED, true, false:
+    // 2 of 5; validations passed, failed (browser not launched), passed: 2
+    // of 3; cost 0.23 + 0.43 + 0.05 + 0.5 + 0 (negative: out of range) + 0.25.
+    assert!(close(&v["critic_rejection_rate"], 0.4), "{v}");
+    assert!(close(&v["validation_pass_rate"], 2.0 / 3.0), "{v}");
+    assert!(close(&v["total_cost_usd"], 1.46), "{v}");
+    assert_eq!(v["events"], 29);
+}
