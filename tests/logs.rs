@@ -586,6 +586,9 @@ fn dates_open_only_the_daily_files_that_can_hold_them() {
     assert_eq!(got, ["d3", "d4"]);
     let (got, _) = notes(&["--dir", d, "--to", "2024-10-01T12:00:00Z"]);
     assert_eq!(got, ["d1"]);
+    // A time is inclusive, midnight too.
+    let (got, _) = notes(&["--dir", d, "--to", "2024-10-02T00:00:00Z"]);
+    assert_eq!(got, ["d1", "d1", "d2", "misfiled in d2"]);
     // --stats over a range.
     let v = stats(&["--dir", d, "--date", "2024-10-02"]);
     assert_eq!(v["events"], 3);

@@ -69,7 +69,7 @@ pub struct Args {
     from: Option<f64>,
     /// Only events up to this UTC date (that whole day) or RFC 3339 time.
     #[arg(long, value_parser = parse_to)]
-    to: Option<f64>,
+    to: Option<End>,
     /// Print statistics of the matching events instead of the events.
     #[arg(long, conflicts_with_all = ["tail", "follow"])]
     stats: bool,
@@ -112,9 +112,20 @@ fn parse_from(s: &str) -> Result<f64, String> {
     parse_time(s, false)
 }
 
+/// The end of `--to`: a date's end (exclusive), or a time (inclusive).
+#[derive(Debug, Clone, Copy)]
+struct End {
+    ts: f64,
+    inclusive: bool,
+}
+
 /// `--to` a date means through that day: its end, exclusive.
-fn parse_to(s: &str) -> Result<f64, String> {
-    parse_time(s, true)
+fn parse_to(s: &str) -> Result<End, String> {
+    let is_date = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").is_ok();
+    parse_time(s, true).map(|ts| End {
+        ts,
+        inclusive: !is_date,
+    })
 }
 
 /// The time range asked for: `from <= ts < to` (`to` a day's end) or
@@ -136,12 +147,10 @@ impl Range {
                 to_inclusive: false,
             };
         }
-        // A date's end is exclusive; a time is the last instant wanted.
-        let to_inclusive = args.to.is_some_and(|t| t % DAY != 0.0);
         Range {
             from: args.from,
-            to: args.to,
-            to_inclusive,
+            to: args.to.map(|e| e.ts),
+            to_inclusive: args.to.is_some_and(|e| e.inclusive),
         }
     }
 
