@@ -711,6 +711,17 @@ fn follow(path: &Path, view: &mut View) -> anyhow::Result<ExitCode> {
                 // to the old file up to now, then the new one.
                 _ => {
                     drain(open, view)?;
+                    if !open.partial.is_empty() {
+                        // Its last line will never be finished.
+                        view.bad_line(&LineError {
+                            path: path.to_owned(),
+                            line: open.line + 1,
+                            message: format!(
+                                "torn last line ({} bytes without a newline) in the file rotated away",
+                                open.partial.len()
+                            ),
+                        });
+                    }
                     current = None;
                     continue;
                 }
