@@ -31,7 +31,7 @@ fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["serve", "emit", "validate", "report", "tail"] {
+    for sub in ["serve", "emit", "validate", "report", "tail", "logs"] {
         let (code, out, _) = run(&[sub, "--help"], None);
         assert_eq!(code, 0, "{sub} --help");
         assert!(out.contains("Usage"), "{sub}: {out}");

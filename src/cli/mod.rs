@@ -31,6 +31,7 @@ mod bench;
 mod claude_hook;
 mod demo;
 mod emit;
+mod logs;
 mod redis_cmds;
 mod replay;
 mod report;
@@ -64,6 +65,9 @@ enum Command {
     ValidateConfig(validate_config::Args),
     /// Compute the six KPIs from JSONL logs, offline.
     Report(report::Args),
+    /// Read, filter, search and follow the JSONL logs, or count them
+    /// (--stats), offline.
+    Logs(logs::Args),
     /// Print a hub's live stream, resuming after disconnects.
     Tail(tail::Args),
     /// Print bucket metrics stored in Redis.
@@ -93,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Emit(args) => emit::run(cli.config.as_deref(), args),
         Command::Validate(args) => validate::run(cli.config.as_deref(), args),
         Command::Report(args) => report::run(args),
+        Command::Logs(args) => logs::run(cli.config.as_deref(), args),
         Command::ValidateConfig(args) => validate_config::run(cli.config.as_deref(), args),
         Command::Tail(args) => tail::run(args),
         Command::Metrics(args) => redis_cmds::metrics(args),

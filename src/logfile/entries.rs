@@ -153,7 +153,7 @@ impl EventLog {
         self.read_with(
             |n, bytes| {
                 on_event(n, LoggedEvent::from_line(bytes)?);
-                Ok(())
+                Ok(ControlFlow::Continue(()))
             },
             on_error,
         )
@@ -170,10 +170,28 @@ impl EventLog {
             |n, bytes| match EventFields::from_log_line(bytes) {
                 Ok((id, fields)) => {
                     on_event(n, id, &fields);
-                    Ok(())
+                    Ok(ControlFlow::Continue(()))
                 }
                 // The precise message, on the rare error path.
-                Err(_) => LoggedEvent::from_line(bytes).map(|_| ()),
+                Err(_) => LoggedEvent::from_line(bytes).map(|_| ControlFlow::Continue(())),
+            },
+            on_error,
+        )
+    }
+
+    /// [`EventLog::read_fields`] with the line itself (for a viewer that
+    /// prints or searches it): `on_event(line number, id, fields, line)`.
+    /// Reading stops early when `on_event` breaks (its reader has gone);
+    /// the stats then count what was read.
+    pub fn read_lines(
+        &mut self,
+        mut on_event: impl FnMut(u64, Option<u64>, &EventFields<'_>, &[u8]) -> ControlFlow<()>,
+        on_error: impl FnMut(LineError),
+    ) -> Result<ReadStats, LogError> {
+        self.read_with(
+            |n, bytes| match EventFields::from_log_line(bytes) {
+                Ok((id, fields)) => Ok(on_event(n, id, &fields, bytes)),
+                Err(_) => LoggedEvent::from_line(bytes).map(|_| ControlFlow::Continue(())),
             },
             on_error,
         )
@@ -181,7 +199,7 @@ impl EventLog {
 
     fn read_with(
         &mut self,
-        mut parse: impl FnMut(u64, &[u8]) -> Result<(), WireError>,
+        mut parse: impl FnMut(u64, &[u8]) -> Result<ControlFlow<()>, WireError>,
         mut on_error: impl FnMut(LineError),
     ) -> Result<ReadStats, LogError> {
         let path = self.reader.path().to_owned();
@@ -195,8 +213,11 @@ impl EventLog {
                 return ControlFlow::Continue(());
             }
             non_blank += 1;
+            let mut flow = ControlFlow::Continue(());
             let result = if line.terminated {
-                parse(line.number, line.bytes).map_err(|e| e.to_string())
+                parse(line.number, line.bytes)
+                    .map(|f| flow = f)
+                    .map_err(|e| e.to_string())
             } else {
                 Err(format!(
                     "torn last line ({} bytes without a newline)",
@@ -224,7 +245,7 @@ impl EventLog {
                     }
                 }
             }
-            ControlFlow::Continue(())
+            flow
         });
         result.map_err(|source| LogError::Io {
             path: path.clone(),

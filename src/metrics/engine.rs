@@ -67,6 +67,46 @@ pub fn critic_decision_event(rejected: bool) -> NewEvent {
     NewEvent::new(CRITIC_DECISION, payload)
 }
 
+/// What one event adds to the all-time cost, critic decisions and
+/// validations, by the engine's rules (the README's definitions): the one
+/// place they are written, used by the engine for every bucket and by
+/// readers that need only these totals (`agentpulse logs --stats`), which
+/// then skip the per-task state.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PointTotals {
+    /// `agent_completed.cost_usd`, `validation_complete.cost` or
+    /// `llm_call.cost_usd` (0 when absent or out of range).
+    pub cost: f64,
+    /// `Some(rejected)` for a critic decision: an `agent_completed` of agent
+    /// `critic` with status `approved`/`rejected`, or a `critic_decision`.
+    pub critic_rejected: Option<bool>,
+    /// `Some(passed)` for a `validation_complete`.
+    pub validation_passed: Option<bool>,
+}
+
+impl PointTotals {
+    /// The totals `fields` adds to.
+    pub fn of(fields: &EventFields<'_>) -> PointTotals {
+        let mut p = PointTotals::default();
+        match &*fields.event_type {
+            "agent_completed" => {
+                p.cost = amount(fields.cost_usd).unwrap_or(0.0);
+                if fields.agent.as_deref() == Some("critic") {
+                    p.critic_rejected = fields.status.as_deref().and_then(critic_verdict);
+                }
+            }
+            "validation_complete" => {
+                p.validation_passed = Some(fields.result_passed);
+                p.cost = amount(fields.cost).unwrap_or(0.0);
+            }
+            CRITIC_DECISION => p.critic_rejected = fields.rejected,
+            LLM_CALL => p.cost = amount(fields.cost_usd).unwrap_or(0.0),
+            _ => {}
+        }
+        p
+    }
+}
+
 /// How many buckets of each granularity the engine keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
@@ -707,10 +747,14 @@ impl MetricsEngine {
         fields: &EventFields<'_>,
         ts: f64,
     ) -> (Contribution, Vec<(Arc<str>, f64, f64)>) {
+        let point = PointTotals::of(fields);
         let mut c = Contribution {
             event_type: Some(self.names.get(&fields.event_type)),
             ts,
             agent: fields.agent.as_deref().map(|a| self.names.get(a)),
+            cost: point.cost,
+            critic_rejected: point.critic_rejected,
+            validation_passed: point.validation_passed,
             ..Contribution::default()
         };
         let task_id = fields.task_id.as_deref();
@@ -757,16 +801,12 @@ impl MetricsEngine {
                 let failed = status.is_some_and(is_failed_status);
                 let cost = amount(fields.cost_usd);
                 let duration_ms = amount(fields.duration_ms);
-                c.cost = cost.unwrap_or(0.0);
-                if let Some(agent) = &c.agent {
+                if c.agent.is_some() {
                     c.run = Some(AgentRun {
                         failed,
                         cost: c.cost,
                         duration_ms,
                     });
-                    if &**agent == "critic" {
-                        c.critic_rejected = status.and_then(critic_verdict);
-                    }
                 }
                 let mut matched = None;
                 if let Some(id) = task_id {
@@ -810,9 +850,6 @@ impl MetricsEngine {
                 }
             }
             "validation_complete" => {
-                c.validation_passed = Some(fields.result_passed);
-                let cost = amount(fields.cost);
-                c.cost = cost.unwrap_or(0.0);
                 let Some(id) = task_id else { return (c, spans) };
                 let task = task_entry!(self, id, ts);
                 if let Some(f) = &task.feature {
@@ -863,14 +900,10 @@ impl MetricsEngine {
                     c.finished_retries = Some(task.retries.max(attempts));
                 }
             }
-            CRITIC_DECISION => {
-                c.critic_rejected = fields.rejected;
-            }
             // A model call (from OpenTelemetry): its cost counts like an
             // agent's, for the task's feature and the agent; no run.
             LLM_CALL => {
                 let cost = amount(fields.cost_usd);
-                c.cost = cost.unwrap_or(0.0);
                 if c.agent.is_some() {
                     c.agent_cost = c.cost;
                 }

@@ -197,7 +197,7 @@ mod tests;
 
 pub use bucket::{AgentStats, BucketSet, BucketStats, FeatureStats, Granularity};
 pub use engine::{
-    critic_decision_event, is_failed_status, MetricsConfig, MetricsEngine, Retention,
+    critic_decision_event, is_failed_status, MetricsConfig, MetricsEngine, PointTotals, Retention,
     CRITIC_DECISION, DEFAULT_MAX_NAMES, DEFAULT_MAX_OPEN_TASKS, DEFAULT_SNAPSHOT_AGENTS,
     FAILED_STATUSES, LLM_CALL, MAX_AMOUNT, MAX_TIMESTAMP, OTHER,
 };

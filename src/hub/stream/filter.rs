@@ -35,7 +35,14 @@ impl Filter {
         )
     }
 
-    fn matches_fields(&self, event_type: &str, agent: Option<&str>, task_id: Option<&str>) -> bool {
+    /// Whether an event with these fields passes (for readers that hold
+    /// the fields borrowed from a log line, such as `agentpulse logs`).
+    pub fn matches_fields(
+        &self,
+        event_type: &str,
+        agent: Option<&str>,
+        task_id: Option<&str>,
+    ) -> bool {
         self.types.as_ref().is_none_or(|t| t.contains(event_type))
             && self.agent.as_deref().is_none_or(|a| agent == Some(a))
             && self.task_id.as_deref().is_none_or(|t| task_id == Some(t))
