@@ -41,7 +41,9 @@ use crate::sinks::metrics::{MetricsSink, SharedEngine};
 use crate::sinks::notify::{NotifySink, NotifyStats};
 use crate::sinks::reclaim::Reclaimer;
 use crate::sinks::redis_metrics::Increments;
-use crate::sinks::runner::{SinkHandle, SinkStats, WhenFull};
+use crate::sinks::runner::{
+    panic_message, spawn_thread, SinkHandle, SinkStats, SpawnError, WhenFull,
+};
 use crate::sinks::Sink;
 
 /// Default queue length between producers and the dispatcher.
@@ -129,6 +131,13 @@ pub enum EmitterError {
     /// `start` was called twice, or after `stop`.
     #[error("the emitter was already started")]
     AlreadyStarted,
+    /// A thread of the pipeline could not be created.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The pipeline stopped, but threads of it had panicked (the
+    /// dispatcher, a sink): what they held may be lost. One line each.
+    #[error("the pipeline stopped after a panic: {}", .0.join("; "))]
+    Panicked(Vec<String>),
 }
 
 /// What `start` found and did.
@@ -175,8 +184,31 @@ pub struct SinkReport {
 
 enum State {
     Built(Box<Parts>),
-    Running(JoinHandle<()>),
+    /// The dispatcher's thread; it returns what panicked under it.
+    Running(JoinHandle<Vec<String>>),
     Stopped,
+}
+
+/// What `start` read from the log, before anything is handed to a thread.
+struct ReadBack {
+    report: StartReport,
+    dedup: DedupWindow,
+    next_id: u64,
+    ids: Option<crate::pipeline::ids::IdReservation>,
+    log: Option<OpenLog>,
+    /// The last events read back, for taps that want them at start.
+    recent: std::collections::VecDeque<crate::event::Event>,
+}
+
+/// The opened log, ready for its thread.
+struct OpenLog {
+    sink: JsonlSink,
+    backlog: Arc<crate::sinks::jsonl::Backlog>,
+    index: Arc<LogIndex>,
+    /// Whether ingest waits for the log's watermark.
+    durable: bool,
+    /// The last id found in the log.
+    last_id: u64,
 }
 
 struct Parts {
@@ -405,13 +437,7 @@ impl EmitterBuilder {
             budgets: BudgetTracker::new(config.budgets.clone()),
         }));
         let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let aggregate = &config.metrics.aggregate;
-        let engine = MetricsEngine::new(MetricsConfig {
-            window_minutes: aggregate.window_minutes,
-            max_open_tasks: aggregate.max_open_tasks,
-            max_names: aggregate.max_names,
-            ..MetricsConfig::default()
-        });
+        let engine = metrics_engine(&config);
         Ok(Emitter {
             inner: Arc::new(Inner {
                 schema: Arc::new(schema),
@@ -443,6 +469,17 @@ impl EmitterBuilder {
     }
 }
 
+/// An empty metrics engine with the configuration's aggregation settings.
+fn metrics_engine(config: &Config) -> MetricsEngine {
+    let aggregate = &config.metrics.aggregate;
+    MetricsEngine::new(MetricsConfig {
+        window_minutes: aggregate.window_minutes,
+        max_open_tasks: aggregate.max_open_tasks,
+        max_names: aggregate.max_names,
+        ..MetricsConfig::default()
+    })
+}
+
 /// The log settings the config file's `file` destination asks for.
 fn jsonl_from_config(config: &Config) -> JsonlConfig {
     let mut j = JsonlConfig::default();
@@ -467,89 +504,152 @@ impl Emitter {
 
     /// Reads the log back (last id, dedup window, metrics), opens the sinks
     /// and starts the dispatcher.
+    ///
+    /// A start that fails while opening or reading the log leaves the
+    /// emitter as built, so it can be started again (the metrics read so far
+    /// are cleared; taps may see part of the history again through
+    /// [`crate::pipeline::Tap::on_recovered`]). A thread that cannot be created
+    /// ([`EmitterError::Spawn`]) is met after the sinks were handed over:
+    /// the emitter is then stopped for good.
     pub fn start(&self) -> Result<StartReport, EmitterError> {
         let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        let parts = match std::mem::replace(&mut *state, State::Stopped) {
-            State::Built(p) => p,
-            other => {
-                *state = other;
-                return Err(EmitterError::AlreadyStarted);
+        let State::Built(parts) = &mut *state else {
+            return Err(EmitterError::AlreadyStarted);
+        };
+        let read = match self.read_back(parts) {
+            Ok(read) => read,
+            Err(e) => {
+                // The retry reads the whole history again.
+                *self.inner.engine.lock().unwrap_or_else(|e| e.into_inner()) =
+                    metrics_engine(&self.inner.config);
+                return Err(e);
             }
         };
+        let parts = match std::mem::replace(&mut *state, State::Stopped) {
+            State::Built(parts) => parts,
+            _ => unreachable!("the state was Built above, under the same lock"),
+        };
+        let (thread, report) = self.launch(*parts, read)?;
+        *state = State::Running(thread);
+        Ok(report)
+    }
+
+    /// The part of `start` that can fail without using anything up: opens
+    /// the log and reads it back into the metrics, the dedup window and
+    /// the taps.
+    fn read_back(&self, parts: &mut Parts) -> Result<ReadBack, EmitterError> {
+        let keep_recent = parts
+            .taps
+            .iter()
+            .map(|t| t.replay_capacity())
+            .max()
+            .unwrap_or(0);
+        let mut read = ReadBack {
+            report: StartReport {
+                epoch: crate::pipeline::epoch::fresh(),
+                ..StartReport::default()
+            },
+            dedup: DedupWindow::new(parts.dedup_window),
+            next_id: 1,
+            ids: None,
+            log: None,
+            recent: std::collections::VecDeque::new(),
+        };
+        let Some(jcfg) = parts.jsonl.clone() else {
+            return Ok(read);
+        };
+        // Open first: it repairs a torn last line before we read back.
+        let (sink, open) = JsonlSink::open(jcfg.clone(), self.inner.clock.clone())?;
+        let backlog = Arc::new(crate::sinks::jsonl::Backlog::new(jcfg.max_pending_bytes));
+        let mut sink = sink.with_backlog(backlog.clone());
+        read.report.torn_line_moved_to = open.torn.map(|t| t.moved_to);
+        let mut engine = self.inner.engine.lock().unwrap_or_else(|e| e.into_inner());
+        // The window follows the clock, not the log's newest timestamp:
+        // an event stamped ahead in the log must not prune what follows.
+        engine.advance_clock(self.inner.clock.now());
+        let taps = &mut parts.taps;
+        let recent = &mut read.recent;
+        let rec = recovery::recover(
+            &jcfg.dir,
+            &jcfg.file_name,
+            parts.replay_days,
+            self.inner.clock.now(),
+            &mut read.dedup,
+            |event| {
+                engine.observe(event);
+                for tap in taps.iter_mut() {
+                    tap.on_recovered(event);
+                }
+                if keep_recent > 0 {
+                    if recent.len() == keep_recent {
+                        recent.pop_front();
+                    }
+                    recent.push_back(event.clone());
+                }
+            },
+        )?;
+        drop(engine);
+        let reservation = crate::pipeline::ids::IdReservation::load(&jcfg.dir, &jcfg.file_name);
+        read.report.epoch =
+            crate::pipeline::epoch::load_or_create(&jcfg.dir, &jcfg.file_name, rec.last_id == 0)?;
+        let index = LogIndex::open(&jcfg.dir, &jcfg.file_name, rec.last_id);
+        sink.set_index(index.clone());
+        // Past the log and past any ids handed out before a crash.
+        read.next_id = rec.last_id.max(reservation.reserved()) + 1;
+        read.ids = Some(reservation);
+        read.report.replayed = rec.replayed;
+        read.report.bad_lines = rec.bad_lines;
+        read.log = Some(OpenLog {
+            sink,
+            backlog,
+            index,
+            durable: jcfg.durability != crate::sinks::jsonl::Durability::None,
+            last_id: rec.last_id,
+        });
+        Ok(read)
+    }
+
+    /// The rest of `start`: hands the sinks to their threads and starts
+    /// the dispatcher. Only thread creation can fail here.
+    fn launch(
+        &self,
+        parts: Parts,
+        read: ReadBack,
+    ) -> Result<(JoinHandle<Vec<String>>, StartReport), EmitterError> {
         let Parts {
             rx,
-            jsonl,
             console,
             extra_sinks,
             mut taps,
-            replay_days,
-            dedup_window,
             increments,
-        } = *parts;
-        let keep_recent = taps.iter().map(|t| t.replay_capacity()).max().unwrap_or(0);
-        let mut recent: std::collections::VecDeque<crate::event::Event> =
-            std::collections::VecDeque::new();
-        let mut report = StartReport::default();
-        let mut dedup = DedupWindow::new(dedup_window);
-        let mut sinks = Vec::new();
+            ..
+        } = parts;
+        let ReadBack {
+            mut report,
+            dedup,
+            next_id,
+            ids,
+            log,
+            recent,
+        } = read;
         // At most 32 spent batches wait to be freed (~150 MB of payloads
         // at the largest batches); past that, sinks free them in place.
-        let (reclaim, reclaim_thread) = Reclaimer::spawn(32).map_err(EmitterError::Recovery)?;
-        let mut next_id = 1;
-        let mut ids = None;
-        report.epoch = crate::pipeline::epoch::fresh();
+        let (reclaim, reclaim_thread) = Reclaimer::spawn(32).map_err(|source| SpawnError {
+            thread: "agentpulse-free".into(),
+            source,
+        })?;
+        let mut sinks = Vec::new();
         let mut backlog = None;
-        if let Some(jcfg) = jsonl {
-            // Open first: it repairs a torn last line before we read back.
-            let (sink, open) = JsonlSink::open(jcfg.clone(), self.inner.clock.clone())?;
-            let shared = Arc::new(crate::sinks::jsonl::Backlog::new(jcfg.max_pending_bytes));
-            let mut sink = sink.with_backlog(shared.clone());
-            let _ = self.inner.backlog.set(shared.clone());
-            backlog = Some(shared);
-            report.torn_line_moved_to = open.torn.map(|t| t.moved_to);
-            let mut engine = self.inner.engine.lock().unwrap_or_else(|e| e.into_inner());
-            // The window follows the clock, not the log's newest timestamp:
-            // an event stamped ahead in the log must not prune what follows.
-            engine.advance_clock(self.inner.clock.now());
-            let rec = recovery::recover(
-                &jcfg.dir,
-                &jcfg.file_name,
-                replay_days,
-                self.inner.clock.now(),
-                &mut dedup,
-                |event| {
-                    engine.observe(event);
-                    for tap in taps.iter_mut() {
-                        tap.on_recovered(event);
-                    }
-                    if keep_recent > 0 {
-                        if recent.len() == keep_recent {
-                            recent.pop_front();
-                        }
-                        recent.push_back(event.clone());
-                    }
-                },
-            )?;
-            drop(engine);
-            let reservation = crate::pipeline::ids::IdReservation::load(&jcfg.dir, &jcfg.file_name);
-            report.epoch = crate::pipeline::epoch::load_or_create(
-                &jcfg.dir,
-                &jcfg.file_name,
-                rec.last_id == 0,
-            )?;
-            let index = LogIndex::open(&jcfg.dir, &jcfg.file_name, rec.last_id);
-            sink.set_index(index.clone());
-            let _ = self.inner.log_index.set(index);
-            // Past the log and past any ids handed out before a crash.
-            next_id = rec.last_id.max(reservation.reserved()) + 1;
-            ids = Some(reservation);
+        if let Some(log) = log {
+            // Set once: a start that got this far does not run again.
+            let _already_set = self.inner.backlog.set(log.backlog.clone());
+            let _already_set = self.inner.log_index.set(log.index);
+            backlog = Some(log.backlog);
             self.inner
                 .recovered_last_id
-                .store(rec.last_id, std::sync::atomic::Ordering::Relaxed);
-            report.replayed = rec.replayed;
-            report.bad_lines = rec.bad_lines;
-            let handle = SinkHandle::spawn(Box::new(sink), 64, WhenFull::Block, &reclaim);
-            if jcfg.durability != crate::sinks::jsonl::Durability::None {
+                .store(log.last_id, std::sync::atomic::Ordering::Relaxed);
+            let handle = SinkHandle::spawn(Box::new(log.sink), 64, WhenFull::Block, &reclaim)?;
+            if log.durable {
                 *self.inner.durable.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(handle.watermark());
             }
@@ -565,14 +665,14 @@ impl Emitter {
             64,
             WhenFull::Block,
             &reclaim,
-        ));
+        )?);
         if let Some(c) = console {
             sinks.push(SinkHandle::spawn(
                 Box::new(c),
                 16,
                 WhenFull::DropNewest,
                 &reclaim,
-            ));
+            )?);
         }
         let has_alerts = {
             let a = self.inner.alerts.lock().unwrap_or_else(|e| e.into_inner());
@@ -585,17 +685,18 @@ impl Emitter {
             let (fb_tx, fb_rx) = std::sync::mpsc::channel::<NewEvent>();
             let queue = self.inner.tx.clone();
             let now = self.inner.clock.clone();
-            std::thread::Builder::new()
-                .name("agentpulse-feedback".into())
-                .spawn(move || {
+            spawn_thread(
+                std::thread::Builder::new(),
+                "agentpulse-feedback".into(),
+                move || {
                     for mut ev in fb_rx {
                         ev.timestamp.get_or_insert_with(|| now.now());
                         if queue.blocking_send(Command::One(ev)).is_err() {
                             break;
                         }
                     }
-                })
-                .map_err(EmitterError::Recovery)?;
+                },
+            )?;
             sinks.push(SinkHandle::spawn(
                 Box::new(AlertsSink::new(
                     self.inner.alerts.clone(),
@@ -607,7 +708,7 @@ impl Emitter {
                 64,
                 WhenFull::Block,
                 &reclaim,
-            ));
+            )?);
             sinks.push(SinkHandle::spawn(
                 Box::new(NotifySink::new(
                     self.inner.config.clone(),
@@ -616,10 +717,10 @@ impl Emitter {
                 64,
                 WhenFull::DropNewest,
                 &reclaim,
-            ));
+            )?);
         }
         for (s, when_full) in extra_sinks {
-            sinks.push(SinkHandle::spawn(s, 64, when_full, &reclaim));
+            sinks.push(SinkHandle::spawn(s, 64, when_full, &reclaim)?);
         }
         *self
             .inner
@@ -656,12 +757,12 @@ impl Emitter {
             backlog,
             reclaim_thread,
         };
-        let thread = std::thread::Builder::new()
-            .name("agentpulse-dispatch".into())
-            .spawn(move || dispatcher.run(rx))
-            .map_err(EmitterError::Recovery)?;
-        *state = State::Running(thread);
-        Ok(report)
+        let thread = spawn_thread(
+            std::thread::Builder::new(),
+            "agentpulse-dispatch".into(),
+            move || dispatcher.run(rx),
+        )?;
+        Ok((thread, report))
     }
 
     /// Emits an event of `event_type` with `payload` (a JSON object), stamped
@@ -967,16 +1068,25 @@ impl Emitter {
 
     /// Stops the pipeline: everything accepted before is written and every
     /// sink flushed before this returns. Later emits fail with `Stopped`.
+    /// Fails with [`EmitterError::Panicked`] when the dispatcher or a sink's
+    /// thread panicked (the pipeline is stopped all the same).
     pub fn stop(&self) -> Result<(), EmitterError> {
         let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        match std::mem::replace(&mut *state, State::Stopped) {
-            State::Running(thread) => {
-                let _ = self.send_blocking(Command::Stop);
-                let _ = thread.join();
-            }
-            State::Built(_) | State::Stopped => {}
+        let State::Running(thread) = std::mem::replace(&mut *state, State::Stopped) else {
+            return Ok(());
+        };
+        if self.send_blocking(Command::Stop).is_err() {
+            // The dispatcher has already gone: its join below says why.
+            tracing::debug!("the dispatcher had ended before the stop");
         }
-        Ok(())
+        match thread.join() {
+            Ok(panicked) if panicked.is_empty() => Ok(()),
+            Ok(panicked) => Err(EmitterError::Panicked(panicked)),
+            Err(panic) => Err(EmitterError::Panicked(vec![format!(
+                "the thread agentpulse-dispatch panicked: {}",
+                panic_message(&*panic)
+            )])),
+        }
     }
 
     /// The metrics now: KPIs over the window and the current buckets, per
@@ -1163,25 +1273,34 @@ fn kind_of(v: &Value) -> &'static str {
 
 static GLOBAL: OnceLock<Emitter> = OnceLock::new();
 
+/// Why [`init_global`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitGlobalError {
+    /// A global emitter already exists; the one given is handed back.
+    #[error("the global emitter already exists")]
+    AlreadySet(Emitter),
+    /// The emitter is installed as the global one but did not start.
+    #[error("the global emitter did not start: {0}")]
+    Start(#[source] EmitterError),
+}
+
 /// Installs `emitter` (started or not; it is started if needed) as the
-/// global one. Fails, handing it back, when the global one already exists.
-pub fn init_global(emitter: Emitter) -> Result<(), Emitter> {
+/// global one. Fails, handing it back, when the global one already exists;
+/// fails with the start's error when it cannot start (it stays installed,
+/// and as built, so `get_emitter().start()` may be tried again).
+pub fn init_global(emitter: Emitter) -> Result<(), InitGlobalError> {
     let mut handed_back = Some(emitter.clone());
     GLOBAL.get_or_init(|| {
         handed_back = None;
         emitter
     });
-    match handed_back {
-        Some(e) => Err(e),
-        None => {
-            let e = get_emitter();
-            if let Err(err) = e.start() {
-                if !matches!(err, EmitterError::AlreadyStarted) {
-                    tracing::error!("agentpulse emitter did not start: {err}");
-                }
-            }
-            Ok(())
-        }
+    if let Some(e) = handed_back {
+        return Err(InitGlobalError::AlreadySet(e));
+    }
+    match get_emitter().start() {
+        // Started by the caller before it was handed over.
+        Ok(_) | Err(EmitterError::AlreadyStarted) => Ok(()),
+        Err(e) => Err(InitGlobalError::Start(e)),
     }
 }
 
@@ -1261,4 +1380,37 @@ fn default_from_env() -> Emitter {
 /// Emits an event on the global emitter (see [`get_emitter`]).
 pub fn emit_event(event_type: &str, payload: Value) -> Result<(), EmitError> {
     get_emitter().emit(event_type, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test in this crate's unit tests that touches the global
+    /// emitter (it is one per process).
+    #[test]
+    fn init_global_returns_a_failed_start_and_stays_startable() {
+        let dir = tempfile::tempdir().unwrap();
+        // The log's directory cannot be made under a regular file.
+        let blocker = dir.path().join("logs");
+        std::fs::write(&blocker, "not a directory").unwrap();
+        let emitter = Emitter::builder()
+            .log_dir(blocker.join("here"))
+            .quiet()
+            .build()
+            .unwrap();
+        match init_global(emitter) {
+            Err(InitGlobalError::Start(EmitterError::Log(_))) => {}
+            other => panic!("expected the start's error, got {other:?}"),
+        }
+        let again = Emitter::builder().no_log().quiet().build().unwrap();
+        assert!(matches!(
+            init_global(again),
+            Err(InitGlobalError::AlreadySet(_))
+        ));
+        std::fs::remove_file(&blocker).unwrap();
+        get_emitter().start().unwrap();
+        emit_event("note", serde_json::json!({"n": 1})).unwrap();
+        get_emitter().stop().unwrap();
+    }
 }

@@ -64,32 +64,50 @@ pub struct SinkHandle {
 }
 
 impl SinkHandle {
-    /// Starts `sink` on a thread with a channel of `capacity` batches;
-    /// spent batches go to `reclaim`.
+    /// Starts `sink` on a thread (`sink-{name}`) with a channel of
+    /// `capacity` batches; spent batches go to `reclaim`. Fails when the
+    /// thread cannot be created (the sink is then dropped).
     pub fn spawn(
         sink: Box<dyn Sink>,
         capacity: usize,
         when_full: WhenFull,
         reclaim: &Reclaimer<Batch>,
-    ) -> SinkHandle {
+    ) -> Result<SinkHandle, SpawnError> {
+        Self::spawn_on(
+            std::thread::Builder::new(),
+            sink,
+            capacity,
+            when_full,
+            reclaim,
+        )
+    }
+
+    /// [`SinkHandle::spawn`] with the thread's settings given (tests ask
+    /// for a stack no system grants).
+    fn spawn_on(
+        builder: std::thread::Builder,
+        sink: Box<dyn Sink>,
+        capacity: usize,
+        when_full: WhenFull,
+        reclaim: &Reclaimer<Batch>,
+    ) -> Result<SinkHandle, SpawnError> {
         let reclaim = reclaim.clone();
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let stats = Arc::new(SinkStats::default());
         let name = sink.name();
         let thread_stats = stats.clone();
         let (wm_tx, watermark) = tokio::sync::watch::channel(0);
-        let thread = std::thread::Builder::new()
-            .name(format!("sink-{name}"))
-            .spawn(move || run(sink, rx, thread_stats, wm_tx, reclaim))
-            .expect("spawn sink thread");
-        SinkHandle {
+        let thread = spawn_thread(builder, format!("sink-{name}"), move || {
+            run(sink, rx, thread_stats, wm_tx, reclaim)
+        })?;
+        Ok(SinkHandle {
             name,
             tx,
             when_full,
             stats,
             watermark,
             thread: Some(thread),
-        }
+        })
     }
 
     /// The id up to which everything handed to the sink has reached its
@@ -135,19 +153,84 @@ impl SinkHandle {
         ack_rx.recv_timeout(timeout).is_ok()
     }
 
-    /// Flushes, stops the thread and waits for it (at most `timeout`).
-    pub fn stop(mut self, timeout: Duration) -> bool {
+    /// Flushes, stops the thread and waits for it (at most `timeout` for
+    /// the final flush).
+    pub fn stop(mut self, timeout: Duration) -> Result<(), SinkStopError> {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Stop(ack_tx)).is_err() {
-            return false;
+        // A thread that has gone without being told to (it panicked) no
+        // longer takes the message; its join says why.
+        // One that panics after the message was queued drops the ack
+        // unsent (`Disconnected`): joining it then is just as prompt.
+        let sent = self.tx.send(Msg::Stop(ack_tx)).is_ok();
+        if sent && ack_rx.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout) {
+            // Still flushing (a stalled disk): joining would wait as long.
+            return Err(SinkStopError::TimedOut { sink: self.name });
         }
-        let done = ack_rx.recv_timeout(timeout).is_ok();
-        if done {
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Err(panic)) => Err(SinkStopError::Panicked {
+                sink: self.name,
+                message: panic_message(&*panic),
+            }),
+            Some(Ok(())) | None => Ok(()),
         }
-        done
+    }
+}
+
+/// A thread could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the thread {thread}: {source}")]
+pub struct SpawnError {
+    /// The thread's name.
+    pub thread: String,
+    /// Why the system refused.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Why a sink did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkStopError {
+    /// Its final flush did not finish in time; the thread is left running.
+    #[error("sink {sink} did not finish flushing in time")]
+    TimedOut {
+        /// The sink's name.
+        sink: &'static str,
+    },
+    /// Its thread panicked: what it had not written is lost.
+    #[error("sink {sink} panicked: {message}")]
+    Panicked {
+        /// The sink's name.
+        sink: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+/// Starts `f` on a thread named `name`, made by `builder`; a refusal is a
+/// [`SpawnError`] naming the thread.
+pub fn spawn_thread<T: Send + 'static>(
+    builder: std::thread::Builder,
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, SpawnError> {
+    // A NUL in the name would make `spawn` panic: sink names are the
+    // sinks' own choice.
+    let builder = builder.name(name.replace('\0', " "));
+    builder.spawn(f).map_err(|source| SpawnError {
+        thread: name,
+        source,
+    })
+}
+
+/// The text a panic was raised with (`panic!` gives a `&str` or a
+/// `String`; anything else has no text to show).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
     }
 }
 
@@ -248,5 +331,87 @@ fn clear_error(stats: &SinkStats) {
     let mut last = stats.last_error.lock().unwrap_or_else(|e| e.into_inner());
     if last.is_some() {
         *last = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+
+    impl Sink for Nothing {
+        fn name(&self) -> &'static str {
+            "nothing"
+        }
+        fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), super::super::SinkError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), super::super::SinkError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_sink_thread_that_cannot_be_created_is_an_error_naming_it() {
+        let (reclaim, _thread) = Reclaimer::spawn(1).unwrap();
+        // A petabyte of stack: more than the address space, so the system
+        // refuses the thread.
+        let builder = std::thread::Builder::new().stack_size(1 << 50);
+        let err = SinkHandle::spawn_on(builder, Box::new(Nothing), 1, WhenFull::Block, &reclaim)
+            .err()
+            .expect("the thread is refused");
+        assert_eq!(err.thread, "sink-nothing");
+        assert!(
+            err.to_string()
+                .starts_with("cannot start the thread sink-nothing: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_sink_named_with_a_nul_still_gets_a_thread() {
+        let (reclaim, _thread) = Reclaimer::spawn(1).unwrap();
+        struct Odd;
+        impl Sink for Odd {
+            fn name(&self) -> &'static str {
+                "odd\0name"
+            }
+            fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), super::super::SinkError> {
+                Ok(())
+            }
+            fn flush(&mut self) -> Result<(), super::super::SinkError> {
+                Ok(())
+            }
+        }
+        let handle = SinkHandle::spawn(Box::new(Odd), 1, WhenFull::Block, &reclaim).unwrap();
+        handle.stop(Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn stop_reports_a_sink_that_panicked() {
+        struct Boom;
+        impl Sink for Boom {
+            fn name(&self) -> &'static str {
+                "boom"
+            }
+            fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), super::super::SinkError> {
+                panic!("boom at write");
+            }
+            fn flush(&mut self) -> Result<(), super::super::SinkError> {
+                Ok(())
+            }
+        }
+        let (reclaim, _thread) = Reclaimer::spawn(1).unwrap();
+        let handle = SinkHandle::spawn(Box::new(Boom), 1, WhenFull::Block, &reclaim).unwrap();
+        let batch: Batch = Arc::from(Vec::<SharedRecord>::new());
+        handle.send(&batch);
+        match handle.stop(Duration::from_secs(5)) {
+            Err(SinkStopError::Panicked { sink, message }) => {
+                assert_eq!(sink, "boom");
+                assert_eq!(message, "boom at write");
+            }
+            other => panic!("expected a panic report, got {other:?}"),
+        }
     }
 }
