@@ -776,7 +776,7 @@ impl Emitter {
                 return Err(ValidationError::new(
                     &*event_type,
                     "payload",
-                    format!("expected an object, got {}", kind_of(&other)),
+                    format!("expected an object, got {}", crate::event::kind_of(&other)),
                 )
                 .into());
             }
@@ -1257,17 +1257,6 @@ fn command_type(cmd: &Command) -> String {
         Command::Many(..) => "batch".into(),
         Command::Flush(_) => "flush".into(),
         Command::Stop => "stop".into(),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
