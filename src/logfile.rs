@@ -679,43 +679,4 @@ mod tests {
         assert_eq!(recover_last_id(d, name).unwrap(), Some(31));
         assert_eq!(log_files(d, name).last().unwrap(), &d.join(name));
     }
-
-    /// Throughput check, run with `cargo test --release -- --ignored`.
-    #[test]
-    #[ignore]
-    fn reader_throughput() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("big.jsonl");
-        let mut f = std::io::BufWriter::new(File::create(&p).unwrap());
-        let mut id = 0;
-        while f.get_ref().metadata().unwrap().len() < 300 << 20 {
-            id += 1;
-            f.write_all(&Record::new(event(id)).line).unwrap();
-        }
-        drop(f);
-        let size = std::fs::metadata(&p).unwrap().len() as f64;
-        let start = std::time::Instant::now();
-        let mut n = 0u64;
-        LogReader::open(&p)
-            .unwrap()
-            .for_each_line(|l| {
-                n += l.bytes.len() as u64;
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!("lines only: {:.0} MB/s", size / secs / 1e6);
-        let start = std::time::Instant::now();
-        let stats = read_events(&p, |_| {}, |_| {}).unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "parsed: {:.0} MB/s ({} events)",
-            size / secs / 1e6,
-            stats.events
-        );
-        let start = std::time::Instant::now();
-        let max = recover_last_id(dir.path(), "big.jsonl").unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!("ids: {:.0} MB/s ({max:?})", size / secs / 1e6);
-    }
 }
