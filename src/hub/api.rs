@@ -948,3 +948,119 @@ async fn prometheus(State(state): State<SharedState>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use serde_json::{json, Value};
+
+    use super::super::test_router::{call, error_of, hub, request};
+    use super::super::HubConfig;
+
+    async fn get(r: &axum::Router, uri: &str) -> (StatusCode, Value) {
+        call(r, request("GET", uri, &[], "")).await
+    }
+
+    /// Each malformed query is a 400 naming the parameter.
+    async fn refused(r: &axum::Router, uri: &str, names: &str) {
+        let (s, b) = get(r, uri).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {b}");
+        assert!(error_of(&b).contains(names), "{uri}: {b}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_query_of_api_events_is_parsed_or_refused() {
+        let (running, r) = hub(HubConfig::default()).await;
+        let emitter = running.state().emitter.clone();
+        for n in 1..=3 {
+            emitter.emit("note", json!({ "n": n })).unwrap();
+        }
+        emitter.emit("other", json!({})).unwrap();
+        assert!(emitter.flush_async().await);
+
+        refused(&r, "/api/events?since=abc", "since: expected an event id").await;
+        refused(&r, "/api/events?since=-1", "since:").await;
+        refused(&r, "/api/events?limit=0", "limit: expected an integer").await;
+        refused(&r, "/api/events?limit=x", "limit:").await;
+        refused(
+            &r,
+            "/api/events?mode=fast",
+            "mode: expected lossless or live",
+        )
+        .await;
+        refused(&r, "/api/events?epoch=no%20spaces", "epoch:").await;
+
+        let ids = |b: &Value| -> Vec<u64> {
+            b["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_u64().unwrap())
+                .collect()
+        };
+        // `since` and `limit`: the page after `since`, and where to go on.
+        let (s, b) = get(&r, "/api/events?since=1&limit=1").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(ids(&b), [2]);
+        assert_eq!(b["next"], 2);
+        assert_eq!(b["last_id"], 4);
+        assert_eq!(b["epoch"], running.state().epoch.as_str());
+        // Blank values count as absent; `types` filters.
+        let (_, b) = get(&r, "/api/events?since=&limit=&types=other").await;
+        assert_eq!(ids(&b), [4]);
+        let (_, b) = get(&r, "/api/events?since=0&types=note,%20other").await;
+        assert_eq!(ids(&b), [1, 2, 3, 4]);
+        // An epoch that is not the hub's: a reset, no events.
+        let (_, b) = get(&r, "/api/events?since=0&epoch=someotherhub").await;
+        assert_eq!(b["reset"], true, "{b}");
+        assert_eq!(ids(&b), Vec::<u64>::new());
+        running.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_series_and_budget_checks_refuse_bad_queries() {
+        let (running, r) = hub(HubConfig::default()).await;
+        for path in ["/api/agents", "/api/features"] {
+            refused(&r, &format!("{path}?limit=0"), "limit: expected 1..=1000").await;
+            refused(
+                &r,
+                &format!("{path}?limit=1001"),
+                "limit: expected 1..=1000",
+            )
+            .await;
+            refused(&r, &format!("{path}?limit=ten"), "limit:").await;
+            let (s, b) = get(&r, &format!("{path}?limit=1000&after=m")).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {b}");
+            assert_eq!(b["total"], 0, "{b}");
+        }
+        refused(&r, "/api/metrics?bucket=yearly", "bucket: expected minute").await;
+        refused(&r, "/api/metrics?bucket=hourly&from=yesterday", "from:").await;
+        refused(&r, "/api/metrics?bucket=hourly&to=1e300", "to:").await;
+        refused(
+            &r,
+            "/api/metrics?bucket=daily&from=2026-12-02&to=2026-12-01",
+            "from: must not be after to",
+        )
+        .await;
+        for ok in [
+            "/api/metrics",
+            "/api/metrics?bucket=minute",
+            "/api/metrics?bucket=daily&from=2026-12-01&to=2026-12-02T12:00:00",
+            "/api/metrics?bucket=weekly&from=1764547200&to=2026-12-03T00:00:00Z",
+        ] {
+            let (s, b) = get(&r, ok).await;
+            assert_eq!(s, StatusCode::OK, "{ok}: {b}");
+        }
+        refused(&r, "/api/budgets/check", "cost: missing").await;
+        refused(
+            &r,
+            "/api/budgets/check?cost=lots",
+            "cost: expected a number",
+        )
+        .await;
+        let (s, b) = get(&r, "/api/budgets/check?cost=0.5&task=t1").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["allowed"], true, "{b}");
+        running.shutdown().await.unwrap();
+    }
+}

@@ -48,6 +48,9 @@ pub mod task_index;
 pub mod timeline;
 pub mod tokens;
 
+#[cfg(test)]
+mod test_router;
+
 use stream::ring::{Retained, RingTap};
 
 /// Settings of the hub.
