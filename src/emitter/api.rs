@@ -1,6 +1,21 @@
 //! The emit and ingest API, and the readings (metrics, counters).
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::config::Config;
+use crate::event::NewEvent;
+use crate::pipeline::{Command, Outcome, QueuePolicy, StatsSnapshot};
+use crate::schema::{Schema, ValidationError};
+use crate::sinks::alerts::SharedAlerts;
+use crate::sinks::jsonl::LogIndex;
+use crate::sinks::metrics::SharedEngine;
+use crate::sinks::notify::NotifyStats;
+
+use super::{EmitError, Emitter, Metrics, SinkReport, DURABLE_SLICE, MAX_FUTURE_SECS};
 
 impl Emitter {
     /// Emits an event of `event_type` with `payload` (a JSON object), stamped

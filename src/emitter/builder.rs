@@ -1,6 +1,28 @@
 //! [`EmitterBuilder`]: the settings an [`Emitter`] is built from.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::mpsc;
+
+use crate::alerts::{AlertEngine, BudgetTracker};
+use crate::clock;
+use crate::clock::SharedClock;
+use crate::config::{Config, ConfigError};
+use crate::pipeline::{PipelineStats, QueuePolicy, Tap};
+use crate::schema::Schema;
+use crate::sinks::alerts::AlertState;
+use crate::sinks::console::{ConsoleSink, Level};
+use crate::sinks::jsonl::JsonlConfig;
+use crate::sinks::notify::NotifyStats;
+use crate::sinks::redis_metrics::Increments;
+use crate::sinks::runner::WhenFull;
+use crate::sinks::Sink;
+
+use super::{
+    metrics_engine, Emitter, EmitterError, Inner, Parts, State, DEFAULT_DEDUP_WINDOW,
+    DEFAULT_QUEUE_CAPACITY,
+};
 
 /// Sets up an [`Emitter`].
 pub struct EmitterBuilder {

@@ -1,7 +1,15 @@
 //! The global emitter ([`get_emitter`], [`emit_event`]) and its
 //! environment settings.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::sinks::runner::WhenFull;
+
+use super::{EmitError, Emitter, EmitterError};
 
 static GLOBAL: OnceLock<Emitter> = OnceLock::new();
 

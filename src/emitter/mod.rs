@@ -29,34 +29,26 @@ mod start;
 pub use builder::EmitterBuilder;
 pub use global::{emit_event, get_emitter, init_global, InitGlobalError};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc;
 
-use crate::alerts::{AlertEngine, BudgetTracker};
-use crate::clock::{self, SharedClock};
+use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
-use crate::event::NewEvent;
 use crate::metrics::{MetricsConfig, MetricsEngine, MetricsSnapshot};
-use crate::pipeline::dedup::DedupWindow;
-use crate::pipeline::dispatcher::Dispatcher;
-use crate::pipeline::{recovery, Command, Outcome, PipelineStats, QueuePolicy, StatsSnapshot, Tap};
+use crate::pipeline::{Command, PipelineStats, QueuePolicy, StatsSnapshot, Tap};
 use crate::schema::{Schema, ValidationError};
-use crate::sinks::alerts::{AlertState, AlertsSink, SharedAlerts};
-use crate::sinks::console::{ConsoleSink, Level};
-use crate::sinks::jsonl::{JsonlConfig, JsonlSink, LogIndex};
-use crate::sinks::metrics::{MetricsSink, SharedEngine};
-use crate::sinks::notify::{NotifySink, NotifyStats};
-use crate::sinks::reclaim::Reclaimer;
+use crate::sinks::alerts::SharedAlerts;
+use crate::sinks::console::ConsoleSink;
+use crate::sinks::jsonl::{JsonlConfig, LogIndex};
+use crate::sinks::metrics::SharedEngine;
+use crate::sinks::notify::NotifyStats;
 use crate::sinks::redis_metrics::Increments;
-use crate::sinks::runner::{
-    panic_message, spawn_thread, SinkHandle, SinkStats, SpawnError, WhenFull,
-};
+use crate::sinks::runner::{SinkStats, SpawnError, WhenFull};
 use crate::sinks::Sink;
 
 /// Default queue length between producers and the dispatcher.

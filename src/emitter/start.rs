@@ -1,7 +1,21 @@
 //! Start-up wiring: reading the log back, handing the sinks to their
 //! threads, starting the dispatcher; and stopping it all.
 
-use super::*;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::event::NewEvent;
+use crate::pipeline::dedup::DedupWindow;
+use crate::pipeline::dispatcher::Dispatcher;
+use crate::pipeline::{recovery, Command};
+use crate::sinks::alerts::AlertsSink;
+use crate::sinks::jsonl::{JsonlSink, LogIndex};
+use crate::sinks::metrics::MetricsSink;
+use crate::sinks::notify::NotifySink;
+use crate::sinks::reclaim::Reclaimer;
+use crate::sinks::runner::{panic_message, spawn_thread, SinkHandle, SpawnError, WhenFull};
+
+use super::{metrics_engine, Emitter, EmitterError, Parts, StartReport, State};
 
 /// What `start` read from the log, before anything is handed to a thread.
 struct ReadBack {
