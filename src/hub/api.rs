@@ -740,7 +740,8 @@ async fn budget_check(
     }
 }
 
-/// `GET /api/config`: what a dashboard needs to know of the configuration.
+/// `GET /api/config`: what a dashboard needs to know of the configuration,
+/// and the KPI names (`kpis`, [`crate::metrics::KPI_NAMES`]).
 async fn config_json(State(state): State<SharedState>) -> Response {
     let c = state.emitter.config();
     Json(json!({
@@ -749,6 +750,7 @@ async fn config_json(State(state): State<SharedState>) -> Response {
         "alerts": c.alerts,
         "declared_types": state.emitter.schema().declared_types(),
         "strict": state.emitter.schema().strict(),
+        "kpis": crate::metrics::KPI_NAMES,
     }))
     .into_response()
 }
@@ -1015,6 +1017,47 @@ mod tests {
         assert_eq!(b["reset"], true, "{b}");
         assert_eq!(ids(&b), Vec::<u64>::new());
         running.shutdown().await.unwrap();
+    }
+
+    /// The quoted names in `src` between `start` and the next `end`.
+    fn quoted_between(src: &str, start: &str, end: &str, quote: char) -> Vec<String> {
+        let from = src.find(start).expect("the list is there") + start.len();
+        let list = &src[from..from + src[from..].find(end).expect("the list ends")];
+        list.split(quote)
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_kpi_names_are_served_and_the_dashboard_and_python_sdk_agree() {
+        let (running, r) = hub(HubConfig::default()).await;
+        let (s, b) = get(&r, "/api/config").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["kpis"], json!(crate::metrics::KPI_NAMES));
+        running.shutdown().await.unwrap();
+
+        // The dashboard's cards: `key: '...'` in `const KPIS = [...]`.
+        let page = include_str!("../../dashboard/index.html");
+        let from = page.find("const KPIS = [").expect("the cards are listed");
+        let block = &page[from..from + page[from..].find("];").expect("the list ends")];
+        let keys: Vec<&str> = block
+            .lines()
+            .filter_map(|l| {
+                let at = l.find("key: '")? + "key: '".len();
+                Some(&l[at..at + l[at..].find('\'')?])
+            })
+            .collect();
+        assert_eq!(keys, crate::metrics::KPI_NAMES, "dashboard/index.html KPIS");
+        // The Python SDK's `KPI_NAMES = (...)`.
+        let py = include_str!("../../clients/python/src/agentpulse/emitter.py");
+        let names = quoted_between(py, "KPI_NAMES = (", ")", '"');
+        assert_eq!(
+            names,
+            crate::metrics::KPI_NAMES,
+            "the Python SDK's KPI_NAMES"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
