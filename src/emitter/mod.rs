@@ -190,7 +190,7 @@ pub struct SinkReport {
 enum State {
     Built(Box<Parts>),
     /// The dispatcher's thread; it returns what panicked under it.
-    Running(JoinHandle<Vec<String>>),
+    Running(JoinHandle<Option<Vec<String>>>),
     Stopped,
 }
 

@@ -60,7 +60,7 @@ pub struct SinkHandle {
     when_full: WhenFull,
     stats: Arc<SinkStats>,
     watermark: tokio::sync::watch::Receiver<u64>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Option<()>>>,
 }
 
 impl SinkHandle {
@@ -73,41 +73,39 @@ impl SinkHandle {
         when_full: WhenFull,
         reclaim: &Reclaimer<Batch>,
     ) -> Result<SinkHandle, SpawnError> {
-        Self::spawn_on(
-            std::thread::Builder::new(),
-            sink,
-            capacity,
-            when_full,
-            reclaim,
-        )
+        let thread = Parked::spawn(std::thread::Builder::new(), Self::thread_name(&*sink))?;
+        Ok(Self::start(thread, sink, capacity, when_full, reclaim))
     }
 
-    /// [`SinkHandle::spawn`] with the thread's settings given (tests ask
-    /// for a stack no system grants).
-    fn spawn_on(
-        builder: std::thread::Builder,
+    /// The name of the thread that runs `sink`.
+    pub fn thread_name(sink: &dyn Sink) -> String {
+        format!("sink-{}", sink.name())
+    }
+
+    /// [`SinkHandle::spawn`] on a thread made beforehand (see [`Parked`]):
+    /// cannot fail.
+    pub fn start(
+        thread: Parked<()>,
         sink: Box<dyn Sink>,
         capacity: usize,
         when_full: WhenFull,
         reclaim: &Reclaimer<Batch>,
-    ) -> Result<SinkHandle, SpawnError> {
+    ) -> SinkHandle {
         let reclaim = reclaim.clone();
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let stats = Arc::new(SinkStats::default());
         let name = sink.name();
         let thread_stats = stats.clone();
         let (wm_tx, watermark) = tokio::sync::watch::channel(0);
-        let thread = spawn_thread(builder, format!("sink-{name}"), move || {
-            run(sink, rx, thread_stats, wm_tx, reclaim)
-        })?;
-        Ok(SinkHandle {
+        let thread = thread.run(move || run(sink, rx, thread_stats, wm_tx, reclaim));
+        SinkHandle {
             name,
             tx,
             when_full,
             stats,
             watermark,
             thread: Some(thread),
-        })
+        }
     }
 
     /// The id up to which everything handed to the sink has reached its
@@ -171,7 +169,7 @@ impl SinkHandle {
                 sink: self.name,
                 message: panic_message(&*panic),
             }),
-            Some(Ok(())) | None => Ok(()),
+            Some(Ok(_)) | None => Ok(()),
         }
     }
 }
@@ -206,6 +204,14 @@ pub enum SinkStopError {
     },
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The name of a thread that [`spawn_thread`] refuses, on this thread
+    /// only: how tests meet a system that creates no more threads.
+    pub(crate) static REFUSE_SPAWN: std::cell::RefCell<Option<String>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Starts `f` on a thread named `name`, made by `builder`; a refusal is a
 /// [`SpawnError`] naming the thread.
 pub fn spawn_thread<T: Send + 'static>(
@@ -213,6 +219,13 @@ pub fn spawn_thread<T: Send + 'static>(
     name: String,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, SpawnError> {
+    #[cfg(test)]
+    if REFUSE_SPAWN.with(|r| r.borrow().as_deref() == Some(name.as_str())) {
+        return Err(SpawnError {
+            thread: name,
+            source: std::io::Error::other("refused by the test"),
+        });
+    }
     // A NUL in the name would make `spawn` panic: sink names are the
     // sinks' own choice.
     let builder = builder.name(name.replace('\0', " "));
@@ -220,6 +233,37 @@ pub fn spawn_thread<T: Send + 'static>(
         thread: name,
         source,
     })
+}
+
+/// A thread made before it is given its work, so that `start` can create
+/// every thread it needs before it hands anything over: a refusal then
+/// leaves the sinks, taps and queue where they were. Dropped unused, the
+/// thread ends at once.
+pub struct Parked<T: Send + 'static> {
+    work: SyncSender<Work<T>>,
+    thread: JoinHandle<Option<T>>,
+}
+
+type Work<T> = Box<dyn FnOnce() -> T + Send>;
+
+impl<T: Send + 'static> Parked<T> {
+    /// Creates the thread `name`, waiting for its work.
+    pub fn spawn(builder: std::thread::Builder, name: String) -> Result<Parked<T>, SpawnError> {
+        let (work, rx) = mpsc::sync_channel::<Work<T>>(1);
+        let thread = spawn_thread(builder, name, move || rx.recv().ok().map(|f| f()))?;
+        Ok(Parked { work, thread })
+    }
+
+    /// Runs `f` on the thread; its join gives `Some` of what `f` returned.
+    pub fn run(self, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<Option<T>> {
+        // The thread holds the receiver until it has the work, so the send
+        // fails only if the thread is gone (it never runs anything that
+        // could end it before): its join then says `None`.
+        if self.work.send(Box::new(f)).is_err() {
+            tracing::error!("a parked thread ended before it was given its work");
+        }
+        self.thread
+    }
 }
 
 /// The text a panic was raised with (`panic!` gives a `&str` or a
@@ -353,12 +397,11 @@ mod tests {
     }
 
     #[test]
-    fn a_sink_thread_that_cannot_be_created_is_an_error_naming_it() {
-        let (reclaim, _thread) = Reclaimer::spawn(1).unwrap();
+    fn a_thread_that_cannot_be_created_is_an_error_naming_it() {
         // A petabyte of stack: more than the address space, so the system
         // refuses the thread.
         let builder = std::thread::Builder::new().stack_size(1 << 50);
-        let err = SinkHandle::spawn_on(builder, Box::new(Nothing), 1, WhenFull::Block, &reclaim)
+        let err = Parked::<()>::spawn(builder, SinkHandle::thread_name(&Nothing))
             .err()
             .expect("the thread is refused");
         assert_eq!(err.thread, "sink-nothing");
