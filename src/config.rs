@@ -680,15 +680,8 @@ impl PriceConfig {
     }
 }
 
-/// The six KPI names of the contract.
-pub const KPI_NAMES: [&str; 6] = [
-    "agent_utilization",
-    "cost_per_feature",
-    "average_retry_count",
-    "critic_rejection_rate",
-    "validation_pass_rate",
-    "time_to_completion",
-];
+/// The six KPI names of the contract (defined with the metrics).
+pub use crate::metrics::KPI_NAMES;
 
 /// A check's finding: where (a path such as `alerts[2].action`) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]

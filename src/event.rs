@@ -37,6 +37,36 @@ pub type Payload = Map<String, Value>;
 /// Longest accepted client-chosen `event_id`, in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 128;
 
+/// Longest event type name.
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+
+/// The rule for event type names, as the error messages show it.
+pub const TYPE_NAME_PATTERN: &str = "^[a-z][a-z0-9_.-]{0,63}$";
+
+/// Whether `name` follows [`TYPE_NAME_PATTERN`]: the one check, used by
+/// the schema (the hub) and the client alike.
+pub fn is_valid_type_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_EVENT_TYPE_LEN
+        && b[0].is_ascii_lowercase()
+        && b[1..].iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
+        })
+}
+
+/// A JSON value's kind, as error messages name it ("a string", "null").
+pub(crate) fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// An event that has been accepted by the pipeline and given its `id`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

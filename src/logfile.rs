@@ -21,7 +21,6 @@ use flate2::read::MultiGzDecoder;
 
 use crate::event::Event;
 use crate::sinks::jsonl::rotated_files;
-use crate::swar;
 
 pub mod entries;
 
@@ -32,22 +31,6 @@ const CHUNK: usize = 1 << 20;
 
 /// Size of the blocks read backwards by [`last_event`].
 const TAIL_BLOCK: u64 = 64 * 1024;
-
-/// Position of the first `\n` in `hay`. Tests 16 bytes per step, which is
-/// several times faster than a byte loop on log lines of a few hundred
-/// bytes (the standard library's memchr is not public).
-#[inline]
-pub(crate) fn find_newline(hay: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(block) = hay.get(i..i + 16) {
-        let (a, b) = block.split_at(8);
-        if swar::has_byte(swar::word(a), b'\n') || swar::has_byte(swar::word(b), b'\n') {
-            break;
-        }
-        i += 16;
-    }
-    hay[i..].iter().position(|&c| c == b'\n').map(|p| p + i)
-}
 
 /// A reader that counts the bytes taken from the file.
 struct Counting {
@@ -192,7 +175,7 @@ impl LogReader {
             self.buf = vec![0; CHUNK];
         }
         loop {
-            while let Some(i) = find_newline(&self.buf[self.start..self.filled]) {
+            while let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..self.filled]) {
                 let line = &self.buf[self.start..self.start + i];
                 self.start += i + 1;
                 self.lines += 1;
@@ -472,7 +455,6 @@ pub fn recover_last_id(dir: impl AsRef<Path>, file_name: &str) -> io::Result<Opt
 mod tests {
     use super::*;
     use crate::event::Record;
-    use proptest::prelude::*;
     use serde_json::json;
     use std::io::Write;
 
@@ -499,26 +481,6 @@ mod tests {
         let (mut ids, mut errors) = (Vec::new(), Vec::new());
         read_events(path, |e| ids.push(e.id), |e| errors.push(e)).unwrap();
         (ids, errors)
-    }
-
-    proptest! {
-        #[test]
-        fn find_newline_matches_naive(
-            hay in proptest::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..100)
-        ) {
-            prop_assert_eq!(find_newline(&hay), hay.iter().position(|&b| b == b'\n'));
-        }
-    }
-
-    #[test]
-    fn find_newline_in_long_runs() {
-        let mut hay = vec![b'a'; 1000];
-        assert_eq!(find_newline(&hay), None);
-        for at in [0, 7, 15, 16, 17, 999] {
-            hay[at] = b'\n';
-            assert_eq!(find_newline(&hay), Some(at));
-            hay[at] = 0x8a; // high bit set, and '\n' ^ 0x80
-        }
     }
 
     #[test]
@@ -716,44 +678,5 @@ mod tests {
         std::fs::write(d.join(name), active).unwrap();
         assert_eq!(recover_last_id(d, name).unwrap(), Some(31));
         assert_eq!(log_files(d, name).last().unwrap(), &d.join(name));
-    }
-
-    /// Throughput check, run with `cargo test --release -- --ignored`.
-    #[test]
-    #[ignore]
-    fn reader_throughput() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("big.jsonl");
-        let mut f = std::io::BufWriter::new(File::create(&p).unwrap());
-        let mut id = 0;
-        while f.get_ref().metadata().unwrap().len() < 300 << 20 {
-            id += 1;
-            f.write_all(&Record::new(event(id)).line).unwrap();
-        }
-        drop(f);
-        let size = std::fs::metadata(&p).unwrap().len() as f64;
-        let start = std::time::Instant::now();
-        let mut n = 0u64;
-        LogReader::open(&p)
-            .unwrap()
-            .for_each_line(|l| {
-                n += l.bytes.len() as u64;
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!("lines only: {:.0} MB/s", size / secs / 1e6);
-        let start = std::time::Instant::now();
-        let stats = read_events(&p, |_| {}, |_| {}).unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "parsed: {:.0} MB/s ({} events)",
-            size / secs / 1e6,
-            stats.events
-        );
-        let start = std::time::Instant::now();
-        let max = recover_last_id(dir.path(), "big.jsonl").unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!("ids: {:.0} MB/s ({max:?})", size / secs / 1e6);
     }
 }

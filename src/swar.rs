@@ -1,6 +1,6 @@
-//! Word-at-a-time byte tests ("SIMD within a register"): the scans for a
-//! newline in log lines and for bytes to escape in JSON strings look at eight
-//! bytes per step. Each test is exact for the word as a whole (a borrow only
+//! Word-at-a-time byte tests ("SIMD within a register"): the scan for bytes
+//! to escape in JSON strings looks at eight bytes per step (newlines are
+//! found with `memchr`). Each test is exact for the word as a whole (a borrow only
 //! starts at a byte that matches).
 
 /// 0x01 in every byte.

@@ -476,3 +476,110 @@ mod dedup_holds_only_stored_ids {
         }
     }
 }
+
+/// A sink that panics at its first batch.
+struct Panics;
+
+impl Sink for Panics {
+    fn name(&self) -> &'static str {
+        "panics"
+    }
+    fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), SinkError> {
+        panic!("the panicking sink was given a batch");
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn stop_fails_naming_a_sink_that_panicked() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Emitter::builder()
+        .log_dir(dir.path())
+        .quiet()
+        .sink(Box::new(Panics), WhenFull::Block)
+        .build()
+        .unwrap();
+    e.start().unwrap();
+    e.emit("note", json!({"n": 1})).unwrap();
+    let err = e.stop().unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, agentpulse::emitter::EmitterError::Panicked(_)),
+        "{err:?}"
+    );
+    assert!(text.contains("sink panics panicked"), "{text}");
+    assert!(
+        text.contains("the panicking sink was given a batch"),
+        "{text}"
+    );
+    // The other sinks are unaffected: the log has the event.
+    assert_eq!(log_events(dir.path()).len(), 1);
+    // Stopped all the same: a second stop has nothing more to report.
+    e.stop().unwrap();
+}
+
+#[test]
+fn a_clean_stop_is_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = started(dir.path());
+    e.emit("note", json!({"n": 1})).unwrap();
+    e.stop().unwrap();
+}
+
+#[test]
+fn a_start_that_failed_can_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    // The log's directory cannot be made while a file has its parent's name.
+    let blocker = dir.path().join("logs");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let e = emitter(&blocker.join("here"));
+    e.emit("note", json!({"n": 1})).unwrap();
+    let err = e.start().unwrap_err();
+    assert!(
+        matches!(err, agentpulse::emitter::EmitterError::Log(_)),
+        "{err:?}"
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    let report = e.start().unwrap();
+    assert_eq!(report.next_id, 1);
+    e.emit("note", json!({"n": 2})).unwrap();
+    e.stop().unwrap();
+    // The event emitted before the failed start waited in the queue.
+    let got: Vec<_> = log_events(&blocker.join("here"))
+        .iter()
+        .map(|ev| ev.payload["n"].clone())
+        .collect();
+    assert_eq!(got, [json!(1), json!(2)]);
+}
+
+#[test]
+fn a_hub_whose_sink_panicked_fails_its_shutdown_with_the_message() {
+    use agentpulse::hub::{self, HubConfig};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let builder = Emitter::builder()
+        .no_log()
+        .quiet()
+        .sink(Box::new(Panics), WhenFull::Block);
+    let config = HubConfig {
+        port: 0,
+        log: None,
+        ..HubConfig::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = rt.block_on(hub::start(config, builder, shutdown)).unwrap();
+    running
+        .state()
+        .emitter
+        .emit("note", json!({"n": 1}))
+        .unwrap();
+    // `agentpulse serve` returns this error from `main`: a non-zero exit
+    // with the message.
+    let err = rt.block_on(running.shutdown()).unwrap_err();
+    assert!(err.to_string().contains("sink panics panicked"), "{err}");
+}

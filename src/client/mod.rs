@@ -84,7 +84,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::{NewEvent, MAX_EVENT_ID_LEN};
+use crate::event::{is_valid_type_name, kind_of, NewEvent, MAX_EVENT_ID_LEN, TYPE_NAME_PATTERN};
 
 mod forward;
 pub mod subscription;
@@ -499,10 +499,10 @@ impl Client {
             field,
             message,
         };
-        if !valid_type_name(event_type) {
+        if !is_valid_type_name(event_type) {
             return Err(invalid(
                 "event_type",
-                "expected a name matching ^[a-z][a-z0-9_.-]{0,63}$".into(),
+                format!("expected a name matching {TYPE_NAME_PATTERN}"),
             ));
         }
         if let Some(id) = &event_id {
@@ -927,28 +927,6 @@ impl Throttle {
     }
 }
 
-/// `^[a-z][a-z0-9_.-]{0,63}$`, the hub's rule for type names.
-pub(crate) fn valid_type_name(t: &str) -> bool {
-    let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && b[0].is_ascii_lowercase()
-        && b[1..]
-            .iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c))
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// 64 random bits without a random-number crate: std's `RandomState` is
 /// seeded from the operating system's randomness.
 pub(crate) fn random_u64() -> u64 {
@@ -1001,12 +979,12 @@ mod tests {
 
     #[test]
     fn type_names_follow_the_hubs_rule() {
-        assert!(valid_type_name("agent_completed"));
-        assert!(valid_type_name("a.b-c_1"));
-        assert!(!valid_type_name(""));
-        assert!(!valid_type_name("Agent"));
-        assert!(!valid_type_name("1x"));
-        assert!(!valid_type_name(&"a".repeat(65)));
+        assert!(is_valid_type_name("agent_completed"));
+        assert!(is_valid_type_name("a.b-c_1"));
+        assert!(!is_valid_type_name(""));
+        assert!(!is_valid_type_name("Agent"));
+        assert!(!is_valid_type_name("1x"));
+        assert!(!is_valid_type_name(&"a".repeat(65)));
     }
 
     #[test]

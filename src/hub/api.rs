@@ -740,7 +740,8 @@ async fn budget_check(
     }
 }
 
-/// `GET /api/config`: what a dashboard needs to know of the configuration.
+/// `GET /api/config`: what a dashboard needs to know of the configuration,
+/// and the KPI names (`kpis`, [`crate::metrics::KPI_NAMES`]).
 async fn config_json(State(state): State<SharedState>) -> Response {
     let c = state.emitter.config();
     Json(json!({
@@ -749,6 +750,7 @@ async fn config_json(State(state): State<SharedState>) -> Response {
         "alerts": c.alerts,
         "declared_types": state.emitter.schema().declared_types(),
         "strict": state.emitter.schema().strict(),
+        "kpis": crate::metrics::KPI_NAMES,
     }))
     .into_response()
 }
@@ -947,4 +949,161 @@ async fn prometheus(State(state): State<SharedState>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use serde_json::{json, Value};
+
+    use super::super::test_router::{call, error_of, hub, request};
+    use super::super::HubConfig;
+
+    async fn get(r: &axum::Router, uri: &str) -> (StatusCode, Value) {
+        call(r, request("GET", uri, &[], "")).await
+    }
+
+    /// Each malformed query is a 400 naming the parameter.
+    async fn refused(r: &axum::Router, uri: &str, names: &str) {
+        let (s, b) = get(r, uri).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {b}");
+        assert!(error_of(&b).contains(names), "{uri}: {b}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_query_of_api_events_is_parsed_or_refused() {
+        let (running, r) = hub(HubConfig::default()).await;
+        let emitter = running.state().emitter.clone();
+        for n in 1..=3 {
+            emitter.emit("note", json!({ "n": n })).unwrap();
+        }
+        emitter.emit("other", json!({})).unwrap();
+        assert!(emitter.flush_async().await);
+
+        refused(&r, "/api/events?since=abc", "since: expected an event id").await;
+        refused(&r, "/api/events?since=-1", "since:").await;
+        refused(&r, "/api/events?limit=0", "limit: expected an integer").await;
+        refused(&r, "/api/events?limit=x", "limit:").await;
+        refused(
+            &r,
+            "/api/events?mode=fast",
+            "mode: expected lossless or live",
+        )
+        .await;
+        refused(&r, "/api/events?epoch=no%20spaces", "epoch:").await;
+
+        let ids = |b: &Value| -> Vec<u64> {
+            b["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_u64().unwrap())
+                .collect()
+        };
+        // `since` and `limit`: the page after `since`, and where to go on.
+        let (s, b) = get(&r, "/api/events?since=1&limit=1").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(ids(&b), [2]);
+        assert_eq!(b["next"], 2);
+        assert_eq!(b["last_id"], 4);
+        assert_eq!(b["epoch"], running.state().epoch.as_str());
+        // Blank values count as absent; `types` filters.
+        let (_, b) = get(&r, "/api/events?since=&limit=&types=other").await;
+        assert_eq!(ids(&b), [4]);
+        let (_, b) = get(&r, "/api/events?since=0&types=note,%20other").await;
+        assert_eq!(ids(&b), [1, 2, 3, 4]);
+        // An epoch that is not the hub's: a reset, no events.
+        let (_, b) = get(&r, "/api/events?since=0&epoch=someotherhub").await;
+        assert_eq!(b["reset"], true, "{b}");
+        assert_eq!(ids(&b), Vec::<u64>::new());
+        running.shutdown().await.unwrap();
+    }
+
+    /// The quoted names in `src` between `start` and the next `end`.
+    fn quoted_between(src: &str, start: &str, end: &str, quote: char) -> Vec<String> {
+        let from = src.find(start).expect("the list is there") + start.len();
+        let list = &src[from..from + src[from..].find(end).expect("the list ends")];
+        list.split(quote)
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_kpi_names_are_served_and_the_dashboard_and_python_sdk_agree() {
+        let (running, r) = hub(HubConfig::default()).await;
+        let (s, b) = get(&r, "/api/config").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["kpis"], json!(crate::metrics::KPI_NAMES));
+        running.shutdown().await.unwrap();
+
+        // The dashboard's cards: `key: '...'` in `const KPIS = [...]`.
+        let page = include_str!("../../dashboard/index.html");
+        let from = page.find("const KPIS = [").expect("the cards are listed");
+        let block = &page[from..from + page[from..].find("];").expect("the list ends")];
+        let keys: Vec<&str> = block
+            .lines()
+            .filter_map(|l| {
+                let at = l.find("key: '")? + "key: '".len();
+                Some(&l[at..at + l[at..].find('\'')?])
+            })
+            .collect();
+        assert_eq!(keys, crate::metrics::KPI_NAMES, "dashboard/index.html KPIS");
+        // The Python SDK's `KPI_NAMES = (...)`.
+        let py = include_str!("../../clients/python/src/agentpulse/emitter.py");
+        let names = quoted_between(py, "KPI_NAMES = (", ")", '"');
+        assert_eq!(
+            names,
+            crate::metrics::KPI_NAMES,
+            "the Python SDK's KPI_NAMES"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_series_and_budget_checks_refuse_bad_queries() {
+        let (running, r) = hub(HubConfig::default()).await;
+        for path in ["/api/agents", "/api/features"] {
+            refused(&r, &format!("{path}?limit=0"), "limit: expected 1..=1000").await;
+            refused(
+                &r,
+                &format!("{path}?limit=1001"),
+                "limit: expected 1..=1000",
+            )
+            .await;
+            refused(&r, &format!("{path}?limit=ten"), "limit:").await;
+            let (s, b) = get(&r, &format!("{path}?limit=1000&after=m")).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {b}");
+            assert_eq!(b["total"], 0, "{b}");
+        }
+        refused(&r, "/api/metrics?bucket=yearly", "bucket: expected minute").await;
+        refused(&r, "/api/metrics?bucket=hourly&from=yesterday", "from:").await;
+        refused(&r, "/api/metrics?bucket=hourly&to=1e300", "to:").await;
+        refused(
+            &r,
+            "/api/metrics?bucket=daily&from=2026-12-02&to=2026-12-01",
+            "from: must not be after to",
+        )
+        .await;
+        for ok in [
+            "/api/metrics",
+            "/api/metrics?bucket=minute",
+            "/api/metrics?bucket=daily&from=2026-12-01&to=2026-12-02T12:00:00",
+            "/api/metrics?bucket=weekly&from=1764547200&to=2026-12-03T00:00:00Z",
+        ] {
+            let (s, b) = get(&r, ok).await;
+            assert_eq!(s, StatusCode::OK, "{ok}: {b}");
+        }
+        refused(&r, "/api/budgets/check", "cost: missing").await;
+        refused(
+            &r,
+            "/api/budgets/check?cost=lots",
+            "cost: expected a number",
+        )
+        .await;
+        let (s, b) = get(&r, "/api/budgets/check?cost=0.5&task=t1").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["allowed"], true, "{b}");
+        running.shutdown().await.unwrap();
+    }
 }

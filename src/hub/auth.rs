@@ -262,3 +262,224 @@ impl Drop for ConnectionGuard {
         self.0.counters.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use serde_json::json;
+
+    use super::super::test_router::{call, error_of, hub, request};
+    use super::super::tokens::{Role, Tokens};
+    use super::super::HubConfig;
+
+    fn note() -> String {
+        json!({"event_type": "note", "payload": {"n": 1}}).to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_token_decides_who_reads_and_writes() {
+        let tokens = Tokens::none()
+            .with(Role::Admin, ["admin-t".to_owned()])
+            .with(Role::Read, ["read-t".to_owned()])
+            .with(Role::Ingest, ["ingest-t".to_owned()]);
+        let (running, r) = hub(HubConfig {
+            tokens,
+            ..HubConfig::default()
+        })
+        .await;
+        let bearer = |t: &str| format!("Bearer {t}");
+        let json_type = ("content-type", "application/json");
+
+        // Reads: none or an unknown token is 401, the ingest role 403.
+        let (s, b) = call(&r, request("GET", "/api/metrics", &[], "")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+        assert!(error_of(&b).contains("Authorization: Bearer"), "{b}");
+        let wrong = bearer("nope");
+        let (s, _) = call(
+            &r,
+            request("GET", "/api/metrics", &[("authorization", &wrong)], ""),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let ingest = bearer("ingest-t");
+        let (s, _) = call(
+            &r,
+            request("GET", "/api/metrics", &[("authorization", &ingest)], ""),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        for t in ["read-t", "admin-t"] {
+            let t = bearer(t);
+            let (s, b) = call(
+                &r,
+                request("GET", "/api/metrics", &[("authorization", &t)], ""),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{t}: {b}");
+        }
+
+        // Writes: the read role may not, ingest and admin may.
+        let read = bearer("read-t");
+        let (s, _) = call(
+            &r,
+            request(
+                "POST",
+                "/events",
+                &[("authorization", &read), json_type],
+                &note(),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _) = call(&r, request("POST", "/events", &[json_type], &note())).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        for t in ["ingest-t", "admin-t"] {
+            let t = bearer(t);
+            let (s, b) = call(
+                &r,
+                request(
+                    "POST",
+                    "/events",
+                    &[("authorization", &t), json_type],
+                    &note(),
+                ),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{t}: {b}");
+        }
+
+        // Admin calls: the admin role only.
+        let (s, _) = call(
+            &r,
+            request(
+                "POST",
+                "/api/health/acknowledge",
+                &[("authorization", &read)],
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let admin = bearer("admin-t");
+        let (s, b) = call(
+            &r,
+            request(
+                "POST",
+                "/api/health/acknowledge",
+                &[("authorization", &admin)],
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+
+        // `/health` reveals no events: no token needed.
+        let (s, _) = call(&r, request("GET", "/health", &[], "")).await;
+        assert_eq!(s, StatusCode::OK);
+        running.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_foreign_origin_may_read_but_not_write() {
+        let (running, r) = hub(HubConfig {
+            allowed_origins: vec!["https://dash.example".into()],
+            ..HubConfig::default()
+        })
+        .await;
+        let json_type = ("content-type", "application/json");
+        let post = |origin: &'static str| {
+            request("POST", "/events", &[("origin", origin), json_type], &note())
+        };
+        let (s, b) = call(&r, post("https://evil.example")).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+        assert!(
+            error_of(&b).contains("origin https://evil.example may not use this hub"),
+            "{b}"
+        );
+        // The admin call is guarded the same way.
+        let (s, _) = call(
+            &r,
+            request(
+                "POST",
+                "/api/health/acknowledge",
+                &[("origin", "https://evil.example")],
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        // Localhost pages, the hub's own origin and the listed one may.
+        for origin in [
+            "http://localhost:5173",
+            "http://127.0.0.1:3010",
+            "https://dash.example",
+        ] {
+            let (s, b) = call(&r, post(origin)).await;
+            assert_eq!(s, StatusCode::OK, "{origin}: {b}");
+        }
+        // Without Origin (curl, the SDKs): as before.
+        let (s, _) = call(&r, request("POST", "/events", &[json_type], &note())).await;
+        assert_eq!(s, StatusCode::OK);
+        // Reads are not origin-checked (the token guards them).
+        let (s, _) = call(
+            &r,
+            request(
+                "GET",
+                "/api/metrics",
+                &[("origin", "https://evil.example")],
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        // A "simple" content type a browser sends cross-site unasked is
+        // never parsed.
+        let (s, _) = call(
+            &r,
+            request(
+                "POST",
+                "/events",
+                &[("content-type", "text/plain")],
+                &note(),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        running.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_known_hosts_are_answered() {
+        let (running, r) = hub(HubConfig {
+            allowed_hosts: vec!["hub.internal".into()],
+            ..HubConfig::default()
+        })
+        .await;
+        let with_host = |path: &str, host: &str| {
+            let mut req = request("GET", path, &[], "");
+            req.headers_mut()
+                .insert("host", host.parse().expect("a header value"));
+            req
+        };
+        for host in [
+            "127.0.0.1:3010",
+            "10.1.2.3",
+            "[::1]:3010",
+            "localhost:3010",
+            "app.localhost",
+            "hub.internal:3010",
+            "HUB.internal.",
+        ] {
+            let (s, b) = call(&r, with_host("/health", host)).await;
+            assert_eq!(s, StatusCode::OK, "{host}: {b}");
+        }
+        // A name another site pointed at the hub: refused on every path,
+        // even one that does not exist.
+        for path in ["/health", "/api/metrics", "/no/such/path"] {
+            let (s, b) = call(&r, with_host(path, "evil.example:3010")).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {b}");
+            assert!(error_of(&b).contains("--allow-host evil.example"), "{b}");
+        }
+        running.shutdown().await.unwrap();
+    }
+}

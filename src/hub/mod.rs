@@ -48,6 +48,9 @@ pub mod task_index;
 pub mod timeline;
 pub mod tokens;
 
+#[cfg(test)]
+mod test_router;
+
 use stream::ring::{Retained, RingTap};
 
 /// Settings of the hub.
@@ -277,6 +280,8 @@ impl RunningHub {
     }
 
     /// Waits until the hub has shut down (after its token is cancelled).
+    /// Fails with the server's error, or else with the pipeline's stop
+    /// error (a dispatcher or sink thread that panicked).
     pub async fn wait(self) -> Result<(), HubError> {
         let state = self.state.clone();
         let grace = state.config.shutdown_grace;
@@ -313,7 +318,10 @@ impl RunningHub {
             tracing::warn!("some clients did not close in time; closing anyway");
         }
         let emitter = state.emitter.clone();
-        let _ = tokio::task::spawn_blocking(move || emitter.stop()).await;
+        let stopped = match tokio::task::spawn_blocking(move || emitter.stop()).await {
+            Ok(stopped) => stopped.map_err(HubError::from),
+            Err(e) => Err(HubError::Serve(std::io::Error::other(e))),
+        };
         // Only now are all increments in: the last flush comes after the
         // pipeline has stopped.
         if let Some((token, task)) = self.flusher {
@@ -323,7 +331,9 @@ impl RunningHub {
                 tracing::warn!("redis metrics: final flush did not finish in time");
             }
         }
-        result
+        // The server's own failure comes first; a pipeline that panicked
+        // fails an otherwise clean shutdown.
+        result.and(stopped)
     }
 }
 

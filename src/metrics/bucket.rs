@@ -573,13 +573,36 @@ mod tests {
 
     #[test]
     fn bucket_start_saturates() {
-        for g in Granularity::ALL {
-            let _ = g.bucket_start(f64::MAX);
-            let _ = g.bucket_start(f64::MIN);
-            let _ = g.bucket_start(f64::NAN);
-            let _ = g.bucket_name(i64::MAX);
-            let _ = g.bucket_name(i64::MIN);
+        use Granularity::*;
+        // Far ahead: the last whole bucket that starts within an i64 (the
+        // figures worked out apart from the code, with unbounded integers).
+        let last = [
+            (Minute, 9_223_372_036_854_775_800),
+            (Hourly, 9_223_372_036_854_774_000),
+            (Daily, 9_223_372_036_854_720_000),
+            (Weekly, 9_223_372_036_854_201_600),
+        ];
+        for (g, start) in last {
+            assert_eq!(g.bucket_start(f64::MAX), start, "{g:?}");
+            assert_eq!(g.bucket_start(f64::INFINITY), start, "{g:?}");
+            assert!(i64::MAX - start < g.length_secs(), "{g:?}");
+            // Past chrono's range the name is the number.
+            assert_eq!(g.bucket_name(i64::MAX), start.to_string(), "{g:?}");
         }
+        // Far behind: pinned at the bottom (plus the Monday offset for
+        // weeks) instead of overflowing.
+        for g in [Minute, Hourly, Daily] {
+            assert_eq!(g.bucket_start(f64::MIN), i64::MIN, "{g:?}");
+            assert_eq!(g.bucket_name(i64::MIN), i64::MIN.to_string(), "{g:?}");
+        }
+        assert_eq!(Weekly.bucket_start(f64::MIN), i64::MIN + FIRST_MONDAY);
+        // NaN counts as the epoch: its minute, hour and day, and the week
+        // from Monday 1969-12-29.
+        for g in [Minute, Hourly, Daily] {
+            assert_eq!(g.bucket_start(f64::NAN), 0, "{g:?}");
+        }
+        assert_eq!(Weekly.bucket_start(f64::NAN), -3 * 86_400);
+        assert_eq!(Weekly.bucket_name(0), "1970-W01");
     }
 
     #[test]

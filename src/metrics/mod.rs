@@ -195,6 +195,19 @@ pub mod raw;
 #[cfg(test)]
 mod tests;
 
+/// The six KPI names of the contract, in its order: the one list. The
+/// alert rules' metric names start with it, `/api/config` serves it (as
+/// `kpis`), and a test holds the dashboard's cards and the Python SDK's
+/// `KPI_NAMES` to it.
+pub const KPI_NAMES: [&str; 6] = [
+    "agent_utilization",
+    "cost_per_feature",
+    "average_retry_count",
+    "critic_rejection_rate",
+    "validation_pass_rate",
+    "time_to_completion",
+];
+
 pub use bucket::{AgentStats, BucketSet, BucketStats, FeatureStats, Granularity};
 pub use engine::{
     critic_decision_event, is_failed_status, MetricsConfig, MetricsEngine, PointTotals, Retention,

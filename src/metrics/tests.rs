@@ -1020,39 +1020,6 @@ proptest! {
     }
 }
 
-/// Rough cost of `observe` on typical events; run with
-/// `cargo test --release --lib metrics::tests::observe_speed -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing, meaningful in release only"]
-fn observe_speed() {
-    let t = utc(2026, 12, 2, 0, 0, 0);
-    let mut events = Vec::new();
-    for i in 0..10_000u32 {
-        let task = format!("t{}", i % 500);
-        let agent = AGENTS[(i % 4) as usize];
-        let ts = t + f64::from(i) * 0.1;
-        events.push(ev(
-            "agent_started",
-            ts,
-            json!({"agent":agent,"task_id":task,"model":"m","tools":[],"x":1}),
-        ));
-        events.push(ev(
-            "agent_completed",
-            ts + 0.05,
-            json!({"agent":agent,"task_id":task,"status":"success","duration_ms":50,"cost_usd":0.01}),
-        ));
-    }
-    let mut engine = MetricsEngine::default();
-    feed(&mut engine, &events); // warm up: tasks and buckets exist
-    let rounds = 20;
-    let start = std::time::Instant::now();
-    for _ in 0..rounds {
-        feed(&mut engine, &events);
-    }
-    let ns = start.elapsed().as_nanos() as f64 / (rounds * events.len()) as f64;
-    println!("observe: {ns:.0} ns/event");
-}
-
 /// Issue 13 (8): the original's validator (`gemini`) emits `agent_started`
 /// and then the task's `validation_complete`, never an `agent_completed`:
 /// the validation ends its span, so its utilisation counts it. An agent

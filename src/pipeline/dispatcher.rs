@@ -12,7 +12,7 @@ use super::dedup::DedupWindow;
 use super::{Command, Outcome, PipelineStats, Refused, Tap};
 use crate::clock::SharedClock;
 use crate::event::{Event, LineWriter, NewEvent, SharedRecord};
-use crate::sinks::runner::{Batch, SinkHandle};
+use crate::sinks::runner::{panic_message, Batch, SinkHandle, SinkStopError};
 
 /// Most commands taken from the queue before a batch is handed on.
 const MAX_BATCH: usize = 4096;
@@ -40,8 +40,10 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     /// Runs until a `Stop` command arrives or every sender is gone, then
-    /// flushes and stops every sink.
-    pub fn run(mut self, mut rx: Receiver<Command>) {
+    /// flushes and stops every sink. Returns what panicked on the way (a
+    /// sink's thread, the freeing thread), one line each: empty when all
+    /// went well.
+    pub fn run(mut self, mut rx: Receiver<Command>) -> Vec<String> {
         let mut batch: Vec<SharedRecord> = Vec::with_capacity(MAX_BATCH);
         let mut replies: Vec<(super::Reply, Result<Vec<Outcome>, Refused>)> = Vec::new();
         let mut flushes = Vec::new();
@@ -79,15 +81,24 @@ impl Dispatcher {
         for (reply, outcomes) in replies.drain(..) {
             reply(outcomes);
         }
+        let mut panicked = Vec::new();
         for sink in self.sinks.drain(..) {
-            let name = sink.name();
-            if !sink.stop(STOP_TIMEOUT) {
-                tracing::error!(sink = name, "sink did not finish flushing in time");
+            match sink.stop(STOP_TIMEOUT) {
+                Ok(()) => {}
+                // A slow flush was only ever logged: the sink goes on
+                // writing on its own thread.
+                Err(e @ SinkStopError::TimedOut { .. }) => tracing::error!("{e}"),
+                Err(e @ SinkStopError::Panicked { .. }) => panicked.push(e.to_string()),
             }
         }
         // Every sink has stopped and dropped its `Reclaimer`: the freeing
         // thread ends once it has freed what it was given.
-        let _ = self.reclaim_thread.join();
+        if let Err(panic) = self.reclaim_thread.join() {
+            panicked.push(format!(
+                "the thread agentpulse-free panicked: {}",
+                panic_message(&*panic)
+            ));
+        }
         for tap in &mut self.taps {
             tap.on_stop();
         }
@@ -99,6 +110,7 @@ impl Dispatcher {
         for ack in flushes.drain(..) {
             ack();
         }
+        panicked
     }
 
     /// Carries out one command: events join `batch`, replies and flush

@@ -9,27 +9,20 @@ use super::fields::show;
 use super::ValidationError;
 use crate::event::{NewEvent, MAX_EVENT_ID_LEN};
 
-/// Longest event type name.
-pub const MAX_EVENT_TYPE_LEN: usize = 64;
+pub use crate::event::MAX_EVENT_TYPE_LEN;
 
 /// Latest accepted timestamp: the year 5138. Anything larger is almost
 /// certainly milliseconds.
 const MAX_TIMESTAMP: f64 = 1e11;
 
-/// Checks `^[a-z][a-z0-9_.-]{0,63}$`.
+/// Checks [`crate::event::TYPE_NAME_PATTERN`], with the message to show.
 pub(crate) fn check_type_name(name: &str) -> Result<(), String> {
-    let b = name.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= MAX_EVENT_TYPE_LEN
-        && b[0].is_ascii_lowercase()
-        && b[1..].iter().all(|&c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
-        });
-    if ok {
+    if crate::event::is_valid_type_name(name) {
         Ok(())
     } else {
         Err(format!(
-            "expected a name matching ^[a-z][a-z0-9_.-]{{0,63}}$, got {}",
+            "expected a name matching {}, got {}",
+            crate::event::TYPE_NAME_PATTERN,
             show(&Value::String(name.to_string()))
         ))
     }

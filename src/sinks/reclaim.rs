@@ -12,6 +12,8 @@
 use std::sync::mpsc::{self, SyncSender};
 use std::thread::JoinHandle;
 
+use super::runner::{spawn_thread, SpawnError};
+
 /// The sending side: cheap to clone, one per sink.
 #[derive(Debug)]
 pub struct Reclaimer<T: Send + 'static> {
@@ -30,11 +32,13 @@ impl<T: Send + 'static> Reclaimer<T> {
     /// Starts the thread `agentpulse-free`, with room for `capacity` values
     /// waiting. It ends once every `Reclaimer` is dropped and what they
     /// handed over is freed; join the handle to wait for that.
-    pub fn spawn(capacity: usize) -> std::io::Result<(Reclaimer<T>, JoinHandle<()>)> {
+    pub fn spawn(capacity: usize) -> Result<(Reclaimer<T>, JoinHandle<()>), SpawnError> {
         let (tx, rx) = mpsc::sync_channel::<T>(capacity.max(1));
-        let thread = std::thread::Builder::new()
-            .name("agentpulse-free".into())
-            .spawn(move || rx.into_iter().for_each(drop))?;
+        let thread = spawn_thread(
+            std::thread::Builder::new(),
+            "agentpulse-free".into(),
+            move || rx.into_iter().for_each(drop),
+        )?;
         Ok((Reclaimer { tx }, thread))
     }
 

@@ -60,13 +60,32 @@ pub struct SinkHandle {
     when_full: WhenFull,
     stats: Arc<SinkStats>,
     watermark: tokio::sync::watch::Receiver<u64>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Option<()>>>,
 }
 
 impl SinkHandle {
-    /// Starts `sink` on a thread with a channel of `capacity` batches;
-    /// spent batches go to `reclaim`.
+    /// Starts `sink` on a thread (`sink-{name}`) with a channel of
+    /// `capacity` batches; spent batches go to `reclaim`. Fails when the
+    /// thread cannot be created (the sink is then dropped).
     pub fn spawn(
+        sink: Box<dyn Sink>,
+        capacity: usize,
+        when_full: WhenFull,
+        reclaim: &Reclaimer<Batch>,
+    ) -> Result<SinkHandle, SpawnError> {
+        let thread = Parked::spawn(std::thread::Builder::new(), Self::thread_name(&*sink))?;
+        Ok(Self::start(thread, sink, capacity, when_full, reclaim))
+    }
+
+    /// The name of the thread that runs `sink`.
+    pub fn thread_name(sink: &dyn Sink) -> String {
+        format!("sink-{}", sink.name())
+    }
+
+    /// [`SinkHandle::spawn`] on a thread made beforehand (see [`Parked`]):
+    /// cannot fail.
+    pub fn start(
+        thread: Parked<()>,
         sink: Box<dyn Sink>,
         capacity: usize,
         when_full: WhenFull,
@@ -78,10 +97,7 @@ impl SinkHandle {
         let name = sink.name();
         let thread_stats = stats.clone();
         let (wm_tx, watermark) = tokio::sync::watch::channel(0);
-        let thread = std::thread::Builder::new()
-            .name(format!("sink-{name}"))
-            .spawn(move || run(sink, rx, thread_stats, wm_tx, reclaim))
-            .expect("spawn sink thread");
+        let thread = thread.run(move || run(sink, rx, thread_stats, wm_tx, reclaim));
         SinkHandle {
             name,
             tx,
@@ -135,19 +151,130 @@ impl SinkHandle {
         ack_rx.recv_timeout(timeout).is_ok()
     }
 
-    /// Flushes, stops the thread and waits for it (at most `timeout`).
-    pub fn stop(mut self, timeout: Duration) -> bool {
+    /// Flushes, stops the thread and waits for it (at most `timeout` for
+    /// the final flush).
+    pub fn stop(mut self, timeout: Duration) -> Result<(), SinkStopError> {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Stop(ack_tx)).is_err() {
-            return false;
+        // A thread that has gone without being told to (it panicked) no
+        // longer takes the message; its join says why.
+        // One that panics after the message was queued drops the ack
+        // unsent (`Disconnected`): joining it then is just as prompt.
+        let sent = self.tx.send(Msg::Stop(ack_tx)).is_ok();
+        if sent && ack_rx.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout) {
+            // Still flushing (a stalled disk): joining would wait as long.
+            return Err(SinkStopError::TimedOut { sink: self.name });
         }
-        let done = ack_rx.recv_timeout(timeout).is_ok();
-        if done {
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Err(panic)) => Err(SinkStopError::Panicked {
+                sink: self.name,
+                message: panic_message(&*panic),
+            }),
+            Some(Ok(_)) | None => Ok(()),
         }
-        done
+    }
+}
+
+/// A thread could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the thread {thread}: {source}")]
+pub struct SpawnError {
+    /// The thread's name.
+    pub thread: String,
+    /// Why the system refused.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Why a sink did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkStopError {
+    /// Its final flush did not finish in time; the thread is left running.
+    #[error("sink {sink} did not finish flushing in time")]
+    TimedOut {
+        /// The sink's name.
+        sink: &'static str,
+    },
+    /// Its thread panicked: what it had not written is lost.
+    #[error("sink {sink} panicked: {message}")]
+    Panicked {
+        /// The sink's name.
+        sink: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The name of a thread that [`spawn_thread`] refuses, on this thread
+    /// only: how tests meet a system that creates no more threads.
+    pub(crate) static REFUSE_SPAWN: std::cell::RefCell<Option<String>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Starts `f` on a thread named `name`, made by `builder`; a refusal is a
+/// [`SpawnError`] naming the thread.
+pub fn spawn_thread<T: Send + 'static>(
+    builder: std::thread::Builder,
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, SpawnError> {
+    #[cfg(test)]
+    if REFUSE_SPAWN.with(|r| r.borrow().as_deref() == Some(name.as_str())) {
+        return Err(SpawnError {
+            thread: name,
+            source: std::io::Error::other("refused by the test"),
+        });
+    }
+    // A NUL in the name would make `spawn` panic: sink names are the
+    // sinks' own choice.
+    let builder = builder.name(name.replace('\0', " "));
+    builder.spawn(f).map_err(|source| SpawnError {
+        thread: name,
+        source,
+    })
+}
+
+/// A thread made before it is given its work, so that `start` can create
+/// every thread it needs before it hands anything over: a refusal then
+/// leaves the sinks, taps and queue where they were. Dropped unused, the
+/// thread ends at once.
+pub struct Parked<T: Send + 'static> {
+    work: SyncSender<Work<T>>,
+    thread: JoinHandle<Option<T>>,
+}
+
+type Work<T> = Box<dyn FnOnce() -> T + Send>;
+
+impl<T: Send + 'static> Parked<T> {
+    /// Creates the thread `name`, waiting for its work.
+    pub fn spawn(builder: std::thread::Builder, name: String) -> Result<Parked<T>, SpawnError> {
+        let (work, rx) = mpsc::sync_channel::<Work<T>>(1);
+        let thread = spawn_thread(builder, name, move || rx.recv().ok().map(|f| f()))?;
+        Ok(Parked { work, thread })
+    }
+
+    /// Runs `f` on the thread; its join gives `Some` of what `f` returned.
+    pub fn run(self, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<Option<T>> {
+        // The thread holds the receiver until it has the work, so the send
+        // fails only if the thread is gone (it never runs anything that
+        // could end it before): its join then says `None`.
+        if self.work.send(Box::new(f)).is_err() {
+            tracing::error!("a parked thread ended before it was given its work");
+        }
+        self.thread
+    }
+}
+
+/// The text a panic was raised with (`panic!` gives a `&str` or a
+/// `String`; anything else has no text to show).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
     }
 }
 
@@ -248,5 +375,86 @@ fn clear_error(stats: &SinkStats) {
     let mut last = stats.last_error.lock().unwrap_or_else(|e| e.into_inner());
     if last.is_some() {
         *last = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+
+    impl Sink for Nothing {
+        fn name(&self) -> &'static str {
+            "nothing"
+        }
+        fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), super::super::SinkError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), super::super::SinkError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_thread_that_cannot_be_created_is_an_error_naming_it() {
+        // A petabyte of stack: more than the address space, so the system
+        // refuses the thread.
+        let builder = std::thread::Builder::new().stack_size(1 << 50);
+        let err = Parked::<()>::spawn(builder, SinkHandle::thread_name(&Nothing))
+            .err()
+            .expect("the thread is refused");
+        assert_eq!(err.thread, "sink-nothing");
+        assert!(
+            err.to_string()
+                .starts_with("cannot start the thread sink-nothing: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_sink_named_with_a_nul_still_gets_a_thread() {
+        let (reclaim, _thread) = Reclaimer::spawn(1).unwrap();
+        struct Odd;
+        impl Sink for Odd {
+            fn name(&self) -> &'static str {
+                "odd\0name"
+            }
+            fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), super::super::SinkError> {
+                Ok(())
+            }
+            fn flush(&mut self) -> Result<(), super::super::SinkError> {
+                Ok(())
+            }
+        }
+        let handle = SinkHandle::spawn(Box::new(Odd), 1, WhenFull::Block, &reclaim).unwrap();
+        handle.stop(Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn stop_reports_a_sink_that_panicked() {
+        struct Boom;
+        impl Sink for Boom {
+            fn name(&self) -> &'static str {
+                "boom"
+            }
+            fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), super::super::SinkError> {
+                panic!("boom at write");
+            }
+            fn flush(&mut self) -> Result<(), super::super::SinkError> {
+                Ok(())
+            }
+        }
+        let (reclaim, _thread) = Reclaimer::spawn(1).unwrap();
+        let handle = SinkHandle::spawn(Box::new(Boom), 1, WhenFull::Block, &reclaim).unwrap();
+        let batch: Batch = Arc::from(Vec::<SharedRecord>::new());
+        handle.send(&batch);
+        match handle.stop(Duration::from_secs(5)) {
+            Err(SinkStopError::Panicked { sink, message }) => {
+                assert_eq!(sink, "boom");
+                assert_eq!(message, "boom at write");
+            }
+            other => panic!("expected a panic report, got {other:?}"),
+        }
     }
 }

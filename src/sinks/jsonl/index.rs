@@ -646,7 +646,7 @@ impl LogCursor {
                 }
             }
             // Hand out the complete lines in the buffer.
-            while let Some(i) = logfile::find_newline(&self.buf) {
+            while let Some(i) = memchr::memchr(b'\n', &self.buf) {
                 let mut line = self.buf.split_to(i + 1);
                 line.truncate(i);
                 let Some(id) = quick_id(&line) else { continue };

@@ -9,8 +9,6 @@
 
 use std::io::{self, Write};
 
-use crate::logfile::find_newline;
-
 /// A line whose beginning is in the file and whose end is not.
 #[derive(Debug)]
 struct InFlight {
@@ -89,8 +87,8 @@ impl Pending {
     pub(crate) fn drop_oldest_ids(&mut self, max: usize, mut on_id: impl FnMut(u64)) -> u64 {
         let mut dropped = 0;
         while self.unwritten() > max && self.head < self.buf.len() {
-            let end =
-                find_newline(&self.buf[self.head..]).map_or(self.buf.len(), |i| self.head + i + 1);
+            let end = memchr::memchr(b'\n', &self.buf[self.head..])
+                .map_or(self.buf.len(), |i| self.head + i + 1);
             if let Some(id) = line_id(&self.buf[self.head..end]) {
                 on_id(id);
             }
@@ -155,7 +153,7 @@ impl Pending {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |i| i + 1);
-        let end = find_newline(&self.buf[head..]).map_or(self.buf.len(), |i| head + i + 1);
+        let end = memchr::memchr(b'\n', &self.buf[head..]).map_or(self.buf.len(), |i| head + i + 1);
         self.in_flight = Some(InFlight {
             line: self.buf[start..end].to_vec(),
             written: head - start,
