@@ -67,7 +67,11 @@ pub fn get_emitter() -> &'static Emitter {
                 .no_log()
                 .build()
                 .expect("built-in config");
-            let _ = fallback.start();
+            // Only a thread the OS refuses fails here; the emitter then
+            // stays stopped, and every emit says so to its caller.
+            if let Err(e) = fallback.start() {
+                tracing::error!("agentpulse: {e}; events are refused");
+            }
             return fallback;
         }
         emitter
