@@ -216,7 +216,6 @@ impl Conn<'_> {
     /// gathers them into few writes), then one flush.
     async fn send_events(&mut self, messages: Vec<(u64, Utf8Bytes)>) -> Result<(), End> {
         let stall = self.stall;
-        let state = self.state;
         let tx = &mut self.tx;
         let all = async move {
             for (_, m) in messages {
@@ -230,14 +229,11 @@ impl Conn<'_> {
                 .map_err(|_| End::Stuck)?
                 .map_err(|_| End::Gone)
         };
-        tokio::select! {
-            biased;
-            _ = state.shutdown.cancelled() => Err(End::Shutdown),
-            r = all => {
-                self.last_taken = Instant::now();
-                r
-            }
-        }
+        // Not cut short by a shutdown: the cursor has already moved past
+        // these, and the shutdown's own bound (the grace period) holds.
+        let r = all.await;
+        self.last_taken = Instant::now();
+        r
     }
 
     /// Handles one frame from the client.
@@ -372,6 +368,9 @@ async fn serve_client(socket: WebSocket, state: &SharedState, params: StreamPara
             Err(end) => break end,
         }
     };
+    if matches!(end, End::Shutdown) {
+        drain(&mut conn, &mut cursor).await;
+    }
     conn.close(end).await;
 }
 
@@ -410,40 +409,9 @@ async fn serve_step(
     if let Some(w) = written.as_mut() {
         w.borrow_and_update();
     }
-    let step = if cursor.in_log(state) {
-        // File I/O: on a blocking thread, the cursor going there and back.
-        let st = state.clone();
-        let mut moved = std::mem::replace(cursor, Cursor::new(0, Default::default()));
-        let (back, step) = tokio::task::spawn_blocking(move || {
-            let step = moved.step(&st);
-            (moved, step)
-        })
-        .await
-        .map_err(|_| End::Gone)?;
-        *cursor = back;
-        step
-    } else {
-        cursor.step(state)
-    };
+    let step = next_step(state, cursor).await?;
     match step {
-        Step::Events {
-            messages, from_log, ..
-        } => {
-            if messages.is_empty() {
-                return Ok(());
-            }
-            let n = messages.len() as u64;
-            conn.send_events(messages).await?;
-            state.counters.messages_out.fetch_add(n, Ordering::Relaxed);
-            if from_log {
-                state
-                    .counters
-                    .messages_from_log
-                    .fetch_add(n, Ordering::Relaxed);
-            }
-            Ok(())
-        }
-        Step::Gap { from, to, reason } => conn.send(text(gap_message(from, to, to, reason))).await,
+        Step::Events { .. } | Step::Gap { .. } => deliver(conn, step).await,
         Step::Live | Step::Waiting => {
             let waiting = matches!(step, Step::Waiting);
             tokio::select! {
@@ -463,6 +431,75 @@ async fn serve_step(
             }
         }
     }
+}
+
+/// The cursor's next step; from the log on a blocking thread (file I/O),
+/// the cursor going there and back.
+async fn next_step(state: &SharedState, cursor: &mut Cursor) -> Result<Step, End> {
+    if !cursor.in_log(state) {
+        return Ok(cursor.step(state));
+    }
+    let st = state.clone();
+    let mut moved = std::mem::replace(cursor, Cursor::new(0, Default::default()));
+    let (back, step) = tokio::task::spawn_blocking(move || {
+        let step = moved.step(&st);
+        (moved, step)
+    })
+    .await
+    .map_err(|_| End::Gone)?;
+    *cursor = back;
+    Ok(step)
+}
+
+/// Sends a step's events or gap notice (a step that waits sends nothing).
+async fn deliver(conn: &mut Conn<'_>, step: Step) -> Result<(), End> {
+    let state = conn.state;
+    match step {
+        Step::Events {
+            messages, from_log, ..
+        } => {
+            if messages.is_empty() {
+                return Ok(());
+            }
+            let n = messages.len() as u64;
+            conn.send_events(messages).await?;
+            state.counters.messages_out.fetch_add(n, Ordering::Relaxed);
+            if from_log {
+                state
+                    .counters
+                    .messages_from_log
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+        Step::Gap { from, to, reason } => conn.send(text(gap_message(from, to, to, reason))).await,
+        Step::Live | Step::Waiting => Ok(()),
+    }
+}
+
+/// Once the shutdown has begun: the events the hub took before it (in the
+/// ring or the log past the cursor), so a reader connected at a SIGTERM
+/// gets every acknowledged event before `service_shutdown`. Bounded by half
+/// the grace period; a client that does not read meanwhile gets the rest
+/// by resuming from another hub start.
+async fn drain(conn: &mut Conn<'_>, cursor: &mut Cursor) {
+    let state = conn.state;
+    let all = async {
+        loop {
+            match next_step(state, cursor).await {
+                Ok(Step::Live | Step::Waiting) | Err(_) => return,
+                Ok(step) => {
+                    if deliver(conn, step).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    // Past the bound the client simply gets `service_shutdown` now.
+    tokio::time::timeout(state.config.shutdown_grace / 2, all)
+        .await
+        .ok();
 }
 
 type Tx = futures_util::stream::SplitSink<WebSocket, Message>;
