@@ -24,7 +24,7 @@ use agentpulse::hub::stream::filter::Filter;
 use agentpulse::logfile::{EventLog, LineError, LogError, LoggedEvent};
 use agentpulse::metrics::{BucketStats, EventFields, PointTotals};
 use agentpulse::sinks::console::format_event;
-use agentpulse::sinks::jsonl::{rotated_files, JsonlConfig};
+use agentpulse::sinks::jsonl::rotated_files;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -181,17 +181,7 @@ impl Range {
 /// The log's directory and file name: `--dir`, else the config's `file`
 /// destination, else `logs/agent-events.jsonl` (as `serve` and `emit`).
 fn log_location(config: &agentpulse::config::Config, dir: Option<&Path>) -> (PathBuf, String) {
-    let mut j = JsonlConfig::default();
-    if let Some(path) = config.destination("file").and_then(|d| d.path.as_deref()) {
-        let path = Path::new(path);
-        if let Some(name) = path.file_name() {
-            j.file_name = name.to_string_lossy().into_owned();
-        }
-        j.dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-    }
+    let j = agentpulse::emitter::jsonl_from_config(config);
     (dir.map(Path::to_path_buf).unwrap_or(j.dir), j.file_name)
 }
 

@@ -231,8 +231,9 @@ impl EmitterBuilder {
     }
 }
 
-/// The log settings the config file's `file` destination asks for.
-fn jsonl_from_config(config: &Config) -> JsonlConfig {
+/// The log settings the config file's `file` destination asks for (its
+/// directory and file name; defaults otherwise).
+pub fn jsonl_from_config(config: &Config) -> JsonlConfig {
     let mut j = JsonlConfig::default();
     if let Some(path) = config.destination("file").and_then(|d| d.path.as_deref()) {
         let path = Path::new(path);

@@ -26,7 +26,7 @@ mod builder;
 mod global;
 mod start;
 
-pub use builder::EmitterBuilder;
+pub use builder::{jsonl_from_config, EmitterBuilder};
 pub use global::{emit_event, get_emitter, init_global, InitGlobalError};
 
 use std::path::PathBuf;
