@@ -10,6 +10,10 @@
 //! - `limits.max_log_bytes` (no default): the disk cap of the hub's JSONL
 //!   log, a number of bytes or a size such as `10GB` or `512 MiB` (see
 //!   [`crate::sinks::jsonl`]); `--max-log-bytes` overrides it.
+//! - `limits.max_total_connections`, `limits.header_timeout`,
+//!   `limits.idle_timeout`, `limits.body_timeout` (seconds) and
+//!   `limits.max_body_bytes`: the hub's HTTP limits, each overridden by the
+//!   `serve` flag of the same name (defaults: see `agentpulse serve --help`).
 //! - `tokens:` the hub's tokens by role, `admin:`, `ingest:` and `read:`,
 //!   each a list, added to those of `--token`, `--ingest-token` and
 //!   `--read-token` (see [`crate::hub::tokens`]); `validate-config` shows
@@ -353,6 +357,22 @@ pub struct Limits {
     /// The disk cap of the JSONL log (none by default).
     #[serde(default, deserialize_with = "max_log_bytes")]
     pub max_log_bytes: Option<ByteSize>,
+    /// The hub's HTTP limits, each overridden by its `serve` flag (or
+    /// environment variable) of the same name: most connections at once.
+    #[serde(default)]
+    pub max_total_connections: Option<usize>,
+    /// Seconds a request's head may take (`--header-timeout`).
+    #[serde(default)]
+    pub header_timeout: Option<f64>,
+    /// Seconds a kept-alive connection may idle (`--idle-timeout`).
+    #[serde(default)]
+    pub idle_timeout: Option<f64>,
+    /// Seconds a request's body may take (`--body-timeout`).
+    #[serde(default)]
+    pub body_timeout: Option<f64>,
+    /// Largest request body in bytes (`--max-body-bytes`).
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
 }
 
 impl Default for Limits {
@@ -360,6 +380,11 @@ impl Default for Limits {
         Limits {
             max_payload_bytes: default_max_payload(),
             max_log_bytes: None,
+            max_total_connections: None,
+            header_timeout: None,
+            idle_timeout: None,
+            body_timeout: None,
+            max_body_bytes: None,
         }
     }
 }

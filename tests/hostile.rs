@@ -855,3 +855,67 @@ fn idle_connections_past_the_open_files_limit_do_not_take_the_hub_down() {
     assert!(c["header_timeouts"].as_u64() >= Some(1), "{c}");
     drop(idle);
 }
+
+/// The HTTP limits in the configuration file (`limits:`), each overridden
+/// by its flag: a body over `limits.max_body_bytes` is refused 413 (and
+/// taken once `--max-body-bytes` raises it); a connection that sends no
+/// request head is closed after `limits.header_timeout` (0.3 s here, not
+/// the default 10 s); a value out of range stops the start naming the key.
+#[test]
+fn http_limits_come_from_the_config_file_and_flags_override_them() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("limits.yaml");
+    std::fs::write(
+        &cfg,
+        "limits:\n  max_body_bytes: 2000\n  header_timeout: 0.3\n",
+    )
+    .unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let big: Vec<String> = (0..100).map(|i| note(i, None).to_string()).collect();
+    let body = big.join("\n");
+    assert!(body.len() > 2000);
+    let hub = Hub::start(&dir.path().join("a"), &["--config", cfg_s]);
+    let (status, answer) = hub.post(&body, "application/x-ndjson");
+    assert_eq!(status, 413, "{answer}");
+    let mut idle = std::net::TcpStream::connect(hub.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    // Closed (EOF or reset) well before the default's 10 s.
+    match idle.read(&mut buf) {
+        Ok(_) => {}
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "still open after 5 s: {e}"
+        ),
+    }
+    drop(hub);
+    let hub = Hub::start(
+        &dir.path().join("b"),
+        &["--config", cfg_s, "--max-body-bytes", "100000"],
+    );
+    let (status, answer) = hub.post(&body, "application/x-ndjson");
+    assert_eq!(status, 200, "{answer}");
+    drop(hub);
+    std::fs::write(&cfg, "limits:\n  header_timeout: 0\n").unwrap();
+    let out = common::bin()
+        .args([
+            "--config",
+            cfg_s,
+            "serve",
+            "--port",
+            "0",
+            "--otlp-grpc-port",
+            "0",
+        ])
+        .arg("--log-dir")
+        .arg(dir.path().join("c"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started");
+    assert!(err.contains("limits.header_timeout"), "{err}");
+}

@@ -132,27 +132,31 @@ pub struct Args {
     #[arg(long, env = "AGENTPULSE_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
     /// Most connections of any kind at once (HTTP and WebSocket); more are
-    /// answered 503 and closed. Default 16384, lowered to what the
+    /// answered 503 and closed. Default: the config's
+    /// limits.max_total_connections, else 16384; lowered to what the
     /// open-files limit allows.
     #[arg(long, env = "AGENTPULSE_MAX_TOTAL_CONNECTIONS")]
     max_total_connections: Option<usize>,
     /// Seconds a request's head may take to arrive (and, for a new
-    /// connection, the TLS handshake with it); the connection is closed past it.
-    #[arg(long, env = "AGENTPULSE_HEADER_TIMEOUT", default_value_t = 10.0)]
-    header_timeout: f64,
+    /// connection, the TLS handshake with it); the connection is closed past
+    /// it. Default: the config's limits.header_timeout, else 10.
+    #[arg(long, env = "AGENTPULSE_HEADER_TIMEOUT")]
+    header_timeout: Option<f64>,
     /// Seconds a kept-alive connection may wait for its next request
-    /// before it is closed (WebSocket streams are not affected).
-    #[arg(long, env = "AGENTPULSE_IDLE_TIMEOUT", default_value_t = 60.0)]
-    idle_timeout: f64,
+    /// before it is closed (WebSocket streams are not affected). Default:
+    /// the config's limits.idle_timeout, else 60.
+    #[arg(long, env = "AGENTPULSE_IDLE_TIMEOUT")]
+    idle_timeout: Option<f64>,
     /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key).
     #[arg(long, env = "AGENTPULSE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "AGENTPULSE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Largest request body in bytes.
-    #[arg(long, env = "AGENTPULSE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
-    max_body_bytes: usize,
+    /// Largest request body in bytes. Default: the config's
+    /// limits.max_body_bytes, else 16777216 (16 MiB).
+    #[arg(long, env = "AGENTPULSE_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
     /// Most events in one request, WebSocket message or Redis message.
     #[arg(
         long,
@@ -160,9 +164,10 @@ pub struct Args {
         default_value_t = 100_000
     )]
     max_events_per_request: usize,
-    /// Seconds a client may take to send a request's body.
-    #[arg(long, env = "AGENTPULSE_BODY_TIMEOUT", default_value_t = 60.0)]
-    body_timeout: f64,
+    /// Seconds a client may take to send a request's body. Default: the
+    /// config's limits.body_timeout, else 60.
+    #[arg(long, env = "AGENTPULSE_BODY_TIMEOUT")]
+    body_timeout: Option<f64>,
     /// Seconds shutdown waits for clients before closing their connections.
     #[arg(long, env = "AGENTPULSE_SHUTDOWN_GRACE", default_value_t = 3.0)]
     shutdown_grace: f64,
@@ -194,7 +199,7 @@ pub struct Args {
 /// A number of seconds given on the command line, checked.
 fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
     if !(0.01..=86_400.0).contains(&v) {
-        anyhow::bail!("--{flag}: {v} is outside 0.01..=86400 seconds");
+        anyhow::bail!("{flag}: {v} is outside 0.01..=86400 seconds");
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -260,8 +265,11 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let nofile = open_files.map_or(u64::MAX, |f| f.after);
-    let (max_total_connections, lowered) =
-        hub::server::connection_cap(args.max_total_connections, nofile);
+    let (max_total_connections, lowered) = hub::server::connection_cap(
+        args.max_total_connections
+            .or(config.limits.max_total_connections),
+        nofile,
+    );
     if lowered {
         tracing::warn!(
             "--max-total-connections: the open-files limit ({nofile}) allows {max_total_connections}; using that"
@@ -299,13 +307,31 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         ping_interval: Duration::from_secs_f64(args.ping_interval),
         max_connections: args.max_connections,
         max_total_connections,
-        header_timeout: seconds("header-timeout", args.header_timeout)?,
-        idle_timeout: seconds("idle-timeout", args.idle_timeout)?,
+        header_timeout: seconds(
+            "--header-timeout (or limits.header_timeout)",
+            args.header_timeout
+                .or(config.limits.header_timeout)
+                .unwrap_or(10.0),
+        )?,
+        idle_timeout: seconds(
+            "--idle-timeout (or limits.idle_timeout)",
+            args.idle_timeout
+                .or(config.limits.idle_timeout)
+                .unwrap_or(60.0),
+        )?,
         tls,
-        max_body_bytes: args.max_body_bytes,
+        max_body_bytes: args
+            .max_body_bytes
+            .or(config.limits.max_body_bytes)
+            .unwrap_or(16 * 1024 * 1024),
         max_events_per_request: args.max_events_per_request.max(1),
-        body_timeout: seconds("body-timeout", args.body_timeout)?,
-        shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+        body_timeout: seconds(
+            "--body-timeout (or limits.body_timeout)",
+            args.body_timeout
+                .or(config.limits.body_timeout)
+                .unwrap_or(60.0),
+        )?,
+        shutdown_grace: seconds("--shutdown-grace", args.shutdown_grace)?,
         max_event_bytes: config.limits.max_payload_bytes,
         redis_metrics: match &args.redis_url {
             Some(url) => Some(redis_metrics_config(
