@@ -294,16 +294,8 @@ impl Stats {
 
     fn add(&mut self, f: &EventFields<'_>) {
         let point = PointTotals::of(f);
-        let t = &mut self.totals;
-        t.total_cost += point.cost;
-        if let Some(rejected) = point.critic_rejected {
-            t.critic_decisions += 1;
-            t.critic_rejected += u64::from(rejected);
-        }
-        if let Some(passed) = point.validation_passed {
-            t.validations += 1;
-            t.validations_passed += u64::from(passed);
-        }
+        self.totals
+            .add_totals(point.cost, point.critic_rejected, point.validation_passed);
         self.events += 1;
         count(&mut self.by_type, &f.event_type);
         if let Some(task) = f.task_id.as_deref() {

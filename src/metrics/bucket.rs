@@ -253,6 +253,26 @@ pub(crate) struct AgentRun {
 }
 
 impl BucketStats {
+    /// Adds one event's cost, critic decision and validation (the values of
+    /// the engine's `PointTotals`): all that readers of these totals alone
+    /// (`agentpulse logs --stats`) add.
+    pub fn add_totals(
+        &mut self,
+        cost: f64,
+        critic_rejected: Option<bool>,
+        validation_passed: Option<bool>,
+    ) {
+        self.total_cost += cost;
+        if let Some(rejected) = critic_rejected {
+            self.critic_decisions += 1;
+            self.critic_rejected += u64::from(rejected);
+        }
+        if let Some(passed) = validation_passed {
+            self.validations += 1;
+            self.validations_passed += u64::from(passed);
+        }
+    }
+
     /// An empty bucket.
     pub fn new() -> Self {
         Self::default()
@@ -355,7 +375,7 @@ impl BucketStats {
                 a.cost_usd += c.agent_cost;
             });
         }
-        self.total_cost += c.cost;
+        self.add_totals(c.cost, c.critic_rejected, c.validation_passed);
         if let Some(f) = &c.feature {
             self.per_feature.update(f, |fs| {
                 fs.cost_usd += c.cost;
@@ -366,14 +386,6 @@ impl BucketStats {
                     fs.ttc_count += 1;
                 }
             });
-        }
-        if let Some(rejected) = c.critic_rejected {
-            self.critic_decisions += 1;
-            self.critic_rejected += u64::from(rejected);
-        }
-        if let Some(passed) = c.validation_passed {
-            self.validations += 1;
-            self.validations_passed += u64::from(passed);
         }
         if let Some(r) = c.finished_retries {
             self.tasks_finished += 1;
