@@ -49,6 +49,11 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
+log "architecture (module cycles, the client's and the core's dependencies)"
+./scripts/check-architecture.sh
+log "cargo doc (broken or private links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --workspace
+
 status=0
 log "Rust tests"
 if [ -n "$NEXTEST" ]; then

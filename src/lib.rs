@@ -5,6 +5,17 @@
 //! writes them to a colour-coded console and a JSONL log, streams them live
 //! over WebSocket and turns them into KPIs.
 //!
+//! # Crates
+//!
+//! This crate is the hub: pipeline, sinks, HTTP/WebSocket/OTLP server and
+//! (in the binary) the CLI. It builds on two crates of the workspace:
+//! `agentpulse-core` (pure: the event model and wire format, schema, metrics
+//! maths, alert rules, budgets, the configuration model), re-exported here
+//! as [`event`], [`schema`], [`metrics`], [`alerts`], [`stats`], [`clock`],
+//! [`suggest`] and, with the file reading added, [`config`]; and
+//! `agentpulse-client` (the Rust SDK), re-exported as [`client`]. A program
+//! that only sends events depends on `agentpulse-client` alone.
+//!
 //! # Layout: follow an event
 //!
 //! - **Where events come in**: [`emitter`] (in process: [`emit_event`],
@@ -14,7 +25,7 @@
 //! - **How OpenTelemetry becomes events**: [`otel`] (pure): GenAI spans,
 //!   Claude Code's records and metric points mapped to agentpulse events,
 //!   costs from tokens ([`otel::prices`]).
-//! - **Where they are checked**: [`schema`] (pure), built from the
+//! - **Where they are checked**: [`schema`] (pure, in the core), built from the
 //!   [`config`] file (the original `observability.yaml` format).
 //! - **How they move**: [`pipeline`]: a bounded queue, one dispatcher
 //!   thread that gives ids, drops retries by `event_id` ([`pipeline::dedup`])
@@ -34,21 +45,19 @@
 //! The wire format is documented in [`event`].
 #![deny(missing_docs)]
 
-pub mod alerts;
-pub mod client;
-pub mod clock;
+// The pure core (event model, schema, metrics maths, alert rules,
+// configuration model) and the client SDK are crates of their own; their
+// modules are re-exported here under the names they have always had.
+pub use agentpulse_client as client;
+pub use agentpulse_core::{alerts, clock, event, metrics, schema, stats, suggest};
+
 pub mod config;
 pub mod emitter;
-pub mod event;
 pub mod hub;
 pub mod logfile;
-pub mod metrics;
 pub mod otel;
 pub mod pipeline;
-pub mod schema;
 pub mod sinks;
-pub mod suggest;
-mod swar;
 
 pub use client::Client;
 pub use emitter::{emit_event, get_emitter, Emitter, EmitterBuilder};

@@ -20,9 +20,10 @@ use std::sync::Arc;
 use flate2::read::MultiGzDecoder;
 
 use crate::event::Event;
-use crate::sinks::jsonl::rotated_files;
+use names::rotated_files;
 
 pub mod entries;
+pub mod names;
 
 pub use entries::{EventLog, LogError, LoggedEvent};
 

@@ -15,7 +15,7 @@ const T: Duration = Duration::from_secs(20);
 
 /// The contract's events plus `extra` YAML, written to a file in `dir`.
 fn config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
-    let base = include_str!("../config/observability.yaml");
+    let base = agentpulse::config::DEFAULT_CONFIG_YAML;
     // Keep the events and destinations; replace the alerts (a file
     // extends the built-in ones unless it says so).
     let events_part = &base[..base.find("alerts:").unwrap()];

@@ -204,7 +204,7 @@ fn init_tracing() {
 pub(crate) fn load_config(
     path: Option<&std::path::Path>,
 ) -> anyhow::Result<agentpulse::config::Config> {
-    let config = agentpulse::config::Config::load_or_builtin(path)?;
+    let config = agentpulse::config::load_or_builtin(path)?;
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }

@@ -38,7 +38,7 @@ struct Section {
 
 pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let path = args.file.as_deref().or(config);
-    let config = match Config::load_or_builtin(path) {
+    let config = match agentpulse::config::load_or_builtin(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -169,7 +169,7 @@ fn event_types(config: &Config, schema: &Schema) -> Section {
 }
 
 fn alert_rules(config: &Config) -> anyhow::Result<Section> {
-    let rules = agentpulse::alerts::parse_rules(config)?;
+    let rules = config.rules()?;
     let rows = rules
         .iter()
         .zip(&config.sources.alerts)

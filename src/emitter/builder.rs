@@ -190,7 +190,7 @@ impl EmitterBuilder {
             }
             None => None,
         };
-        let rules = crate::alerts::parse_rules(&config).map_err(|e| ConfigError::Invalid {
+        let rules = config.rules().map_err(|e| ConfigError::Invalid {
             origin: config.origin.clone(),
             message: e.to_string(),
         })?;

@@ -6,10 +6,9 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::config::Config;
 use crate::sinks::runner::WhenFull;
 
-use super::{EmitError, Emitter, EmitterError};
+use super::{EmitError, Emitter, EmitterError, ForwardSink};
 
 static GLOBAL: OnceLock<Emitter> = OnceLock::new();
 
@@ -55,7 +54,7 @@ pub fn init_global(emitter: Emitter) -> Result<(), InitGlobalError> {
 /// the global emitter still validates every event in the process (errors
 /// come back at once), but writes no log and prints nothing: it forwards
 /// each event to that hub through a [`crate::Client`]
-/// ([`crate::client::ForwardSink`]). `flush()` and `stop()` then wait (at
+/// ([`ForwardSink`]). `flush()` and `stop()` then wait (at
 /// most 5 s) for the hub's answers. Its `get_metrics()` covers only this
 /// process's events; the hub's `/api/metrics` has the whole picture.
 pub fn get_emitter() -> &'static Emitter {
@@ -81,7 +80,7 @@ pub fn get_emitter() -> &'static Emitter {
 fn default_from_env() -> Emitter {
     let mut b = Emitter::builder();
     if let Some(path) = std::env::var_os("AGENTPULSE_CONFIG") {
-        match Config::load(Path::new(&path)) {
+        match crate::config::load(Path::new(&path)) {
             Ok(c) => b = b.config(c),
             Err(e) => tracing::error!("agentpulse: {e}; using the built-in config"),
         }
@@ -89,7 +88,7 @@ fn default_from_env() -> Emitter {
     // Hub mode (see `get_emitter`): forward instead of logging locally.
     match crate::client::Client::from_env() {
         Some(Ok(client)) => {
-            let sink = crate::client::ForwardSink::new(client);
+            let sink = ForwardSink::new(client);
             return match b
                 .no_log()
                 .quiet()

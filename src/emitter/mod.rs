@@ -23,10 +23,12 @@
 
 mod api;
 mod builder;
+mod forward;
 mod global;
 mod start;
 
 pub use builder::{jsonl_from_config, EmitterBuilder};
+pub use forward::ForwardSink;
 pub use global::{emit_event, get_emitter, init_global, InitGlobalError};
 
 use std::path::PathBuf;

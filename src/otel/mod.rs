@@ -86,7 +86,7 @@ pub mod decode;
 pub mod ledger;
 mod logs;
 pub mod metrics;
-pub mod prices;
+pub use agentpulse_core::prices;
 mod spans;
 #[cfg(test)]
 mod tests;

@@ -13,12 +13,11 @@
 //!        └─ spent batches ──► freeing thread (sinks/reclaim.rs; never waits)
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use serde::Serialize;
 
 use crate::event::{NewEvent, SharedRecord};
 use crate::sinks::runner::Batch;
+pub use crate::stats::{PipelineStats, StatsSnapshot};
 
 pub mod dedup;
 pub(crate) mod dispatcher;
@@ -90,55 +89,6 @@ pub trait Tap: Send + 'static {
     fn on_batch(&mut self, batch: &Batch);
     /// The pipeline has stopped; no batch follows.
     fn on_stop(&mut self) {}
-}
-
-/// Counters of the pipeline, readable from any thread.
-#[derive(Debug, Default)]
-pub struct PipelineStats {
-    /// Events given an id and handed to the sinks.
-    pub accepted: AtomicU64,
-    /// Events refused by validation.
-    pub rejected: AtomicU64,
-    /// Events dropped because the queue was full (policy `drop`) or the
-    /// pipeline had stopped.
-    pub dropped: AtomicU64,
-    /// Events recognised as retries by their `event_id`.
-    pub duplicates: AtomicU64,
-    /// Events refused because the log could not take them (disk full).
-    pub refused: AtomicU64,
-    /// The last id given.
-    pub last_id: AtomicU64,
-}
-
-/// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct StatsSnapshot {
-    /// See [`PipelineStats::accepted`].
-    pub accepted: u64,
-    /// See [`PipelineStats::rejected`].
-    pub rejected: u64,
-    /// See [`PipelineStats::dropped`].
-    pub dropped: u64,
-    /// See [`PipelineStats::duplicates`].
-    pub duplicates: u64,
-    /// See [`PipelineStats::refused`].
-    pub refused: u64,
-    /// See [`PipelineStats::last_id`].
-    pub last_id: u64,
-}
-
-impl PipelineStats {
-    /// Reads every counter.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            accepted: self.accepted.load(Ordering::Relaxed),
-            rejected: self.rejected.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            duplicates: self.duplicates.load(Ordering::Relaxed),
-            refused: self.refused.load(Ordering::Relaxed),
-            last_id: self.last_id.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// What to do when the queue in front of the dispatcher is full.

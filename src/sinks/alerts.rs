@@ -17,8 +17,8 @@ use super::{Sink, SinkError};
 use crate::alerts::{AlertEngine, BudgetTracker, MetricInput};
 use crate::clock::SharedClock;
 use crate::event::{NewEvent, SharedRecord};
-use crate::pipeline::PipelineStats;
 use crate::sinks::metrics::SharedEngine;
+use crate::stats::PipelineStats;
 
 /// Alert and budget state, shared with the HTTP APIs.
 pub struct AlertState {

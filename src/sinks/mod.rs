@@ -19,6 +19,7 @@ pub mod notify;
 pub mod reclaim;
 pub mod redis_metrics;
 pub mod runner;
+pub mod thread;
 
 /// A failure of a sink: what it was doing and the I/O error.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@
 use std::sync::mpsc::{self, SyncSender};
 use std::thread::JoinHandle;
 
-use super::runner::{spawn_thread, SpawnError};
+use super::thread::{spawn_thread, SpawnError};
 
 /// The sending side: cheap to clone, one per sink.
 #[derive(Debug)]

@@ -94,7 +94,7 @@ pub fn raise_open_files_limit() -> io::Result<OpenFiles> {
 }
 
 /// The connection cap: `requested` (or the default), but no more than the
-/// open-files limit `nofile` leaves once [`FD_RESERVE`] is set aside.
+/// open-files limit `nofile` leaves once `FD_RESERVE` descriptors are set aside.
 /// Returns the cap and whether `requested` had to be lowered.
 pub fn connection_cap(requested: Option<usize>, nofile: u64) -> (usize, bool) {
     let budget = usize::try_from(nofile.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX);

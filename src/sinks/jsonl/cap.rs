@@ -28,8 +28,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::rotation::{self, LogName};
 use super::{Backlog, LogIndex};
+use crate::logfile::names::{self, LogName};
 
 /// How often the directory is scanned again for sizes.
 const RESCAN: Duration = Duration::from_secs(1);
@@ -89,7 +89,7 @@ impl DiskCap {
     }
 
     fn scan(&mut self, dir: &Path, name: &LogName, file_name: &str) {
-        self.rotated = rotation::scan(dir, name)
+        self.rotated = names::scan(dir, name)
             .into_iter()
             .filter_map(|f| Some((f.path.clone(), size(&f.path)?)))
             .collect();

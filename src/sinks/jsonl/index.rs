@@ -3,7 +3,7 @@
 //! in-memory ring is served from disk without scanning files from their
 //! start.
 //!
-//! The index holds one [`Segment`] per file of the log, oldest first
+//! The index holds one `Segment` per file of the log, oldest first
 //! (rotated files by date, then the active file). Each segment has points
 //! `(id, offset)`: every line at or after `offset` has an id `>= id`. For a
 //! plain file the offset is a byte offset and there is a point about every

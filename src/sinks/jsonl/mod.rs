@@ -68,12 +68,14 @@ pub use backlog::{Backlog, Refusal};
 pub use cap::CapReport;
 pub use index::{LogCursor, LogIndex};
 
+pub use crate::logfile::names::{rotated_files, sidecar_path};
 pub use recovery::TornLine;
-pub use rotation::{rotated_files, MaintenanceReport};
+pub use rotation::MaintenanceReport;
 
+use crate::logfile::names::LogName;
 use cap::DiskCap;
 use pending::Pending;
-use rotation::{LogName, Retention};
+use rotation::Retention;
 
 /// Pending bytes above which the sink writes without waiting for a tick.
 const WRITE_THRESHOLD: usize = 64 * 1024;
@@ -154,7 +156,7 @@ pub struct JsonlConfig {
     /// Most unwritten bytes kept while writing fails; beyond it the oldest
     /// lines are dropped (and counted in [`Sink::dropped`]).
     pub max_pending_bytes: usize,
-    /// The disk cap: most bytes the log's files may hold (see [`cap`]);
+    /// The disk cap: most bytes the log's files may hold (see the `cap` module);
     /// `None` for no cap.
     pub max_log_bytes: Option<u64>,
 }
@@ -209,31 +211,6 @@ pub struct OpenReport {
     /// Files the active file was rotated to because it was from an earlier
     /// day.
     pub rotated: Vec<PathBuf>,
-}
-
-/// Path of a file kept beside the log `dir/file_name`: `dir/<stem>.<kind>`
-/// (`logs/agent-events.ids` for `agent-events.jsonl`). The log's extension
-/// is left out on purpose, so that the glob `logs/*.jsonl*` that users give
-/// to `report` or `validate` matches logs only.
-pub fn sidecar_path(dir: &Path, file_name: &str, kind: &str) -> PathBuf {
-    let stem = match file_name.rsplit_once('.') {
-        Some((stem, _)) if !stem.is_empty() => stem,
-        _ => file_name,
-    };
-    let path = dir.join(format!("{stem}.{kind}"));
-    // Before this naming the side files were `<file_name>.<kind>`: adopt one.
-    let legacy = dir.join(format!("{file_name}.{kind}"));
-    if legacy != path && !path.exists() && legacy.exists() {
-        if let Err(e) = fs::rename(&legacy, &path) {
-            tracing::warn!(
-                "cannot rename {} to {}: {e}",
-                legacy.display(),
-                path.display()
-            );
-            return legacy;
-        }
-    }
-    path
 }
 
 /// The UTC day of a Unix time in seconds.
@@ -517,7 +494,8 @@ impl JsonlSink {
                 ));
             }
         }
-        let target = rotation::rotation_target(&self.config.dir, &self.name, self.active_date);
+        let target =
+            crate::logfile::names::rotation_target(&self.config.dir, &self.name, self.active_date);
         fs::rename(&self.active_path, &target).map_err(|e| {
             SinkError::io(
                 format!(

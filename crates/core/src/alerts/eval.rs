@@ -281,7 +281,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::{AgentKpis, Kpis, MetricsSnapshot};
-    use crate::pipeline::StatsSnapshot;
+    use crate::stats::StatsSnapshot;
 
     fn rule(index: usize, v: serde_json::Value) -> Rule {
         Rule::parse(index, &v).unwrap()

@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::{Config, ConfigError, FieldDecl};
 use crate::event::NewEvent;
 
+mod decl;
 mod fields;
 mod input;
 
+pub use decl::{EventDecl, FieldDecl};
 pub use fields::FieldKind;
 pub use input::{parse_new_event, parse_new_event_bytes, MAX_EVENT_TYPE_LEN};
 
@@ -108,7 +109,7 @@ pub const EXTENSION_EVENTS_YAML: &str = include_str!("../../config/otel-events.y
 
 #[derive(serde::Deserialize)]
 struct Extension {
-    events: Vec<crate::config::EventDecl>,
+    events: Vec<EventDecl>,
 }
 
 /// The declarations of the event types the hub itself emits
@@ -116,8 +117,8 @@ struct Extension {
 /// [`EXTENSION_EVENTS_YAML`].
 pub const HUB_EVENTS_YAML: &str = include_str!("../../config/hub-events.yaml");
 
-fn extension_events() -> &'static [crate::config::EventDecl] {
-    static EXT: std::sync::OnceLock<Vec<crate::config::EventDecl>> = std::sync::OnceLock::new();
+fn extension_events() -> &'static [EventDecl] {
+    static EXT: std::sync::OnceLock<Vec<EventDecl>> = std::sync::OnceLock::new();
     EXT.get_or_init(|| {
         [EXTENSION_EVENTS_YAML, HUB_EVENTS_YAML]
             .iter()
@@ -139,27 +140,23 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// The schema of the built-in configuration.
-    pub fn builtin() -> Schema {
-        Schema::from_config(&Config::builtin()).expect("built-in schema is valid")
-    }
-
-    /// Builds the schema from a configuration's `events:` section.
-    pub fn from_config(config: &Config) -> Result<Schema, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            origin: config.origin.clone(),
-            message,
-        };
+    /// Builds the schema from the declarations of a configuration's
+    /// `events:` section (see also `Schema::from_config` and
+    /// `Schema::builtin` in [`crate::config`]). The error names the entry:
+    /// `events[2].emit[0].cost: ...`.
+    pub fn from_decls(
+        events: &[EventDecl],
+        strict: bool,
+        max_payload_bytes: usize,
+    ) -> Result<Schema, String> {
         let mut types = HashMap::default();
         // The file's declarations, then the extension's types it does not
         // declare itself.
         let ext = extension_events();
-        let ext_left = ext
-            .iter()
-            .filter(|d| !config.events.iter().any(|c| c.on == d.on));
-        for (i, decl) in config.events.iter().chain(ext_left).enumerate() {
+        let ext_left = ext.iter().filter(|d| !events.iter().any(|c| c.on == d.on));
+        for (i, decl) in events.iter().chain(ext_left).enumerate() {
             if let Err(why) = input::check_type_name(&decl.on) {
-                return Err(invalid(format!("events[{i}].on: {why}")));
+                return Err(format!("events[{i}].on: {why}"));
             }
             let mut fields = Vec::new();
             for (j, f) in decl.emit.iter().enumerate() {
@@ -169,17 +166,17 @@ impl Schema {
                         let (n, k) = map.iter().next().expect("one entry");
                         let kind = k
                             .parse::<FieldKind>()
-                            .map_err(|e| invalid(format!("events[{i}].emit[{j}].{n}: {e}")))?;
+                            .map_err(|e| format!("events[{i}].emit[{j}].{n}: {e}"))?;
                         (n.clone(), kind)
                     }
                     FieldDecl::Typed(_) => {
-                        return Err(invalid(format!(
+                        return Err(format!(
                             "events[{i}].emit[{j}]: expected `name` or `name: kind`"
-                        )))
+                        ))
                     }
                 };
                 if name.is_empty() {
-                    return Err(invalid(format!("events[{i}].emit[{j}]: empty field name")));
+                    return Err(format!("events[{i}].emit[{j}]: empty field name"));
                 }
                 fields.push((name.into_boxed_str(), kind));
             }
@@ -198,16 +195,13 @@ impl Schema {
                 )
                 .is_some()
             {
-                return Err(invalid(format!(
-                    "events[{i}].on: `{}` is declared twice",
-                    decl.on
-                )));
+                return Err(format!("events[{i}].on: `{}` is declared twice", decl.on));
             }
         }
         Ok(Schema {
             types,
-            strict: config.strict,
-            max_payload_bytes: config.limits.max_payload_bytes,
+            strict,
+            max_payload_bytes,
         })
     }
 

@@ -1,17 +1,20 @@
-//! The Rust client SDK: send events to a running hub from another process.
+//! agentpulse-client, the Rust SDK: send events to a running hub from
+//! another process, and read its live stream. A light crate: it builds on
+//! `agentpulse-core` (the event model) and compiles none of the hub. The
+//! `agentpulse` crate re-exports it as `agentpulse::client`.
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use serde_json::json;
 //!
-//! let client = agentpulse::Client::connect("http://127.0.0.1:3010")?;
+//! let client = agentpulse_client::Client::connect("http://127.0.0.1:3010")?;
 //! client.emit("agent_started", json!({
 //!     "agent": "scribe", "task_id": "t_001",
 //!     "model": "claude-sonnet-4.5", "tools": ["read", "write"],
 //! }))?;
 //! client.flush(Duration::from_secs(5)); // before exit: wait for the hub's answers
 //! println!("{:?}", client.stats());
-//! # Ok::<(), agentpulse::client::ClientError>(())
+//! # Ok::<(), agentpulse_client::ClientError>(())
 //! ```
 //!
 //! # Behaviour
@@ -65,15 +68,19 @@
 //! # One line of setup for existing code
 //!
 //! With `AGENTPULSE_HUB_URL` set (and `AGENTPULSE_TOKEN` when the hub has
-//! a token), the global [`crate::emit_event`] / [`crate::get_emitter`]
-//! forward to that hub through a `Client` (see [`crate::emitter`]); call
-//! `agentpulse::get_emitter().stop()` before exit as usual.
+//! a token), the `agentpulse` crate's global `emit_event` / `get_emitter`
+//! forward to that hub through a `Client` (its `emitter` module's
+//! `ForwardSink`); call `agentpulse::get_emitter().stop()` before exit as
+//! usual.
 //!
-//! Only `http://` hubs are supported (this build has no TLS); put a
-//! TLS-terminating proxy in front of a remote hub.
+//! `https://` hubs are reached over TLS (the ingest WebSocket becomes
+//! `wss://`), trusting the system's roots, or the CA of
+//! [`ClientBuilder::ca_cert`] / `AGENTPULSE_CA_CERT`.
 //!
 //! To read a hub's stream (every event once, in id order, across
 //! reconnects and hub restarts), see [`Subscription`].
+
+#![deny(missing_docs)]
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,14 +91,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::{is_valid_type_name, kind_of, NewEvent, MAX_EVENT_ID_LEN, TYPE_NAME_PATTERN};
+use agentpulse_core::event::{
+    is_valid_type_name, kind_of, NewEvent, MAX_EVENT_ID_LEN, TYPE_NAME_PATTERN,
+};
 
-mod forward;
 pub mod subscription;
 pub mod tls;
 mod worker;
 
-pub use forward::ForwardSink;
 pub use subscription::{Delivery, StreamEvent, Subscription, SubscriptionBuilder};
 
 /// Environment variable naming the hub's base URL (`http://host:port`).
@@ -483,8 +490,13 @@ impl Client {
     pub fn record_critic_decision(&self, rejected: bool) -> Result<(), ClientError> {
         let mut payload = Map::new();
         payload.insert("rejected".into(), Value::Bool(rejected));
-        self.push(crate::metrics::CRITIC_DECISION, payload, None, None)
-            .map(drop)
+        self.push(
+            agentpulse_core::metrics::CRITIC_DECISION,
+            payload,
+            None,
+            None,
+        )
+        .map(drop)
     }
 
     fn push(
@@ -521,7 +533,7 @@ impl Client {
                 ))
             }
             Some(ts) => ts,
-            None => crate::event::now_unix(),
+            None => agentpulse_core::event::now_unix(),
         };
         let shared = &self.handle.shared;
         let event_id: String = match event_id {
@@ -613,7 +625,7 @@ impl Client {
         if !window.is_object() {
             return Err(ClientError::Query(format!("GET {url}: no `window` object")));
         }
-        for name in crate::config::KPI_NAMES {
+        for name in agentpulse_core::metrics::KPI_NAMES {
             doc[name] = window[name].clone();
         }
         Ok(doc)

@@ -8,7 +8,6 @@ use chrono::{DateTime, Datelike};
 use serde::{Deserialize, Serialize};
 
 use super::histogram::LogHistogram;
-use super::kpi::{ratio, Kpis, Samples};
 use super::name_map::NameMap;
 
 /// Seconds from the Unix epoch (a Thursday) to the first Monday, 1970-01-05:
@@ -319,39 +318,6 @@ impl BucketStats {
         }
     }
 
-    /// The KPIs of this state over a period of `span_seconds` (the bucket
-    /// length, the window length, or for totals the observed time range).
-    /// See the module documentation for the definitions.
-    pub fn kpis(&self, span_seconds: f64) -> Kpis {
-        let agents = self.per_agent.len() as u64;
-        let features_completed =
-            self.features_completed.len() as u64 + self.features_completed_other;
-        let capacity = if span_seconds.is_finite() && span_seconds > 0.0 {
-            span_seconds * agents as f64
-        } else {
-            0.0
-        };
-        Kpis {
-            agent_utilization: ratio(self.busy_seconds, capacity).min(1.0),
-            cost_per_feature: ratio(self.feature_cost, features_completed as f64),
-            average_retry_count: ratio(self.retries_sum as f64, self.tasks_finished as f64),
-            critic_rejection_rate: ratio(self.critic_rejected as f64, self.critic_decisions as f64),
-            validation_pass_rate: ratio(self.validations_passed as f64, self.validations as f64),
-            time_to_completion: ratio(self.ttc_sum, self.completions as f64),
-            time_to_completion_p50: self.ttc_histogram.quantile(0.50),
-            time_to_completion_p95: self.ttc_histogram.quantile(0.95),
-            samples: Samples {
-                events: self.events,
-                agents,
-                features_completed,
-                tasks_finished: self.tasks_finished,
-                critic_decisions: self.critic_decisions,
-                validations: self.validations,
-                completions: self.completions,
-            },
-        }
-    }
-
     /// Applies the point contribution of one event.
     pub(crate) fn add(&mut self, c: &Contribution) {
         self.events += 1;
@@ -515,6 +481,7 @@ impl BucketSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Kpis;
     use chrono::{NaiveDate, TimeZone, Utc};
 
     fn ts(y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {

@@ -89,7 +89,7 @@ impl<'a> EventFields<'a> {
 
     /// Reads one line of a log in either format, agentpulse's or the
     /// original module's (no `id`), with its id if it has one: the lines
-    /// [`crate::logfile::LoggedEvent::from_line`] reads.
+    /// the hub's `logfile::LoggedEvent::from_line` reads.
     pub fn from_log_line(line: &'a [u8]) -> Result<(Option<u64>, Self), WireError> {
         // Strings that are skipped are not checked by the parser; a line
         // `Event::from_wire` refuses must be refused here too. Most lines

@@ -52,7 +52,7 @@ impl CounterWall {
     }
 }
 
-/// Now, as Unix seconds with a fraction (see [`CounterWall`]).
+/// Now, as Unix seconds with a fraction (read off a calibrated counter, `CounterWall`).
 pub fn wall_now() -> f64 {
     static WALL: OnceLock<CounterWall> = OnceLock::new();
     let wall = WALL.get_or_init(|| CounterWall {

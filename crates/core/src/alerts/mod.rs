@@ -190,9 +190,9 @@ mod eval;
 mod rule;
 
 pub use budget::{
-    period_end, period_start, BadCost, BudgetCheck, BudgetState, BudgetStatus, BudgetTracker,
-    CheckKeys, CheckResult, TrackerStats, BUDGET_EXCEEDED, BUDGET_WARNING, DEFAULT_MAX_KEYS,
-    DEFAULT_MAX_TASKS,
+    period_end, period_start, BadCost, BudgetCheck, BudgetConfig, BudgetPeriod, BudgetScope,
+    BudgetState, BudgetStatus, BudgetTracker, CheckKeys, CheckResult, TrackerStats,
+    BUDGET_EXCEEDED, BUDGET_WARNING, DEFAULT_MAX_KEYS, DEFAULT_MAX_TASKS,
 };
 pub use eval::{
     ActiveAlert, AlertEngine, AlertEvent, AlertKind, ResolveReason, ALERT_RESOLVED,

@@ -23,9 +23,7 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-
-use crate::config::PriceConfig;
+use serde::{Deserialize, Serialize};
 
 /// The embedded table, as shipped.
 pub const PRICE_TABLE_YAML: &str = include_str!("prices.yaml");
@@ -270,6 +268,71 @@ pub fn normalize(model: &str) -> String {
         }
     }
     s
+}
+
+/// One `prices:` entry (and one row of the built-in table): USD per million
+/// tokens of a model.
+///
+/// ```yaml
+/// prices:
+///   - model: my-model
+///     input_per_mtok: 2.0
+///     output_per_mtok: 10.0
+///     cache_read_per_mtok: 0.2     # optional; default: the input price
+///     cache_write_per_mtok: 2.5    # optional; default: the input price
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// The model name (matched after normalisation, see
+    /// [`normalize`]).
+    pub model: String,
+    /// Other names of the same model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Input (prompt) tokens not read from or written to a cache.
+    pub input_per_mtok: f64,
+    /// Output (completion) tokens.
+    pub output_per_mtok: f64,
+    /// Input tokens read from the provider's cache (default: the input price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    /// Input tokens written to the provider's cache (default: the input price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
+}
+
+/// The largest price per million tokens taken (USD).
+pub const MAX_PRICE_PER_MTOK: f64 = 1_000_000.0;
+
+impl PriceConfig {
+    /// Checks the entry; the error names the field (`input_per_mtok: ...`).
+    pub fn check(&self) -> Result<(), String> {
+        if self.model.trim().is_empty() {
+            return Err("model: expected a non-empty model name".into());
+        }
+        for (i, a) in self.aliases.iter().enumerate() {
+            if a.trim().is_empty() {
+                return Err(format!("aliases[{i}]: expected a non-empty model name"));
+            }
+        }
+        let prices = [
+            ("input_per_mtok", Some(self.input_per_mtok)),
+            ("output_per_mtok", Some(self.output_per_mtok)),
+            ("cache_read_per_mtok", self.cache_read_per_mtok),
+            ("cache_write_per_mtok", self.cache_write_per_mtok),
+        ];
+        for (name, v) in prices {
+            if let Some(v) = v {
+                if !(v.is_finite() && (0.0..=MAX_PRICE_PER_MTOK).contains(&v)) {
+                    return Err(format!(
+                        "{name}: expected USD per million tokens, a number in 0..=1000000, got {v}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

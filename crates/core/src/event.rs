@@ -56,7 +56,7 @@ pub fn is_valid_type_name(name: &str) -> bool {
 }
 
 /// A JSON value's kind, as error messages name it ("a string", "null").
-pub(crate) fn kind_of(v: &Value) -> &'static str {
+pub fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -300,7 +300,9 @@ fn write_timestamp(ts: f64, out: &mut Vec<u8>) {
 pub struct WireError(String);
 
 impl WireError {
-    pub(crate) fn new(message: String) -> Self {
+    /// An error with this message (for readers of the format elsewhere, such
+    /// as the log reader).
+    pub fn new(message: String) -> Self {
         WireError(message)
     }
 }

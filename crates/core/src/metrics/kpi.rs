@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::bucket::{AgentStats, FeatureStats};
+use super::bucket::{AgentStats, BucketStats, FeatureStats};
 
 /// `num / den`, or 0.0 when the denominator is 0 (or the result would not be
 /// a finite non-negative number): "no data" reads as 0 and the sample counts
@@ -181,6 +181,43 @@ pub struct MetricsSnapshot {
     pub evicted_tasks: u64,
     /// Events ignored for an unusable timestamp.
     pub ignored_events: u64,
+}
+
+// The KPIs read off a bucket: here, beside their definitions, so that the
+// buckets (which only count) need nothing from this module.
+impl BucketStats {
+    /// The KPIs of this state over a period of `span_seconds` (the bucket
+    /// length, the window length, or for totals the observed time range).
+    /// See the module documentation for the definitions.
+    pub fn kpis(&self, span_seconds: f64) -> Kpis {
+        let agents = self.per_agent.len() as u64;
+        let features_completed =
+            self.features_completed.len() as u64 + self.features_completed_other;
+        let capacity = if span_seconds.is_finite() && span_seconds > 0.0 {
+            span_seconds * agents as f64
+        } else {
+            0.0
+        };
+        Kpis {
+            agent_utilization: ratio(self.busy_seconds, capacity).min(1.0),
+            cost_per_feature: ratio(self.feature_cost, features_completed as f64),
+            average_retry_count: ratio(self.retries_sum as f64, self.tasks_finished as f64),
+            critic_rejection_rate: ratio(self.critic_rejected as f64, self.critic_decisions as f64),
+            validation_pass_rate: ratio(self.validations_passed as f64, self.validations as f64),
+            time_to_completion: ratio(self.ttc_sum, self.completions as f64),
+            time_to_completion_p50: self.ttc_histogram.quantile(0.50),
+            time_to_completion_p95: self.ttc_histogram.quantile(0.95),
+            samples: Samples {
+                events: self.events,
+                agents,
+                features_completed,
+                tasks_finished: self.tasks_finished,
+                critic_decisions: self.critic_decisions,
+                validations: self.validations,
+                completions: self.completions,
+            },
+        }
+    }
 }
 
 #[cfg(test)]

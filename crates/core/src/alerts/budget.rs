@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, NaiveDate};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::config::{BudgetConfig, BudgetPeriod, BudgetScope};
 use crate::event::{Event, NewEvent};
 use crate::metrics::{Granularity, MAX_AMOUNT, MAX_TIMESTAMP};
 
@@ -705,6 +704,80 @@ fn cost(event: &Event, key: &str) -> Option<f64> {
     event
         .f64_field(key)
         .filter(|c| c.is_finite() && *c > 0.0 && *c <= MAX_AMOUNT)
+}
+
+// The `budgets:` section of the configuration.
+
+/// What a budget's spend is grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetScope {
+    /// All spend together.
+    Global,
+    /// Per feature (the `feature` of the task's `task_queued`).
+    Feature,
+    /// Per `task_id`.
+    Task,
+    /// Per `agent`.
+    Agent,
+}
+
+impl BudgetScope {
+    /// The lowercase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BudgetScope::Global => "global",
+            BudgetScope::Feature => "feature",
+            BudgetScope::Task => "task",
+            BudgetScope::Agent => "agent",
+        }
+    }
+}
+
+/// The period over which a budget's spend is summed (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    /// From 00:00 UTC.
+    Day,
+    /// ISO week, from Monday 00:00 UTC.
+    Week,
+    /// Calendar month, from the 1st 00:00 UTC.
+    Month,
+    /// Never resets.
+    Lifetime,
+}
+
+impl BudgetPeriod {
+    /// The lowercase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "day",
+            BudgetPeriod::Week => "week",
+            BudgetPeriod::Month => "month",
+            BudgetPeriod::Lifetime => "lifetime",
+        }
+    }
+}
+
+/// One `budgets:` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// What the spend is grouped by.
+    pub scope: BudgetScope,
+    /// Over which period it is summed.
+    pub period: BudgetPeriod,
+    /// The limit in USD: finite and > 0.
+    pub limit_usd: f64,
+    /// Fraction of the limit at which `budget_warning` is emitted, in
+    /// (0, 1] (default 0.8).
+    #[serde(default = "default_warn_at")]
+    pub warn_at: f64,
+}
+
+fn default_warn_at() -> f64 {
+    0.8
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::Client;
+use crate::client::Client;
 use crate::event::{NewEvent, SharedRecord};
 use crate::sinks::{Sink, SinkError};
 
@@ -68,8 +68,9 @@ impl Sink for ForwardSink {
             std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(
-                    "{} still undelivered after {:?} ({})",
-                    super::worker::events(s.queued),
+                    "{} event{} still undelivered after {:?} ({})",
+                    s.queued,
+                    if s.queued == 1 { "" } else { "s" },
                     self.flush_timeout,
                     s.last_error.as_deref().unwrap_or("no answer yet")
                 ),

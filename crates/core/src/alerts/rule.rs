@@ -7,9 +7,9 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::config::{Config, Seconds};
 use crate::metrics::{AgentKpis, Kpis, MetricsSnapshot};
-use crate::pipeline::StatsSnapshot;
+use crate::stats::StatsSnapshot;
+use crate::units::Seconds;
 
 /// `min_samples` when a rule does not give one.
 pub const DEFAULT_MIN_SAMPLES: u64 = 5;
@@ -839,10 +839,10 @@ impl Rule {
     }
 }
 
-/// Parses every `alerts:` entry of `config`; the first bad one is the error.
-pub fn parse_rules(config: &Config) -> Result<Vec<Rule>, RuleError> {
-    config
-        .alerts
+/// Parses the `alerts:` entries of a configuration; the first bad one is
+/// the error (see also `Config::rules` in [`crate::config`]).
+pub fn parse_rules(alerts: &[Value]) -> Result<Vec<Rule>, RuleError> {
+    alerts
         .iter()
         .enumerate()
         .map(|(i, v)| Rule::parse(i, v))
@@ -865,7 +865,7 @@ mod tests {
 
     #[test]
     fn the_original_rules_parse() {
-        let rules = parse_rules(&Config::builtin()).unwrap();
+        let rules = parse_rules(&crate::config::Config::builtin().alerts).unwrap();
         assert_eq!(rules.len(), 4);
         let shown: Vec<String> = rules.iter().map(|r| r.condition.to_string()).collect();
         assert_eq!(

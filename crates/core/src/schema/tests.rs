@@ -1,6 +1,7 @@
 use serde_json::{json, Value};
 
 use super::*;
+use crate::config::Config;
 
 fn ev(ty: &str, payload: Value) -> NewEvent {
     NewEvent::new(ty, payload.as_object().cloned().unwrap_or_default())

@@ -2,8 +2,8 @@
 //! is built on.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), agentpulse::client::ClientError> {
-//! use agentpulse::client::{Delivery, Subscription};
+//! # async fn run() -> Result<(), agentpulse_client::ClientError> {
+//! use agentpulse_client::{Delivery, Subscription};
 //!
 //! let mut sub = Subscription::builder("http://127.0.0.1:3010").since(0).build()?;
 //! loop {
@@ -40,7 +40,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::{ClientError, Endpoints};
-use crate::event::{Event, WireError};
+use agentpulse_core::event::{Event, WireError};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
