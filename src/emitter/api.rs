@@ -347,7 +347,9 @@ impl Emitter {
                 name,
                 events: s.events.load(Relaxed),
                 errors: s.errors.load(Relaxed),
-                dropped: s.dropped_full.load(Relaxed) + s.dropped_by_sink.load(Relaxed),
+                dropped: s.dropped_full.load(Relaxed)
+                    + s.dropped_by_sink.load(Relaxed)
+                    + s.dropped_dead.load(Relaxed),
                 last_error: s
                     .last_error
                     .lock()

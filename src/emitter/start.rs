@@ -69,8 +69,8 @@ impl Emitter {
     /// A start that fails (the log cannot be opened or read, a thread
     /// cannot be created) leaves the emitter as built, so it can be started
     /// again: every thread is created before anything is handed to one. The
-    /// metrics read so far are cleared; taps may see part of the history
-    /// again through [`crate::pipeline::Tap::on_recovered`].
+    /// metrics read so far are cleared, and so is what taps built from the
+    /// history ([`crate::pipeline::Tap::on_recovery_abandoned`]).
     pub fn start(&self) -> Result<StartReport, EmitterError> {
         let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
         let State::Built(parts) = &mut *state else {
@@ -85,6 +85,9 @@ impl Emitter {
                 // The retry reads the whole history again.
                 *self.inner.engine.lock().unwrap_or_else(|e| e.into_inner()) =
                     metrics_engine(&self.inner.config);
+                for tap in parts.taps.iter_mut() {
+                    tap.on_recovery_abandoned();
+                }
                 return Err(e);
             }
         };
@@ -422,6 +425,19 @@ mod tests {
         }
     }
 
+    /// Counts what it rebuilt from history (and forgets on a failed start).
+    struct History(Arc<AtomicU64>);
+
+    impl crate::pipeline::Tap for History {
+        fn on_recovered(&mut self, _: &crate::event::Event) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn on_recovery_abandoned(&mut self) {
+            self.0.store(0, Ordering::Relaxed);
+        }
+        fn on_batch(&mut self, _: &crate::sinks::runner::Batch) {}
+    }
+
     #[test]
     fn a_start_that_cannot_create_a_thread_can_be_retried() {
         let dir = tempfile::tempdir().unwrap();
@@ -443,10 +459,12 @@ mod tests {
             first.stop().unwrap();
         }
         let seen = Arc::new(AtomicU64::new(0));
+        let history = Arc::new(AtomicU64::new(0));
         let e = Emitter::builder()
             .log_dir(dir.path())
             .quiet()
             .sink(Box::new(Counting(seen.clone())), WhenFull::Block)
+            .tap(Box::new(History(history.clone())))
             .build()
             .unwrap();
         e.emit("note", serde_json::json!({"n": 1})).unwrap();
@@ -465,8 +483,10 @@ mod tests {
         REFUSE_SPAWN.with(|r| *r.borrow_mut() = None);
         let report = e.start().unwrap();
         assert_eq!((report.next_id, report.replayed), (2, 1));
-        // Read back once, not once per attempt.
+        // Read back once, not once per attempt: by the metrics and by the
+        // taps (regression: a tap kept what each failed start gave it).
         assert_eq!(e.get_metrics().kpis.agents["a"].events, 1);
+        assert_eq!(history.load(Ordering::Relaxed), 1);
         e.stop().unwrap();
         // Nothing was used up by the refused starts: the sink given to the
         // builder got the event emitted before them.

@@ -132,6 +132,13 @@ impl Default for HitlBook {
 }
 
 impl HitlBook {
+    /// Forgets every task's escalations (see
+    /// [`crate::pipeline::Tap::on_recovery_abandoned`]).
+    pub fn clear(&self) {
+        self.tasks.lock().clear();
+        self.changed.send_modify(|n| *n += 1);
+    }
+
     /// Applies one event (escalations and resolutions; others are ignored).
     pub fn observe(&self, event: &Event) {
         let ty = &*event.event_type;

@@ -166,6 +166,12 @@ impl TaskIndex {
         }
     }
 
+    /// Forgets everything indexed (a start that failed after reading part
+    /// of the history: the retry reads all of it again).
+    pub fn clear(&self) {
+        *self.inner.lock() = Inner::default();
+    }
+
     /// Indexed entries held now (whole chunks: a little past the window).
     pub fn len(&self) -> usize {
         let inner = self.inner.lock();
@@ -196,6 +202,11 @@ impl TaskTap {
 impl Tap for TaskTap {
     fn on_recovered(&mut self, event: &Event) {
         self.observe(event);
+    }
+
+    fn on_recovery_abandoned(&mut self) {
+        self.index.clear();
+        self.hitl.clear();
     }
 
     fn on_batch(&mut self, batch: &Batch) {

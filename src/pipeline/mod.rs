@@ -80,6 +80,10 @@ pub trait Tap: Send + 'static {
     fn on_recovered(&mut self, event: &crate::event::Event) {
         let _ = event;
     }
+    /// A start failed after [`Tap::on_recovered`] was given part of the
+    /// history, maybe all: forget what it built, since a retry gives the
+    /// whole history again.
+    fn on_recovery_abandoned(&mut self) {}
     /// The pipeline starts: `recent` are the last logged events (at most
     /// [`Tap::replay_capacity`]), `last_id` the last id given so far.
     fn on_start(&mut self, recent: &[SharedRecord], last_id: u64) {

@@ -46,6 +46,10 @@ pub struct SinkStats {
     pub dropped_full: AtomicU64,
     /// Events the sink itself gave up on (its retry buffer overflowed).
     pub dropped_by_sink: AtomicU64,
+    /// Events not handed over because the sink's thread had ended (it
+    /// panicked): counted, and said in `last_error`, until `stop` reports
+    /// the panic.
+    pub dropped_dead: AtomicU64,
     /// The last error's text, for `/health`.
     pub last_error: Mutex<Option<String>>,
 }
@@ -130,17 +134,34 @@ impl SinkHandle {
     /// Hands a batch to the sink according to its when-full policy.
     pub fn send(&self, batch: &Batch) {
         let msg = Msg::Batch(batch.clone());
-        match self.when_full {
-            WhenFull::Block => {
-                let _ = self.tx.send(msg);
-            }
-            WhenFull::DropNewest => {
-                if let Err(TrySendError::Full(_)) = self.tx.try_send(msg) {
+        let handed = match self.when_full {
+            WhenFull::Block => self.tx.send(msg).is_ok(),
+            WhenFull::DropNewest => match self.tx.try_send(msg) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
                     self.stats
                         .dropped_full
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    true
                 }
-            }
+                Err(TrySendError::Disconnected(_)) => false,
+            },
+        };
+        if !handed {
+            // The receiver is gone only when the thread ended, and it ends
+            // before `stop` only by a panic.
+            let lost = self
+                .stats
+                .dropped_dead
+                .fetch_add(batch.len() as u64, Ordering::Relaxed)
+                + batch.len() as u64;
+            *self
+                .stats
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                "the sink's thread has ended (it panicked): {lost} events not written"
+            ));
         }
     }
 
@@ -373,6 +394,58 @@ mod tests {
                 assert_eq!(message, "boom at write");
             }
             other => panic!("expected a panic report, got {other:?}"),
+        }
+    }
+
+    /// Regression: batches sent to a sink whose thread had panicked were
+    /// dropped without a count (`let _ = tx.send(..)`).
+    #[test]
+    fn batches_for_a_sink_that_panicked_are_counted_as_dropped() {
+        struct Boom;
+        impl Sink for Boom {
+            fn name(&self) -> &'static str {
+                "boom"
+            }
+            fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), super::super::SinkError> {
+                panic!("boom at write");
+            }
+            fn flush(&mut self) -> Result<(), super::super::SinkError> {
+                Ok(())
+            }
+        }
+        let records = |n: usize| -> Batch {
+            (0..n)
+                .map(|i| {
+                    let ev = crate::event::Event {
+                        id: i as u64 + 1,
+                        event_type: "note".into(),
+                        timestamp: 1.0,
+                        event_id: None,
+                        payload: Default::default(),
+                    };
+                    Arc::new(crate::event::Record::new(ev))
+                })
+                .collect()
+        };
+        for policy in [WhenFull::Block, WhenFull::DropNewest] {
+            let (reclaim, _thread) = Reclaimer::spawn(1).unwrap();
+            let handle = SinkHandle::spawn(Box::new(Boom), 1, policy, &reclaim).unwrap();
+            handle.send(&records(1));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !handle.thread.as_ref().unwrap().is_finished() {
+                assert!(Instant::now() < deadline, "the sink thread did not panic");
+                std::thread::yield_now();
+            }
+            handle.send(&records(3));
+            handle.send(&records(2));
+            let stats = handle.stats().clone();
+            assert_eq!(stats.dropped_dead.load(Ordering::Relaxed), 5, "{policy:?}");
+            let error = stats.last_error.lock().unwrap().clone().unwrap_or_default();
+            assert!(error.contains("5 events not written"), "{error}");
+            assert!(matches!(
+                handle.stop(Duration::from_secs(5)),
+                Err(SinkStopError::Panicked { .. })
+            ));
         }
     }
 }
