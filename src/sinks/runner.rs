@@ -370,20 +370,22 @@ mod tests {
         handle.stop(Duration::from_secs(5)).unwrap();
     }
 
+    /// Panics at its first batch.
+    struct Boom;
+    impl Sink for Boom {
+        fn name(&self) -> &'static str {
+            "boom"
+        }
+        fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), super::super::SinkError> {
+            panic!("boom at write");
+        }
+        fn flush(&mut self) -> Result<(), super::super::SinkError> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn stop_reports_a_sink_that_panicked() {
-        struct Boom;
-        impl Sink for Boom {
-            fn name(&self) -> &'static str {
-                "boom"
-            }
-            fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), super::super::SinkError> {
-                panic!("boom at write");
-            }
-            fn flush(&mut self) -> Result<(), super::super::SinkError> {
-                Ok(())
-            }
-        }
         let (reclaim, _thread) = Reclaimer::spawn(1).unwrap();
         let handle = SinkHandle::spawn(Box::new(Boom), 1, WhenFull::Block, &reclaim).unwrap();
         let batch: Batch = Arc::from(Vec::<SharedRecord>::new());
@@ -401,18 +403,6 @@ mod tests {
     /// dropped without a count (`let _ = tx.send(..)`).
     #[test]
     fn batches_for_a_sink_that_panicked_are_counted_as_dropped() {
-        struct Boom;
-        impl Sink for Boom {
-            fn name(&self) -> &'static str {
-                "boom"
-            }
-            fn write_batch(&mut self, _: &[SharedRecord]) -> Result<(), super::super::SinkError> {
-                panic!("boom at write");
-            }
-            fn flush(&mut self) -> Result<(), super::super::SinkError> {
-                Ok(())
-            }
-        }
         let records = |n: usize| -> Batch {
             (0..n)
                 .map(|i| {
