@@ -238,3 +238,49 @@ fn no_token_off_loopback_is_explicit_and_warned_of() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// Regression: a refused POST whose body was still being sent made the
+/// client report "broken pipe" instead of the 401 or 403: the hub answered
+/// without reading the body and closed (seen in CI on
+/// `disk_cap::the_cap_and_tokens_come_from_the_config_file_and_the_environment`).
+/// With a 4 MB body the client cannot finish before the answer, so the old
+/// hub failed this every time.
+#[test]
+fn a_refused_post_still_being_sent_gets_its_status_not_a_broken_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--ingest-token", "in-a"]);
+    let line = format!("{EVENT}\n");
+    let body = line.repeat(4_000_000 / line.len());
+    let cases: [(&[(&str, &str)], u16); 4] = [
+        (&[], 401),
+        (&[("Authorization", "Bearer wrong")], 401),
+        (
+            &[
+                ("Authorization", "Bearer in-a"),
+                ("Origin", "https://evil.example"),
+            ],
+            403,
+        ),
+        (
+            &[("Authorization", "Bearer in-a"), ("Host", "evil.example")],
+            403,
+        ),
+    ];
+    for (headers, want) in cases {
+        let (status, answer) = post_to(
+            &hub.url("/events"),
+            body.as_bytes(),
+            "application/x-ndjson",
+            headers,
+        );
+        assert_eq!(status, want, "{headers:?}: {answer}");
+    }
+    // The hub still serves, and took none of them.
+    assert_eq!(post(&hub, Some("in-a")), 200);
+    let (_, events) = get_json(&hub.url("/api/events"), &[("Authorization", "Bearer in-a")]);
+    assert_eq!(
+        events["events"].as_array().map(Vec::len),
+        Some(1),
+        "{events}"
+    );
+}

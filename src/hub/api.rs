@@ -163,7 +163,7 @@ async fn require_known_host(
 ) -> Response {
     match super::auth::check_host(&state, req.uri(), req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(refused) => refused,
+        Err(refused) => refuse_after_body(req, refused).await,
     }
 }
 
@@ -174,8 +174,16 @@ async fn require_own_origin(
 ) -> Response {
     match super::auth::check_origin(&state, req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(refused) => refused,
+        Err(refused) => refuse_after_body(req, refused).await,
     }
+}
+
+/// Sends `refused` once the request's body has been read and thrown away
+/// (bounded): a hub that answers and closes while the client is still
+/// sending makes it report "broken pipe" instead of the 401 or 403.
+async fn refuse_after_body(req: Request, refused: Response) -> Response {
+    super::ingest::drain_body(req.into_body()).await;
+    refused
 }
 
 /// The state of a token check: the hub and the access its routes need.
@@ -189,7 +197,7 @@ async fn require_token(
 ) -> Response {
     match super::auth::check_http(&state, req.headers(), access) {
         Ok(()) => next.run(req).await,
-        Err(refused) => refused,
+        Err(refused) => refuse_after_body(req, refused).await,
     }
 }
 

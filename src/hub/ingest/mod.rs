@@ -339,22 +339,41 @@ pub(crate) async fn read_body_sized(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ReadError::Broken)?;
         if buf.len() + chunk.len() > limit {
-            let mut seen = buf.len() + chunk.len();
+            let seen = buf.len() + chunk.len();
             drop(buf);
-            let drain = async {
-                while let Some(Ok(chunk)) = stream.next().await {
-                    seen += chunk.len();
-                    if seen > DRAIN_CAP {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            drain_stream(&mut stream, seen).await;
             return Err(ReadError::TooLarge);
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// Reads and throws away what is left of a body, up to [`DRAIN_CAP`] bytes
+/// in all (`seen` already) or [`DRAIN_TIME`]: then the client, done
+/// sending, reads the answer instead of "broken pipe".
+async fn drain_stream<S>(stream: &mut S, mut seen: usize)
+where
+    S: futures_util::Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    let drain = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_CAP {
+                break;
+            }
+        }
+    };
+    // Out of time: the connection closes under the client, as it must.
+    if tokio::time::timeout(DRAIN_TIME, drain).await.is_err() {
+        tracing::debug!("gave up draining a refused request's body after {DRAIN_TIME:?}");
+    }
+}
+
+/// Throws a refused request's body away (see [`drain_stream`]) before the
+/// refusal is sent.
+pub(crate) async fn drain_body(body: Body) {
+    drain_stream(&mut body.into_data_stream(), 0).await;
 }
 
 /// `GET /ingest`: a WebSocket whose text messages are events or batches;
