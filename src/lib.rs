@@ -31,12 +31,16 @@
 //!   non-blocking, at-least-once delivery to a hub over its `/ingest`
 //!   WebSocket or `POST /events`).
 //!
+//! - **Many hubs, one stream**: [`cluster`] (`serve --cluster`): ids and
+//!   dedup in Redis, every hub tails the shared Redis Stream.
+//!
 //! The wire format is documented in [`event`].
 #![deny(missing_docs)]
 
 pub mod alerts;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod emitter;
 pub mod event;

@@ -39,6 +39,7 @@ pub struct EmitterBuilder {
     taps: Vec<Box<dyn Tap>>,
     strict: Option<bool>,
     increments: Option<Arc<Increments>>,
+    cluster: Option<super::ClusterParts>,
 }
 
 impl Default for EmitterBuilder {
@@ -57,6 +58,7 @@ impl Default for EmitterBuilder {
             taps: Vec::new(),
             strict: None,
             increments: None,
+            cluster: None,
         }
     }
 }
@@ -157,6 +159,15 @@ impl EmitterBuilder {
         self
     }
 
+    /// Makes this emitter a member of a cluster ([`crate::cluster`]): the
+    /// events it takes go to `outbox` for their ids instead of being given
+    /// ids here, and come back through [`Emitter::feed_tailed`]; the stream
+    /// epoch is the cluster's `epoch` (stored beside the log).
+    pub fn cluster(mut self, outbox: Box<dyn crate::pipeline::Outbox>, epoch: String) -> Self {
+        self.cluster = Some(super::ClusterParts { outbox, epoch });
+        self
+    }
+
     /// Adds a tap (runs on the dispatcher thread; must not block).
     pub fn tap(mut self, tap: Box<dyn Tap>) -> Self {
         self.taps.push(tap);
@@ -213,6 +224,7 @@ impl EmitterBuilder {
                 alerts,
                 notify_stats: Arc::new(NotifyStats::default()),
                 recovered_last_id: std::sync::atomic::AtomicU64::new(0),
+                cluster: self.cluster.is_some(),
                 durable: Mutex::new(None),
                 log_index: std::sync::OnceLock::new(),
                 backlog: OnceLock::new(),
@@ -225,6 +237,7 @@ impl EmitterBuilder {
                     replay_days: self.replay_days,
                     dedup_window: self.dedup_window,
                     increments: self.increments,
+                    cluster: self.cluster,
                 }))),
             }),
         })

@@ -179,6 +179,9 @@ impl Emitter {
             log: None,
             recent: std::collections::VecDeque::new(),
         };
+        if let Some(cluster) = &parts.cluster {
+            read.report.epoch = cluster.epoch.clone();
+        }
         let Some(jcfg) = parts.jsonl.clone() else {
             return Ok(read);
         };
@@ -213,14 +216,35 @@ impl Emitter {
             },
         )?;
         drop(engine);
-        let reservation = crate::pipeline::ids::IdReservation::load(&jcfg.dir, &jcfg.file_name);
-        read.report.epoch =
-            crate::pipeline::epoch::load_or_create(&jcfg.dir, &jcfg.file_name, rec.last_id == 0)?;
+        if let Some(cluster) = &parts.cluster {
+            let found = crate::pipeline::epoch::stored(&jcfg.dir, &jcfg.file_name);
+            match found {
+                Some(found) if rec.last_id > 0 && found != cluster.epoch => {
+                    return Err(EmitterError::ForeignHistory {
+                        dir: jcfg.dir.clone(),
+                        found,
+                        expected: cluster.epoch.clone(),
+                    })
+                }
+                _ => crate::pipeline::epoch::store(&jcfg.dir, &jcfg.file_name, &cluster.epoch)?,
+            }
+            read.report.epoch = cluster.epoch.clone();
+            // The cluster gives the ids: the tail goes on from the last one
+            // logged here, and no id is reserved locally.
+            read.next_id = rec.last_id + 1;
+        } else {
+            let reservation = crate::pipeline::ids::IdReservation::load(&jcfg.dir, &jcfg.file_name);
+            read.report.epoch = crate::pipeline::epoch::load_or_create(
+                &jcfg.dir,
+                &jcfg.file_name,
+                rec.last_id == 0,
+            )?;
+            // Past the log and past any ids handed out before a crash.
+            read.next_id = rec.last_id.max(reservation.reserved()) + 1;
+            read.ids = Some(reservation);
+        }
         let index = LogIndex::open(&jcfg.dir, &jcfg.file_name, rec.last_id);
         sink.set_index(index.clone());
-        // Past the log and past any ids handed out before a crash.
-        read.next_id = rec.last_id.max(reservation.reserved()) + 1;
-        read.ids = Some(reservation);
         read.report.replayed = rec.replayed;
         read.report.bad_lines = rec.bad_lines;
         read.log = Some(OpenLog {
@@ -246,6 +270,7 @@ impl Emitter {
             console,
             extra_sinks,
             mut taps,
+            cluster,
             ..
         } = parts;
         let ReadBack {
@@ -278,7 +303,9 @@ impl Emitter {
                 .store(log.last_id, std::sync::atomic::Ordering::Relaxed);
             let handle =
                 SinkHandle::start(thread, Box::new(log.sink), 64, WhenFull::Block, &reclaim);
-            if log.durable {
+            // A cluster member acknowledges once the cluster's Redis holds
+            // the events; its log is fed from the cluster's stream.
+            if log.durable && cluster.is_none() {
                 *self.inner.durable.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(handle.watermark());
             }
@@ -368,6 +395,7 @@ impl Emitter {
             lines: crate::event::LineWriter::new(),
             backlog,
             reclaim_thread,
+            outbox: cluster.map(|c| c.outbox),
         };
         (dispatcher_thread.run(move || dispatcher.run(rx)), report)
     }
