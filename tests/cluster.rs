@@ -1,0 +1,417 @@
+//! A cluster of hubs on one Redis Stream (`serve --cluster`): each test
+//! runs its own `redis-server` and three real hub processes (A, B, C), as
+//! the README's recipe does.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{post_to, wait_for, ws, Hub, Redis};
+use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Three hubs on `redis`, each with its own log dir under `root`.
+fn three_hubs(redis: &Redis, root: &Path) -> Vec<Hub> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|name| start_hub(redis, &root.join(name), 0))
+        .collect()
+}
+
+fn start_hub(redis: &Redis, dir: &Path, port: u16) -> Hub {
+    Hub::start_on(dir, port, &["--cluster", &redis.url()])
+}
+
+/// A batch of `n` notes with event ids `{prefix}-{from}`.., as NDJSON.
+fn notes(prefix: &str, from: u64, n: u64) -> String {
+    (from..from + n)
+        .map(|i| {
+            json!({"event_type": "note", "event_id": format!("{prefix}-{i}"),
+                   "payload": {"n": i, "agent": "writer", "task_id": "t1"}})
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn post(hub: &Hub, body: &str) -> (u16, Value) {
+    post_to(
+        &hub.url("/events"),
+        body.as_bytes(),
+        "application/x-ndjson",
+        &[],
+    )
+}
+
+/// Every event `/api/events` of `hub` retains, oldest first, page by page.
+fn api_events(hub: &Hub) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut since = 0u64;
+    loop {
+        let (status, body) = hub.get_json(&format!("/api/events?since={since}&limit=1000"));
+        assert_eq!(status, 200, "{body}");
+        out.extend(body["events"].as_array().unwrap().iter().cloned());
+        match body["next"].as_u64() {
+            Some(n) => since = n,
+            None => return out,
+        }
+    }
+}
+
+/// The lines of a hub's active log.
+fn log_lines(hub: &Hub) -> Vec<String> {
+    std::fs::read_to_string(hub.log_dir.join("agent-events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until `hub` has `n` events with an id up to `last`.
+fn wait_for_last_id(hub: &Hub, last: u64) {
+    wait_for(&format!("{} to reach id {last}", hub.addr), LONG, || {
+        let (_, h) = hub.get_json("/health");
+        (h["last_id"].as_u64()? >= last).then_some(())
+    });
+}
+
+/// The `(id, event_id)` of the next `n` events a reader gets; fails on
+/// any gap or reset notice.
+fn read_events(reader: &ws::Client, n: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let m = reader.next(LONG);
+        let ty = m["event_type"].as_str().unwrap_or("");
+        assert_ne!(ty, "stream_gap", "unexpected gap: {m}");
+        if let Some(id) = m["id"].as_u64() {
+            out.push((id, m["event_id"].as_str().unwrap_or("").to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn events_posted_round_robin_reach_every_hub_with_the_same_ids_in_the_same_order() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let hubs = three_hubs(&redis, root.path());
+    let readers: Vec<ws::Client> = hubs
+        .iter()
+        .map(|h| ws::connect(&h.ws_url("/agent-events?since=0"), &[]))
+        .collect();
+    let mut epochs = HashSet::new();
+    for r in &readers {
+        let hello = r.next(LONG);
+        assert_eq!(hello["event_type"], "connection_established", "{hello}");
+        epochs.insert(hello["epoch"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(epochs.len(), 1, "one epoch for the cluster: {epochs:?}");
+
+    let (batches, per) = (60u64, 10u64);
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    for b in 0..batches {
+        let hub = &hubs[(b % 3) as usize];
+        let (status, body) = post(hub, &notes("rr", b * per, per));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["accepted"], per, "{body}");
+        for (i, id) in body["ids"].as_array().unwrap().iter().enumerate() {
+            acked.insert(format!("rr-{}", b * per + i as u64), id.as_u64().unwrap());
+        }
+    }
+    let n = (batches * per) as usize;
+    let seen: Vec<Vec<(u64, String)>> = readers.iter().map(|r| read_events(r, n)).collect();
+    assert_eq!(seen[0], seen[1], "A and B differ");
+    assert_eq!(seen[0], seen[2], "A and C differ");
+    assert!(
+        seen[0].windows(2).all(|w| w[0].0 < w[1].0),
+        "ids strictly increase"
+    );
+    let got: HashMap<String, u64> = seen[0].iter().map(|(id, k)| (k.clone(), *id)).collect();
+    assert_eq!(got, acked, "every acknowledged id, as acknowledged");
+
+    // /api/events and the logs say the same, byte for byte in the logs.
+    let last = seen[0].last().unwrap().0;
+    let api: Vec<Vec<Value>> = hubs
+        .iter()
+        .map(|h| {
+            wait_for_last_id(h, last);
+            api_events(h)
+        })
+        .collect();
+    assert_eq!(api[0].len(), n);
+    assert_eq!(api[0], api[1]);
+    assert_eq!(api[0], api[2]);
+    let ids: Vec<u64> = api[0].iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, seen[0].iter().map(|s| s.0).collect::<Vec<_>>());
+    let logs: Vec<Vec<String>> = hubs
+        .iter()
+        .map(|h| {
+            wait_for("the log to hold every event", LONG, || {
+                let l = log_lines(h);
+                (l.len() == n).then_some(l)
+            })
+        })
+        .collect();
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[0], logs[2]);
+    let first: Value = serde_json::from_str(&logs[0][0]).unwrap();
+    assert_eq!(first, api[0][0]);
+    let (_, health) = hubs[1].get_json("/health");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["components"]["cluster"]["tailed"], n as u64);
+}
+
+#[test]
+fn the_same_event_id_posted_to_two_hubs_is_stored_once() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let hubs = three_hubs(&redis, root.path());
+    let body = notes("same", 0, 1);
+    let (status, a) = post(&hubs[0], &body);
+    assert_eq!((status, a["accepted"].as_u64()), (200, Some(1)), "{a}");
+    let id = a["ids"][0].as_u64().unwrap();
+    let (status, b) = post(&hubs[1], &body);
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(
+        (b["accepted"].as_u64(), b["duplicates"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(b["ids"][0].as_u64(), Some(id), "the earlier id");
+
+    // Two hubs at once, the same 100 event ids: each stored once.
+    let body = Arc::new(notes("race", 0, 100));
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = hubs[..2]
+            .iter()
+            .map(|h| {
+                let (body, url) = (body.clone(), h.url("/events"));
+                s.spawn(move || post_to(&url, body.as_bytes(), "application/x-ndjson", &[]).1)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        answers[0]["ids"], answers[1]["ids"],
+        "the same ids from both"
+    );
+    let accepted: u64 = answers
+        .iter()
+        .map(|a| a["accepted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(accepted, 100, "{answers:?}");
+
+    // A marker after them: once a hub has it, it has everything before.
+    let (_, m) = post(&hubs[2], &notes("marker", 0, 1));
+    let last = m["ids"][0].as_u64().unwrap();
+    for h in &hubs {
+        wait_for_last_id(h, last);
+        let events = api_events(h);
+        assert_eq!(events.len(), 102, "{}", h.addr);
+        let keys: HashSet<&str> = events
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys.len(), events.len(), "no event_id twice on {}", h.addr);
+    }
+}
+
+/// Posts batches round robin until `stop`, retrying each batch (same
+/// event ids) until it is acknowledged; records the acknowledged ids and
+/// the 503s.
+struct Producer {
+    acked: Arc<Mutex<HashMap<String, u64>>>,
+    unavailable: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Producer {
+    fn start(urls: Vec<String>, prefix: &'static str, per: u64) -> Producer {
+        let acked = Arc::new(Mutex::new(HashMap::new()));
+        let unavailable = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, u, st) = (acked.clone(), unavailable.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut batch = 0u64;
+            let mut turn = 0usize;
+            while !st.load(Ordering::Relaxed) {
+                let body = notes(prefix, batch * per, per);
+                let url = &urls[turn % urls.len()];
+                turn += 1;
+                let r = ureq::post(url)
+                    .timeout(Duration::from_secs(10))
+                    .set("Content-Type", "application/x-ndjson")
+                    .send_string(&body);
+                match r {
+                    Ok(resp) => {
+                        let v: Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+                        let mut acked = a.lock().unwrap();
+                        for (i, id) in v["ids"].as_array().unwrap().iter().enumerate() {
+                            let key = format!("{prefix}-{}", batch * per + i as u64);
+                            let id = id.as_u64().unwrap();
+                            if let Some(before) = acked.insert(key.clone(), id) {
+                                assert_eq!(before, id, "{key} acknowledged with two ids");
+                            }
+                        }
+                        batch += 1;
+                    }
+                    Err(ureq::Error::Status(503, resp)) => {
+                        assert_eq!(resp.header("retry-after"), Some("1"));
+                        u.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    // A hub killed under us: the same batch, to the next hub.
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Producer {
+            acked,
+            unavailable,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn finish(mut self) -> HashMap<String, u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+/// Every acknowledged event is on `hub` with its acknowledged id, and no
+/// event_id is there twice.
+fn assert_holds(hub: &Hub, acked: &HashMap<String, u64>) {
+    let last = acked.values().copied().max().unwrap();
+    wait_for_last_id(hub, last);
+    let events = api_events(hub);
+    let mut stored: HashMap<String, u64> = HashMap::new();
+    for e in &events {
+        let key = e["event_id"].as_str().unwrap().to_owned();
+        let id = e["id"].as_u64().unwrap();
+        assert!(
+            stored.insert(key.clone(), id).is_none(),
+            "{key} stored twice on {}",
+            hub.addr
+        );
+    }
+    for (key, id) in acked {
+        assert_eq!(stored.get(key), Some(id), "{key} on {}", hub.addr);
+    }
+}
+
+#[test]
+fn redis_killed_and_restarted_during_ingest_loses_and_doubles_nothing_acknowledged() {
+    let mut redis = Redis::start_persistent();
+    let root = tempfile::tempdir().unwrap();
+    let hubs = three_hubs(&redis, root.path());
+    let producer = Producer::start(hubs.iter().map(|h| h.url("/events")).collect(), "k", 5);
+    wait_for("some acknowledged events", LONG, || {
+        (producer.acked() >= 100).then_some(())
+    });
+    redis.kill();
+    wait_for("503s while Redis is down", LONG, || {
+        (producer.unavailable.load(Ordering::Relaxed) >= 3).then_some(())
+    });
+    wait_for("/health degraded", LONG, || {
+        let (_, h) = hubs[0].get_json("/health");
+        (h["status"] == "degraded").then_some(())
+    });
+    // The hubs keep serving what they have.
+    assert!(!api_events(&hubs[1]).is_empty());
+    let before = producer.acked();
+    let redis = redis.restart();
+    wait_for("ingest to resume", LONG, || {
+        (producer.acked() >= before + 100).then_some(())
+    });
+    let acked = producer.finish();
+    for h in &hubs {
+        assert_holds(h, &acked);
+    }
+    wait_for("/health ok again", LONG, || {
+        let (_, h) = hubs[0].get_json("/health");
+        (h["status"] == "ok").then_some(())
+    });
+    drop(redis);
+}
+
+#[test]
+fn a_hub_killed_while_posting_loses_nothing_it_acknowledged_and_catches_up_on_restart() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let mut hubs = three_hubs(&redis, root.path());
+    let producer = Producer::start(vec![hubs[0].url("/events")], "a", 20);
+    wait_for("some acknowledged events", LONG, || {
+        (producer.acked() >= 200).then_some(())
+    });
+    hubs[0].child.kill().unwrap(); // SIGKILL
+    hubs[0].child.wait().unwrap();
+    let acked = producer.finish();
+    for h in &hubs[1..] {
+        assert_holds(h, &acked);
+    }
+    // More while A is down, then A again on its port and log: it catches up.
+    let (status, _) = post(&hubs[1], &notes("b", 0, 50));
+    assert_eq!(status, 200);
+    let port = hubs[0].addr.port();
+    let dir = hubs[0].log_dir.clone();
+    hubs[0] = start_hub(&redis, &dir, port);
+    let want = api_events(&hubs[1]);
+    let last = want.last().unwrap()["id"].as_u64().unwrap();
+    wait_for_last_id(&hubs[0], last);
+    assert_eq!(api_events(&hubs[0]), want);
+    let lines: Vec<Value> = log_lines(&hubs[0])
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<u64> = lines.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "no id twice in A's log"
+    );
+    assert_eq!(ids.last(), Some(&last));
+}
+
+#[test]
+fn a_reader_resumes_on_b_with_the_position_it_had_on_c() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let hubs = three_hubs(&redis, root.path());
+    for b in 0..10 {
+        let (status, _) = post(&hubs[(b % 3) as usize], &notes("r", b * 10, 10));
+        assert_eq!(status, 200);
+    }
+    let on_c = ws::connect(&hubs[2].ws_url("/agent-events?since=0"), &[]);
+    let hello = on_c.next(LONG);
+    let epoch = hello["epoch"].as_str().unwrap().to_owned();
+    let first = read_events(&on_c, 40);
+    drop(on_c);
+    let since = first.last().unwrap().0;
+    for b in 10..16 {
+        let (status, _) = post(&hubs[(b % 3) as usize], &notes("r", b * 10, 10));
+        assert_eq!(status, 200);
+    }
+    let on_b = ws::connect(
+        &hubs[1].ws_url(&format!("/agent-events?since={since}&epoch={epoch}")),
+        &[],
+    );
+    let hello = on_b.next(LONG);
+    assert_eq!(hello["epoch"], epoch.as_str(), "{hello}");
+    let rest = read_events(&on_b, 120);
+    let mut all = first.clone();
+    all.extend(rest);
+    let keys: Vec<String> = all.iter().map(|(_, k)| k.clone()).collect();
+    let want: Vec<String> = (0..160).map(|i| format!("r-{i}")).collect();
+    assert_eq!(keys, want, "nothing missed or repeated across the hubs");
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+}
