@@ -415,3 +415,124 @@ fn a_reader_resumes_on_b_with_the_position_it_had_on_c() {
     assert_eq!(keys, want, "nothing missed or repeated across the hubs");
     assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
 }
+
+/// 30 tasks of a small workflow, a task every 97 s from `t0`.
+fn workflow(t0: f64) -> Vec<Value> {
+    let ev = |ty: &str, ts: f64, p: Value| json!({"event_type": ty, "timestamp": ts, "payload": p});
+    let mut out = Vec::new();
+    for t in 0..30u32 {
+        let id = format!("t{t}");
+        let base = t0 + f64::from(t) * 97.0;
+        out.push(ev("task_queued", base, json!({"task_id": id, "feature": format!("f{}", t % 3), "est_cost": 0.5, "timestamp": base})));
+        out.push(ev(
+            "agent_started",
+            base + 1.0,
+            json!({"agent": "scribe", "task_id": id, "model": "m", "tools": []}),
+        ));
+        out.push(ev("agent_completed", base + 30.0, json!({"agent": "scribe", "task_id": id, "status": "success", "duration_ms": 29000, "cost_usd": 0.12})));
+        out.push(ev("validation_complete", base + 80.0, json!({"task_id": id, "result": {"browser_launched": true, "test_executed": true, "test_passed": t % 4 != 1}, "cost": 0.3, "duration_ms": 20000, "screenshots": 1})));
+    }
+    out
+}
+
+/// Every bucket value under `prefix` in Redis.
+fn buckets(redis: &Redis, prefix: &str) -> std::collections::BTreeMap<String, Value> {
+    let keys = redis
+        .cmd(&["KEYS", &format!("{prefix}*")])
+        .unwrap_or_default();
+    keys.lines()
+        .filter(|k| !k.ends_with(":raw") && !k.is_empty())
+        .map(|k| {
+            (
+                k.trim_start_matches(prefix).to_owned(),
+                redis.get_json(k).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn redis_buckets_count_each_event_once_and_equal_a_single_hub() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let metrics = [
+        "--redis-url",
+        url.as_str(),
+        "--redis-flush-ms",
+        "50",
+        "--no-redis-bridge",
+    ];
+    let mut hubs: Vec<Hub> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let mut args = vec!["--cluster", url.as_str(), "--redis-prefix", "c:"];
+            args.extend_from_slice(&metrics);
+            Hub::start(&root.path().join(n), &args)
+        })
+        .collect();
+    let mut args = vec!["--redis-prefix", "one:"];
+    args.extend_from_slice(&metrics);
+    let mut one = Hub::start(&root.path().join("one"), &args);
+    // A task's events split across the hubs: the hard case for merging.
+    // Inside the rolling window (an hour) and the current buckets.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let events = workflow(now - 3000.0);
+    let lines: Vec<String> = events.iter().map(Value::to_string).collect();
+    let mut last = 0;
+    for (i, chunk) in lines.chunks(7).enumerate() {
+        let body = chunk.join("\n");
+        let (s, a) = post(&hubs[i % 3], &body);
+        assert_eq!(s, 200, "{a}");
+        last = a["ids"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_u64()
+            .unwrap();
+        let (s, a) = post(&one, &body);
+        assert_eq!(s, 200, "{a}");
+    }
+    // The KPIs of every hub's engine are the same, events and all.
+    let kpis = |h: &Hub| {
+        wait_for_last_id(h, last);
+        let (_, m) = h.get_json("/api/metrics");
+        let keep = ["window", "agents", "buckets", "open_tasks"];
+        keep.map(|k| m[k].clone())
+    };
+    let k0 = kpis(&hubs[0]);
+    assert!(
+        k0[1].as_object().is_some_and(|a| a.contains_key("scribe")),
+        "agents in /api/metrics: {k0:?}"
+    );
+    assert_eq!(kpis(&hubs[1]), k0);
+    assert_eq!(kpis(&hubs[2]), k0);
+    assert_eq!(kpis(&one), k0, "the cluster's KPIs are a single hub's");
+    for h in hubs.iter_mut().chain([&mut one]) {
+        assert!(h.terminate().success());
+    }
+    let (cluster, single) = (buckets(&redis, "c:"), buckets(&redis, "one:"));
+    assert!(!single.is_empty());
+    assert_eq!(
+        cluster.keys().collect::<Vec<_>>(),
+        single.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &single {
+        let c = &cluster[k];
+        let close = match (v.as_object(), c.as_object()) {
+            (Some(a), Some(b)) => {
+                a.len() == b.len()
+                    && a.iter().all(|(f, x)| match (x.as_f64(), b[f].as_f64()) {
+                        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                        _ => *x == b[f],
+                    })
+            }
+            _ => v == c,
+        };
+        assert!(close, "{k}: cluster {c} vs one hub {v}");
+    }
+}

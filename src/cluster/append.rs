@@ -55,6 +55,7 @@ pub fn start(cluster: &Cluster) -> ClusterOutbox {
     let script = AppendScript::new(
         cluster.keys().clone(),
         cluster.epoch.clone(),
+        cluster.origin.clone(),
         &cluster.config,
     );
     tokio::spawn(run(cluster.clone(), script, rx));

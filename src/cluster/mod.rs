@@ -36,7 +36,7 @@
 //!
 //! | key            | type   | what                                                            |
 //! |----------------|--------|-----------------------------------------------------------------|
-//! | `K`            | stream | one entry per event: entry id `<id>-0`, one field `e` = the wire line (`{"id":…}`, no `\n`) |
+//! | `K`            | stream | one entry per event: entry id `<id>-0`, field `e` = the wire line (`{"id":…}`, no `\n`), field `h` = the origin id of the hub that appended it |
 //! | `K:seq`        | string | the last id given (`INCR`)                                      |
 //! | `K:epoch`      | string | the cluster's stream epoch, created once (`SET NX`)             |
 //! | `K:dedup:<event_id>` | string | the id the first event with this `event_id` got; TTL `--cluster-dedup-ttl` |
@@ -73,6 +73,7 @@ use serde_json::{json, Value};
 
 pub mod append;
 pub mod keys;
+pub mod own;
 pub mod script;
 pub mod tail;
 
@@ -250,6 +251,11 @@ pub struct Cluster {
     pub epoch: String,
     /// Counters and state.
     pub status: Arc<ClusterStatus>,
+    /// This process's origin id (random): field `h` of what it appends.
+    pub origin: String,
+    /// The ids this process appended, as its tail reads them back (for
+    /// counting Redis bucket increments once, [`own`]).
+    pub own: Arc<own::OwnIds>,
     keys: Arc<Keys>,
     client: redis::Client,
 }
@@ -295,6 +301,8 @@ impl Cluster {
             config: Arc::new(config),
             epoch,
             status: Arc::new(status),
+            origin: crate::pipeline::epoch::fresh(),
+            own: Arc::new(own::OwnIds::default()),
             keys: Arc::new(keys),
             client,
         })

@@ -21,8 +21,9 @@ use super::{ClusterError, Keys};
 /// The Lua script.
 ///
 /// KEYS: stream, seq, epoch, times. ARGV: expected epoch, dedup TTL (s),
-/// max len (0: none), max age in ms (0: none), then per event its
-/// `event_id` (empty: none) and its line's tail. Returns one integer per
+/// max len (0: none), max age in ms (0: none), the appending hub's origin
+/// id (field `h` of each entry), then per event its `event_id` (empty:
+/// none) and its line's tail. Returns one integer per
 /// event: its id, or minus the earlier id for a duplicate.
 pub const SCRIPT: &str = r#"
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
@@ -32,7 +33,7 @@ local ttl = tonumber(ARGV[2])
 local prefix = KEYS[1] .. ':dedup:'
 local out = {}
 local first = nil
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local eid = ARGV[i]
   local prev = false
   if eid ~= '' then prev = redis.call('GET', prefix .. eid) end
@@ -42,7 +43,7 @@ for i = 5, #ARGV, 2 do
     local id = redis.call('INCR', KEYS[2])
     local sid = string.format('%d', id)
     if eid ~= '' then redis.call('SET', prefix .. eid, sid, 'EX', ttl) end
-    redis.call('XADD', KEYS[1], sid .. '-0', 'e', '{"id":' .. sid .. ARGV[i + 1])
+    redis.call('XADD', KEYS[1], sid .. '-0', 'e', '{"id":' .. sid .. ARGV[i + 1], 'h', ARGV[5])
     out[#out + 1] = id
     if not first then first = sid end
   end
@@ -129,6 +130,7 @@ pub struct AppendScript {
     script: redis::Script,
     keys: Keys,
     epoch: String,
+    origin: String,
     ttl_secs: u64,
     max_len: u64,
     max_age_ms: u64,
@@ -136,11 +138,17 @@ pub struct AppendScript {
 
 impl AppendScript {
     /// The script for these keys and settings.
-    pub fn new(keys: Keys, epoch: String, config: &super::ClusterConfig) -> AppendScript {
+    pub fn new(
+        keys: Keys,
+        epoch: String,
+        origin: String,
+        config: &super::ClusterConfig,
+    ) -> AppendScript {
         AppendScript {
             script: redis::Script::new(SCRIPT),
             keys,
             epoch,
+            origin,
             ttl_secs: config.dedup_ttl.as_secs().max(1),
             max_len: config.max_len,
             max_age_ms: config.max_age.map_or(0, |d| (d.as_millis() as u64).max(1)),
@@ -162,7 +170,8 @@ impl AppendScript {
                 .arg(&self.epoch)
                 .arg(self.ttl_secs)
                 .arg(self.max_len)
-                .arg(self.max_age_ms);
+                .arg(self.max_age_ms)
+                .arg(&self.origin);
             for p in chunk {
                 cmd.arg(&p.event_id).arg(&p.tail);
             }

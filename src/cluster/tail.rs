@@ -13,6 +13,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -80,7 +81,7 @@ pub async fn run(
         if entries.is_empty() {
             continue;
         }
-        let records = to_records(&status, entries, &mut last_id);
+        let records = to_records(&cluster, entries, &mut last_id);
         status.tail_last_id.store(last_id, Ordering::Relaxed);
         if records.is_empty() {
             continue;
@@ -97,13 +98,26 @@ pub async fn run(
 
 /// The events of `entries` (ids after `last_id`, in order), advancing
 /// `last_id`; jumps in the ids and unreadable lines are counted as missed.
-fn to_records(
-    status: &Arc<super::ClusterStatus>,
-    entries: Vec<(u64, Bytes)>,
+fn to_records(cluster: &Cluster, entries: Vec<Entry>, last_id: &mut u64) -> Vec<SharedRecord> {
+    let origin = cluster.origin.as_bytes();
+    to_records_of(&cluster.status, &cluster.own, origin, entries, last_id)
+}
+
+/// [`to_records`], given the parts of the cluster it needs.
+fn to_records_of(
+    status: &super::ClusterStatus,
+    own: &super::own::OwnIds,
+    origin: &[u8],
+    entries: Vec<Entry>,
     last_id: &mut u64,
 ) -> Vec<SharedRecord> {
     let mut records = Vec::with_capacity(entries.len());
-    for (id, line) in entries {
+    for Entry {
+        id,
+        line,
+        origin: entry_origin,
+    } in entries
+    {
         if id <= *last_id {
             continue;
         }
@@ -117,6 +131,9 @@ fn to_records(
             );
         }
         *last_id = id;
+        if entry_origin == origin {
+            own.insert(id);
+        }
         match Event::from_wire(&line) {
             Ok(event) if event.id == id => {
                 let mut buf = Vec::with_capacity(line.len() + 1);
@@ -143,12 +160,12 @@ fn to_records(
     records
 }
 
-/// One `XREAD BLOCK` after `last_id`: `(id, line)` per entry.
+/// One `XREAD BLOCK` after `last_id`.
 async fn read_after(
     con: &mut redis::aio::MultiplexedConnection,
     cluster: &Cluster,
     last_id: u64,
-) -> Result<Vec<(u64, Bytes)>, ClusterError> {
+) -> Result<Vec<Entry>, ClusterError> {
     let mut cmd = redis::cmd("XREAD");
     cmd.arg("COUNT")
         .arg(READ_COUNT)
@@ -167,8 +184,17 @@ async fn read_after(
     parse_xread(value)
 }
 
+/// One entry of the stream.
+#[derive(Debug, PartialEq)]
+struct Entry {
+    id: u64,
+    line: Bytes,
+    /// The origin id of the hub that appended it.
+    origin: Vec<u8>,
+}
+
 /// The entries of an `XREAD` reply for one stream (RESP2 or RESP3 shape).
-fn parse_xread(value: Value) -> Result<Vec<(u64, Bytes)>, ClusterError> {
+fn parse_xread(value: Value) -> Result<Vec<Entry>, ClusterError> {
     let bad = |what: &str| ClusterError::Protocol(format!("XREAD: {what}"));
     let streams = match value {
         Value::Nil => return Ok(Vec::new()),
@@ -207,17 +233,23 @@ fn parse_xread(value: Value) -> Result<Vec<(u64, Bytes)>, ClusterError> {
             let Value::Array(fields) = fields else {
                 return Err(bad("fields are not an array"));
             };
-            let mut line = None;
+            let (mut line, mut origin) = (None, None);
             let mut it = fields.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                if matches!(&k, Value::BulkString(b) if b == b"e") {
-                    if let Value::BulkString(b) = v {
-                        line = Some(Bytes::from(b));
+                if let (Value::BulkString(k), Value::BulkString(v)) = (k, v) {
+                    match &k[..] {
+                        b"e" => line = Some(Bytes::from(v)),
+                        b"h" => origin = Some(v),
+                        _ => {}
                     }
                 }
             }
             let line = line.ok_or_else(|| bad("an entry has no field e"))?;
-            out.push((id, line));
+            out.push(Entry {
+                id,
+                line,
+                origin: origin.unwrap_or_default(),
+            });
         }
     }
     Ok(out)
@@ -234,21 +266,34 @@ mod tests {
     #[test]
     fn reads_entries_and_counts_jumps() {
         let line = r#"{"id":3,"event_type":"note","timestamp":1.0,"payload":{}}"#;
+        let entry = |id: &str, h: &str| {
+            Value::Array(vec![
+                bulk(id),
+                Value::Array(vec![bulk("e"), bulk(line), bulk("h"), bulk(h)]),
+            ])
+        };
         let reply = Value::Array(vec![Value::Array(vec![
             bulk("agentpulse:events"),
-            Value::Array(vec![Value::Array(vec![
-                bulk("3-0"),
-                Value::Array(vec![bulk("e"), bulk(line)]),
-            ])]),
+            Value::Array(vec![entry("3-0", "me")]),
         ])]);
         let entries = parse_xread(reply).unwrap();
-        assert_eq!(entries, vec![(3, Bytes::from(line))]);
+        assert_eq!(
+            entries,
+            vec![Entry {
+                id: 3,
+                line: Bytes::from(line),
+                origin: b"me".to_vec()
+            }]
+        );
         assert!(parse_xread(Value::Nil).unwrap().is_empty());
-        let status = Arc::new(super::super::ClusterStatus::default());
+        let status = super::super::ClusterStatus::default();
+        let own = super::super::own::OwnIds::default();
+        own.enable();
         let mut last = 1;
-        let recs = to_records(&status, entries, &mut last);
+        let recs = to_records_of(&status, &own, b"me", entries, &mut last);
         assert_eq!((recs.len(), last), (1, 3));
         assert_eq!(&recs[0].message()[..], line.as_bytes());
         assert_eq!(status.missed.load(Ordering::Relaxed), 1, "id 2 was missed");
+        assert!(own.take(3), "appended by this hub");
     }
 }

@@ -40,6 +40,7 @@ pub struct EmitterBuilder {
     strict: Option<bool>,
     increments: Option<Arc<Increments>>,
     cluster: Option<super::ClusterParts>,
+    increment_filter: Option<crate::sinks::metrics::IncrementFilter>,
 }
 
 impl Default for EmitterBuilder {
@@ -59,6 +60,7 @@ impl Default for EmitterBuilder {
             strict: None,
             increments: None,
             cluster: None,
+            increment_filter: None,
         }
     }
 }
@@ -159,6 +161,16 @@ impl EmitterBuilder {
         self
     }
 
+    /// Records Redis bucket increments only for the events `only` says (a
+    /// cluster member: those it appended).
+    pub fn metrics_increment_filter(
+        mut self,
+        only: crate::sinks::metrics::IncrementFilter,
+    ) -> Self {
+        self.increment_filter = Some(only);
+        self
+    }
+
     /// Makes this emitter a member of a cluster ([`crate::cluster`]): the
     /// events it takes go to `outbox` for their ids instead of being given
     /// ids here, and come back through [`Emitter::feed_tailed`]; the stream
@@ -238,6 +250,7 @@ impl EmitterBuilder {
                     dedup_window: self.dedup_window,
                     increments: self.increments,
                     cluster: self.cluster,
+                    increment_filter: self.increment_filter,
                 }))),
             }),
         })

@@ -216,6 +216,7 @@ struct Parts {
     dedup_window: usize,
     increments: Option<Arc<Increments>>,
     cluster: Option<ClusterParts>,
+    increment_filter: Option<crate::sinks::metrics::IncrementFilter>,
 }
 
 /// What a cluster member's pipeline is given (see

@@ -112,6 +112,9 @@ impl Emitter {
             MetricsSink::new(self.inner.engine.clone()).with_clock(self.inner.clock.clone());
         if let Some(inc) = &parts.increments {
             metrics_sink = metrics_sink.with_increments(inc.clone());
+            if let Some(only) = &parts.increment_filter {
+                metrics_sink = metrics_sink.with_increment_filter(only.clone());
+            }
         }
         let metrics = (for_sink(&metrics_sink)?, metrics_sink);
         let console = parts.console.as_ref().map(|c| for_sink(c)).transpose()?;

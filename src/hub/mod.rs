@@ -365,6 +365,12 @@ pub async fn start(
         flusher = Some(Flusher::new(rc.clone(), increments));
     }
     if let Some(cluster) = &config.cluster {
+        if config.redis_metrics.is_some() {
+            // Each event's increments by the hub that appended it: once.
+            cluster.own.enable();
+            let own = cluster.own.clone();
+            builder = builder.metrics_increment_filter(Arc::new(move |id| own.take(id)));
+        }
         let outbox = crate::cluster::append::start(cluster);
         builder = builder.cluster(Box::new(outbox), cluster.epoch.clone());
     }
