@@ -536,3 +536,129 @@ fn redis_buckets_count_each_event_once_and_equal_a_single_hub() {
         assert!(close, "{k}: cluster {c} vs one hub {v}");
     }
 }
+
+#[test]
+fn the_ingest_websocket_and_otlp_get_the_cluster_s_answers() {
+    let mut redis = Redis::start_persistent();
+    let root = tempfile::tempdir().unwrap();
+    let hubs = three_hubs(&redis, root.path());
+    // /ingest on A: the answer's ids are the cluster's.
+    let ingest = ws::connect(&hubs[0].ws_url("/ingest"), &[]);
+    ingest.send(&notes("ws", 0, 3));
+    let a = ingest.next(LONG);
+    assert_eq!(
+        (a["status"].as_u64(), a["accepted"].as_u64()),
+        (Some(200), Some(3)),
+        "{a}"
+    );
+    // The same event ids through B's /ingest: duplicates, the same ids.
+    let ingest_b = ws::connect(&hubs[1].ws_url("/ingest"), &[]);
+    ingest_b.send(&notes("ws", 0, 3));
+    let b = ingest_b.next(LONG);
+    assert_eq!(b["duplicates"].as_u64(), Some(3), "{b}");
+    assert_eq!(b["ids"], a["ids"]);
+    // OTLP/HTTP on C: a GenAI span becomes events every hub has.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        - 3_000_000_000;
+    let span = json!({"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "svc"}}]},
+      "scopeSpans": [{"scope": {"name": "t"}, "spans": [
+        {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+         "name": "invoke_agent router", "kind": 1,
+         "startTimeUnixNano": t.to_string(), "endTimeUnixNano": (t + 1_500_000_000).to_string(),
+         "attributes": [
+           {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}},
+           {"key": "gen_ai.agent.name", "value": {"stringValue": "router"}}],
+         "status": {"code": 1}}]}]}]})
+    .to_string();
+    let (status, _) = post_to(
+        &hubs[2].url("/v1/traces"),
+        span.as_bytes(),
+        "application/json",
+        &[],
+    );
+    assert_eq!(status, 200);
+    let last = wait_for("the span's events on C", LONG, || {
+        let events = api_events(&hubs[2]);
+        (events.len() > 3).then(|| events.last().unwrap()["id"].as_u64().unwrap())
+    });
+    for h in &hubs[..2] {
+        wait_for_last_id(h, last);
+        assert_eq!(api_events(h), api_events(&hubs[2]));
+    }
+    // Redis down: /ingest answers 503, OTLP 503 with Retry-After.
+    redis.kill();
+    wait_for("a 503 on /ingest", LONG, || {
+        ingest.send(&notes("down", 0, 1));
+        (ingest.next(LONG)["status"] == 503).then_some(())
+    });
+    let r = ureq::post(&hubs[2].url("/v1/traces"))
+        .set("Content-Type", "application/json")
+        .send_string(&span);
+    match r {
+        Err(ureq::Error::Status(503, resp)) => assert_eq!(resp.header("retry-after"), Some("1")),
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    let _redis = redis.restart();
+    wait_for("/ingest to take events again", LONG, || {
+        ingest.send(&notes("down", 0, 1));
+        (ingest.next(LONG)["status"] == 200).then_some(())
+    });
+}
+
+#[test]
+fn retention_by_count_and_age_and_a_hub_behind_it_says_so() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let a = Hub::start(
+        &root.path().join("a"),
+        &[
+            "--cluster",
+            &url,
+            "--cluster-max-len",
+            "100",
+            "--cluster-max-age",
+            "1",
+        ],
+    );
+    let xlen = || {
+        redis
+            .cmd(&["XLEN", "agentpulse:events"])
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    for b in 0..10 {
+        let (status, _) = post(&a, &notes("old", b * 100, 100));
+        assert_eq!(status, 200);
+    }
+    // MAXLEN ~ trims whole nodes: about 100 entries are left, not 1,000.
+    let left = xlen();
+    assert!((100..300).contains(&left), "{left} entries left");
+    // A hub started now is behind the retention: it says so, and serves
+    // what the stream still has.
+    let late = Hub::start(&root.path().join("late"), &["--cluster", &url]);
+    wait_for_last_id(&late, 1000);
+    let (_, h) = late.get_json("/health");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["components"]["cluster"]["missed"], 1000 - left, "{h}");
+    assert_eq!(api_events(&late).len() as u64, left);
+    // By age: entries older than a second go as newer ones come.
+    let mut n = 0;
+    wait_for(
+        "entries older than --cluster-max-age to be trimmed",
+        LONG,
+        || {
+            n += 1;
+            let (status, _) = post(&a, &notes("new", n, 1));
+            assert_eq!(status, 200);
+            let first = redis.cmd(&["XRANGE", "agentpulse:events", "-", "+", "COUNT", "1"])?;
+            let first_id: u64 = first.lines().next()?.split('-').next()?.parse().ok()?;
+            (first_id > 1000).then_some(())
+        },
+    );
+}
