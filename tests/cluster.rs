@@ -662,3 +662,31 @@ fn retention_by_count_and_age_and_a_hub_behind_it_says_so() {
         },
     );
 }
+
+#[test]
+fn a_redis_restarted_empty_is_refused_rather_than_mixing_two_histories() {
+    let redis = Redis::start(); // no persistence: a restart empties it
+    let root = tempfile::tempdir().unwrap();
+    let hubs = three_hubs(&redis, root.path());
+    let (status, first) = post(&hubs[0], &notes("h1", 0, 5));
+    assert_eq!(status, 200, "{first}");
+    wait_for_last_id(&hubs[2], 5);
+    let before = api_events(&hubs[2]);
+    let redis = redis.restart();
+    wait_for("a refusal naming the lost history", LONG, || {
+        let (status, body) = post(&hubs[1], &notes("h1", 5, 1));
+        (status == 503 && body["error"].as_str()?.contains("history")).then_some(())
+    });
+    // A new hub on the empty Redis starts a new history (new epoch, ids
+    // from 1); the old hubs take none of it.
+    let new = start_hub(&redis, &root.path().join("new"), 0);
+    let (status, body) = post(&new, &notes("h2", 0, 3));
+    assert_eq!((status, body["ids"][0].as_u64()), (200, Some(1)), "{body}");
+    wait_for("the old hubs' tails to stop", LONG, || {
+        let (_, h) = hubs[2].get_json("/health");
+        (h["components"]["cluster"]["history_lost"] == true).then_some(())
+    });
+    assert_eq!(api_events(&hubs[2]), before);
+    let (_, h) = hubs[0].get_json("/health");
+    assert_eq!(h["status"], "degraded", "{h}");
+}

@@ -336,3 +336,57 @@ pub(crate) async fn connect(
         Ok(Ok(c)) => Ok(c),
     }
 }
+
+/// Records the cluster's counters in the Prometheus exposition (called by
+/// `/metrics` while its recorder is installed).
+pub fn prometheus(status: &ClusterStatus) {
+    use ::metrics::{counter, describe_counter, describe_gauge, gauge};
+    let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let up = |b: &AtomicBool| if b.load(Ordering::Relaxed) { 1.0 } else { 0.0 };
+    describe_gauge!(
+        "agentpulse_cluster_append_up",
+        "1 when the last append to the cluster's Redis succeeded."
+    );
+    gauge!("agentpulse_cluster_append_up").set(up(&status.append_up));
+    describe_gauge!(
+        "agentpulse_cluster_tail_up",
+        "1 when the tail reads the cluster's stream."
+    );
+    gauge!("agentpulse_cluster_tail_up").set(up(&status.tail_up));
+    let counters: [(&'static str, &'static str, &AtomicU64); 6] = [
+        (
+            "agentpulse_cluster_appended_total",
+            "Events this hub appended to the cluster's stream.",
+            &status.appended,
+        ),
+        (
+            "agentpulse_cluster_duplicates_total",
+            "Events this hub sent that the cluster knew by event_id.",
+            &status.duplicates,
+        ),
+        (
+            "agentpulse_cluster_append_failures_total",
+            "Batches refused because the cluster's Redis could not store them.",
+            &status.append_failures,
+        ),
+        (
+            "agentpulse_cluster_append_round_trips_total",
+            "Round trips of appends to Redis.",
+            &status.append_round_trips,
+        ),
+        (
+            "agentpulse_cluster_tailed_total",
+            "Events read from the cluster's stream.",
+            &status.tailed,
+        ),
+        (
+            "agentpulse_cluster_missed_total",
+            "Events of the stream this hub could not read (behind its retention).",
+            &status.missed,
+        ),
+    ];
+    for (name, help, value) in counters {
+        describe_counter!(name, help);
+        counter!(name).absolute(r(value));
+    }
+}

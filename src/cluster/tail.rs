@@ -46,7 +46,11 @@ pub async fn run(
         let read = async {
             let c = match &mut con {
                 Some(c) => c,
-                None => con.insert(super::connect(&cluster.client, &url).await?),
+                None => {
+                    let mut c = super::connect(&cluster.client, &url).await?;
+                    check_epoch(&mut c, &cluster).await?;
+                    con.insert(c)
+                }
             };
             read_after(c, &cluster, last_id).await
         };
@@ -57,6 +61,14 @@ pub async fn run(
         status.tail_reads.fetch_add(1, Ordering::Relaxed);
         let entries = match entries {
             Ok(e) => e,
+            Err(e @ ClusterError::HistoryLost { .. }) => {
+                // Another history's ids would be taken for this one's.
+                tracing::error!("cluster: {e}; the tail stops");
+                status.history_lost.store(true, Ordering::Relaxed);
+                status.tail_up.store(false, Ordering::Relaxed);
+                status.set_error(Some(e.to_string()));
+                return;
+            }
             Err(e) => {
                 con = None;
                 if status.tail_up.swap(false, Ordering::Relaxed) {
@@ -158,6 +170,31 @@ fn to_records_of(
         }
     }
     records
+}
+
+/// Fails with [`ClusterError::HistoryLost`] when the stream's epoch in
+/// Redis is not the one this hub joined with (checked on every connection:
+/// a Redis restarted empty, then joined by a new hub, has a new history).
+async fn check_epoch(
+    con: &mut redis::aio::MultiplexedConnection,
+    cluster: &Cluster,
+) -> Result<(), ClusterError> {
+    let epoch: Option<String> = redis::cmd("GET")
+        .arg(&cluster.keys().epoch)
+        .query_async(con)
+        .await
+        .map_err(|source| ClusterError::Redis {
+            url: cluster.config.url.clone(),
+            source,
+        })?;
+    if epoch.as_deref() == Some(cluster.epoch.as_str()) {
+        Ok(())
+    } else {
+        Err(ClusterError::HistoryLost {
+            key: cluster.keys().epoch.clone(),
+            expected: cluster.epoch.clone(),
+        })
+    }
 }
 
 /// One `XREAD BLOCK` after `last_id`.
