@@ -647,6 +647,21 @@ fn retention_by_count_and_age_and_a_hub_behind_it_says_so() {
     assert_eq!(h["status"], "degraded", "{h}");
     assert_eq!(h["components"]["cluster"]["missed"], 1000 - left, "{h}");
     assert_eq!(api_events(&late).len() as u64, left);
+    // Its readers are told what is gone, then get what it has.
+    let reader = ws::connect(&late.ws_url("/agent-events?since=0"), &[]);
+    let hello = reader.next(LONG);
+    assert_eq!(hello["oldest_id"], 1001 - left, "{hello}");
+    let gap = reader.next(LONG);
+    assert_eq!(gap["event_type"], "stream_gap", "{gap}");
+    assert_eq!(gap["payload"]["reason"], "not_retained", "{gap}");
+    assert_eq!(
+        (
+            gap["payload"]["from_id"].as_u64(),
+            gap["payload"]["to_id"].as_u64()
+        ),
+        (Some(1), Some(1000 - left))
+    );
+    assert_eq!(reader.next_event(LONG)["id"], 1001 - left);
     // By age: entries older than a second go as newer ones come.
     let mut n = 0;
     wait_for(

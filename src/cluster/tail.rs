@@ -93,7 +93,14 @@ pub async fn run(
         if entries.is_empty() {
             continue;
         }
+        let fed_up_to = last_id;
         let records = to_records(&cluster, entries, &mut last_id);
+        if let (Some(first), Some(index)) = (records.first(), emitter.log_index()) {
+            if first.event.id > fed_up_to + 1 {
+                // Behind the retention: the log starts past the gap.
+                index.skip(fed_up_to + 1, first.event.id);
+            }
+        }
         status.tail_last_id.store(last_id, Ordering::Relaxed);
         if records.is_empty() {
             continue;
