@@ -410,6 +410,12 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let signal = shutdown_signal()?;
         let shutdown = CancellationToken::new();
+        if cluster.is_some() && hub_config.redis_url.is_some() {
+            // Every hub subscribed would ingest each message once.
+            tracing::warn!(
+                "--cluster with the agent-events bridge: every hub that subscribes ingests each PUBLISHed message (events without an event_id are stored once per hub); keep the bridge on one hub and give the others --no-redis-bridge"
+            );
+        }
         if let Some(c) = cluster {
             let joined = agentpulse::cluster::Cluster::join(c).await?;
             tracing::info!(epoch = %joined.epoch, "joined the cluster");
