@@ -705,3 +705,34 @@ fn a_redis_restarted_empty_is_refused_rather_than_mixing_two_histories() {
     let (_, h) = hubs[0].get_json("/health");
     assert_eq!(h["status"], "degraded", "{h}");
 }
+
+#[test]
+fn a_hub_restarted_while_redis_is_down_serves_its_log_and_catches_up_after() {
+    let mut redis = Redis::start_persistent();
+    let root = tempfile::tempdir().unwrap();
+    let mut hubs = three_hubs(&redis, root.path());
+    let (status, _) = post(&hubs[1], &notes("before", 0, 20));
+    assert_eq!(status, 200);
+    wait_for_last_id(&hubs[0], 20);
+    let have = api_events(&hubs[0]);
+    redis.kill();
+    hubs[0].child.kill().unwrap();
+    hubs[0].child.wait().unwrap();
+    let (port, dir) = (hubs[0].addr.port(), hubs[0].log_dir.clone());
+    // Redis is down: A starts all the same, on its log, and says so.
+    hubs[0] = start_hub(&redis, &dir, port);
+    assert_eq!(api_events(&hubs[0]), have);
+    let (_, h) = hubs[0].get_json("/health");
+    assert_eq!(h["status"], "degraded", "{h}");
+    let (status, _) = post(&hubs[0], &notes("down", 0, 1));
+    assert_eq!(status, 503);
+    let _redis = redis.restart();
+    let (status, body) = post(&hubs[2], &notes("after", 0, 10));
+    assert_eq!(status, 200, "{body}");
+    let last = body["ids"][9].as_u64().unwrap();
+    wait_for_last_id(&hubs[0], last);
+    assert_eq!(api_events(&hubs[0]), api_events(&hubs[2]));
+    wait_for("A to take events again", LONG, || {
+        (post(&hubs[0], &notes("down", 0, 1)).0 == 200).then_some(())
+    });
+}

@@ -417,7 +417,20 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         if let Some(c) = cluster {
-            let joined = agentpulse::cluster::Cluster::join(c).await?;
+            let joined = match agentpulse::cluster::Cluster::join(c.clone()).await {
+                Ok(j) => j,
+                Err(e) => match logged_epoch(hub_config.log.as_ref()) {
+                    // A restart while Redis is away: serve the log, refuse
+                    // ingest until Redis is back (its epoch is checked then).
+                    Some(epoch) => {
+                        tracing::warn!(
+                            "{e}; serving this hub's log (epoch {epoch}) and refusing ingest until Redis answers"
+                        );
+                        agentpulse::cluster::Cluster::offline(c, epoch)?
+                    }
+                    None => return Err(e.into()),
+                },
+            };
             tracing::info!(epoch = %joined.epoch, "joined the cluster");
             hub_config.cluster = Some(joined);
         }
@@ -465,6 +478,17 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The stream epoch stored beside a log that holds events, if any: the
+/// cluster's, for a member that restarts while Redis is unreachable.
+fn logged_epoch(log: Option<&JsonlConfig>) -> Option<String> {
+    let log = log?;
+    let epoch = agentpulse::pipeline::epoch::stored(&log.dir, &log.file_name)?;
+    match agentpulse::logfile::recover_last_id(&log.dir, &log.file_name) {
+        Ok(Some(id)) if id > 0 => Some(epoch),
+        _ => None,
+    }
 }
 
 /// Off loopback, every kind of access needs a token: when the user gave

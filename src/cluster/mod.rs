@@ -308,6 +308,29 @@ impl Cluster {
         })
     }
 
+    /// A member that could not reach Redis at start but has a history of
+    /// the cluster in its log (`epoch` stored beside it): it serves what it
+    /// has and refuses ingest until Redis answers. Safe because the append
+    /// script and the tail check Redis's epoch against `epoch` (another
+    /// history is refused, never mixed in).
+    pub fn offline(config: ClusterConfig, epoch: String) -> Result<Cluster, ClusterError> {
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|source| ClusterError::Url {
+                url: config.url.clone(),
+                source,
+            })?;
+        let keys = Keys::new(&config.stream_key);
+        Ok(Cluster {
+            config: Arc::new(config),
+            epoch,
+            status: Arc::new(ClusterStatus::default()),
+            origin: crate::pipeline::epoch::fresh(),
+            own: Arc::new(own::OwnIds::default()),
+            keys: Arc::new(keys),
+            client,
+        })
+    }
+
     /// The key names.
     pub fn keys(&self) -> &Keys {
         &self.keys
