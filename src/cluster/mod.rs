@@ -59,11 +59,27 @@
 //! `/health` says why. A hub whose log holds another epoch's history
 //! refuses to start (its ids would clash).
 //!
+//! **Counted once.** Each entry names the process that appended it (field
+//! `h`, a random origin id per process). With Redis bucket metrics, a
+//! hub's engine sees every event (so task state is whole) but records the
+//! bucket increments of its own events only ([`own`]): each event is
+//! counted once in the cluster.
+//!
+//! **Faults.** Redis unreachable: the append fails at once and the batch
+//! is refused (503, `Retry-After`); the tail retries from its last id. A
+//! member restarted while Redis is away starts on its log's epoch
+//! ([`Cluster::offline`]); the script and the tail check the epoch on every
+//! connection, so another history is refused, never mixed in.
+//!
 //! Limits of this slice: the dedup keys are computed inside the script, so
 //! it runs on one Redis (or a primary with replicas), not on Redis Cluster;
 //! an event appended whose answer was lost (a timeout) is stored, and its
 //! retry without an `event_id` is stored again (at-least-once; with an
-//! `event_id`, exactly once within the dedup TTL).
+//! `event_id`, exactly once within the dedup TTL). In-process events with
+//! no one to answer (alerts fed back) that Redis refuses are only counted
+//! (`append_failures`). Alerts, budgets and notifications run on every hub
+//! (once per hub, not once per cluster). Needs Redis ≥ 5 (the script calls
+//! `TIME` after writes: effects replication).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -70,9 +70,10 @@ pub(crate) enum Command {
 
 /// Where a cluster member's dispatcher sends the events it takes instead
 /// of giving them ids itself ([`crate::cluster`]): the ids come from the
-/// cluster, and the events come back through [`Command::Tailed`]. `send`
-/// may wait for room (it runs on the dispatcher thread, outside async code)
-/// but must not wait on the pipeline.
+/// cluster, and the events come back with them through
+/// [`crate::Emitter::feed_tailed`]. `send` may wait for room (it runs on
+/// the dispatcher thread, outside async code) but must not wait on the
+/// pipeline.
 pub trait Outbox: Send + 'static {
     /// Takes `events` (validated, timestamped) and calls `reply`, when
     /// given, with their outcomes once the cluster holds them, or with the
