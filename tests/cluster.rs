@@ -742,3 +742,109 @@ fn a_hub_restarted_while_redis_is_down_serves_its_log_and_catches_up_after() {
         (post(&hubs[0], &notes("down", 0, 1)).0 == 200).then_some(())
     });
 }
+
+/// A webhook receiver: every request body comes out of the channel.
+fn webhook() -> (String, std::sync::mpsc::Receiver<Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let mut s = stream;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .ok();
+            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn an_alert_and_a_budget_warning_fire_once_per_cluster() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let (url, hooks) = webhook();
+    let base = include_str!("../config/observability.yaml");
+    let events_part = &base[..base.find("alerts:").unwrap()];
+    let cfg = root.path().join("agentpulse.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "replace: [alerts]\n{events_part}alerts:\n  - condition: \"validation_pass_rate < 0.70\"\n    action: notify_admin\n    message: \"Validation pass rate <70%\"\n    min_samples: 4\nnotifiers:\n  notify_admin:\n    - type: webhook\n      url: {url}\nbudgets:\n  - scope: global\n    period: day\n    limit_usd: 1.0\n    warn_at: 0.8\n"
+        ),
+    )
+    .unwrap();
+    let (cfg, redis_url) = (cfg.to_str().unwrap().to_owned(), redis.url());
+    let hubs: Vec<Hub> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            Hub::start(
+                &root.path().join(n),
+                &["--config", &cfg, "--cluster", &redis_url],
+            )
+        })
+        .collect();
+    wait_for("one hub to hold the alerts lease", LONG, || {
+        let leaders = hubs
+            .iter()
+            .filter(|h| h.get_json("/health").1["components"]["cluster"]["alerts_leader"] == true)
+            .count();
+        (leaders == 1).then_some(())
+    });
+    let validation = |t: u32| {
+        json!({"event_type": "validation_complete", "payload": {"task_id": format!("t{t}"),
+            "result": {"passed": false}, "cost": 0.3, "duration_ms": 5, "screenshots": 0}})
+        .to_string()
+    };
+    for t in 0..4 {
+        let (status, _) = post(&hubs[t as usize % 3], &validation(t));
+        assert_eq!(status, 200);
+    }
+    let hook = hooks.recv_timeout(LONG).expect("the webhook called");
+    assert_eq!(hook["event_type"], "alert_triggered", "{hook}");
+    let count = |h: &Hub, ty: &str| {
+        let (_, e) = h.get_json(&format!("/api/events?since=0&types={ty}"));
+        e["events"].as_array().unwrap().len()
+    };
+    for h in &hubs {
+        wait_for("the alert and the budget events on every hub", LONG, || {
+            let n = (
+                count(h, "alert_triggered"),
+                count(h, "budget_warning"),
+                count(h, "budget_exceeded"),
+            );
+            (n == (1, 1, 1)).then_some(())
+        });
+    }
+    // Nothing more comes: once per cluster, not once per hub.
+    assert!(
+        hooks.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "the webhook called once"
+    );
+    for h in &hubs {
+        assert_eq!(count(h, "alert_triggered"), 1);
+        assert_eq!(count(h, "budget_warning"), 1);
+        assert_eq!(count(h, "budget_exceeded"), 1);
+    }
+}

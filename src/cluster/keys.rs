@@ -12,6 +12,8 @@ pub struct Keys {
     pub epoch: String,
     /// Marks for retention by age: score ms, member the first id of that second.
     pub times: String,
+    /// The alerts lease: the origin id of the hub that emits alerts.
+    pub alerts: String,
 }
 
 impl Keys {
@@ -22,6 +24,7 @@ impl Keys {
             seq: format!("{stream}:seq"),
             epoch: format!("{stream}:epoch"),
             times: format!("{stream}:times"),
+            alerts: format!("{stream}:alerts"),
         }
     }
 
@@ -41,6 +44,7 @@ mod tests {
         assert_eq!(k.seq, "agentpulse:events:seq");
         assert_eq!(k.epoch, "agentpulse:events:epoch");
         assert_eq!(k.times, "agentpulse:events:times");
+        assert_eq!(k.alerts, "agentpulse:events:alerts");
         assert_eq!(k.dedup("sdk-1"), "agentpulse:events:dedup:sdk-1");
     }
 }

@@ -41,6 +41,7 @@
 //! | `K:epoch`      | string | the cluster's stream epoch, created once (`SET NX`)             |
 //! | `K:dedup:<event_id>` | string | the id the first event with this `event_id` got; TTL `--cluster-dedup-ttl` |
 //! | `K:times`      | zset   | with retention by age only: score = ms, member = first id appended in that second |
+//! | `K:alerts`     | string | the alerts lease: origin id of the hub that emits alerts and notifies ([`lease`]), TTL 3 s |
 //!
 //! **Entry id = event id.** The entry of event 42 is `42-0`: ids strictly
 //! increase (one `INCR` in an atomic script), so explicit entry ids are
@@ -77,8 +78,9 @@
 //! retry without an `event_id` is stored again (at-least-once; with an
 //! `event_id`, exactly once within the dedup TTL). In-process events with
 //! no one to answer (alerts fed back) that Redis refuses are only counted
-//! (`append_failures`). Alerts, budgets and notifications run on every hub
-//! (once per hub, not once per cluster). Needs Redis ≥ 5 (the script calls
+//! (`append_failures`). Alerts, budgets and notifications fire once per
+//! cluster through a lease ([`lease`]); in a failover (≤ 3 s) some may be
+//! lost, or, with a holder stalled past its lease, doubled. Needs Redis ≥ 5 (the script calls
 //! `TIME` after writes: effects replication).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -89,6 +91,7 @@ use serde_json::{json, Value};
 
 pub mod append;
 pub mod keys;
+pub mod lease;
 pub mod own;
 pub mod script;
 pub mod tail;
@@ -202,6 +205,8 @@ pub struct ClusterStatus {
     pub missed: AtomicU64,
     /// The last id the tail read.
     pub tail_last_id: AtomicU64,
+    /// Whether this hub holds the alerts lease ([`lease`]).
+    pub alerts_leader: AtomicBool,
     /// The last error met (append or tail), while failing.
     pub last_error: Mutex<Option<String>>,
 }
@@ -252,6 +257,7 @@ impl ClusterStatus {
             "tail_reads": r(&self.tail_reads),
             "missed": r(&self.missed),
             "tail_last_id": r(&self.tail_last_id),
+            "alerts_leader": self.alerts_leader.load(Ordering::Relaxed),
             "error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
         })
     }

@@ -41,6 +41,7 @@ pub struct EmitterBuilder {
     increments: Option<Arc<Increments>>,
     cluster: Option<super::ClusterParts>,
     increment_filter: Option<crate::sinks::metrics::IncrementFilter>,
+    alerts_gate: Option<crate::sinks::alerts::Gate>,
 }
 
 impl Default for EmitterBuilder {
@@ -61,6 +62,7 @@ impl Default for EmitterBuilder {
             increments: None,
             cluster: None,
             increment_filter: None,
+            alerts_gate: None,
         }
     }
 }
@@ -171,6 +173,14 @@ impl EmitterBuilder {
         self
     }
 
+    /// Emits what alert rules and budgets produce, and delivers
+    /// notifications, only while `gate` says so (a cluster member: the
+    /// holder of the alerts lease).
+    pub fn alerts_gate(mut self, gate: crate::sinks::alerts::Gate) -> Self {
+        self.alerts_gate = Some(gate);
+        self
+    }
+
     /// Makes this emitter a member of a cluster ([`crate::cluster`]): the
     /// events it takes go to `outbox` for their ids instead of being given
     /// ids here, and come back through [`Emitter::feed_tailed`]; the stream
@@ -251,6 +261,7 @@ impl EmitterBuilder {
                     increments: self.increments,
                     cluster: self.cluster,
                     increment_filter: self.increment_filter,
+                    alerts_gate: self.alerts_gate,
                 }))),
             }),
         })

@@ -217,6 +217,7 @@ struct Parts {
     increments: Option<Arc<Increments>>,
     cluster: Option<ClusterParts>,
     increment_filter: Option<crate::sinks::metrics::IncrementFilter>,
+    alerts_gate: Option<crate::sinks::alerts::Gate>,
 }
 
 /// What a cluster member's pipeline is given (see

@@ -134,8 +134,11 @@ impl Emitter {
                 self.inner.clock.clone(),
                 fb_tx,
             );
-            let notify_sink =
+            let mut notify_sink =
                 NotifySink::new(self.inner.config.clone(), self.inner.notify_stats.clone());
+            if let Some(gate) = &parts.alerts_gate {
+                notify_sink = notify_sink.with_gate(gate.clone());
+            }
             Some(AlertThreads {
                 feedback: (park("agentpulse-feedback".into())?, fb_rx),
                 alerts: (for_sink(&alerts_sink)?, alerts_sink),
@@ -274,6 +277,7 @@ impl Emitter {
             extra_sinks,
             mut taps,
             cluster,
+            alerts_gate,
             ..
         } = parts;
         let ReadBack {
@@ -335,9 +339,14 @@ impl Emitter {
             let (thread, fb_rx) = a.feedback;
             let queue = self.inner.tx.clone();
             let now = self.inner.clock.clone();
+            let gate = alerts_gate;
             // Not joined: it ends when the alerts sink drops its sender.
             let _feedback = thread.run(move || {
                 for mut ev in fb_rx {
+                    if gate.as_ref().is_some_and(|g| !g()) {
+                        // Another hub of the cluster emits these.
+                        continue;
+                    }
                     ev.timestamp.get_or_insert_with(|| now.now());
                     if queue.blocking_send(Command::One(ev)).is_err() {
                         break;

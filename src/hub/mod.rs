@@ -371,6 +371,12 @@ pub async fn start(
             let own = cluster.own.clone();
             builder = builder.metrics_increment_filter(Arc::new(move |id| own.take(id)));
         }
+        let leader = cluster.status.clone();
+        builder = builder.alerts_gate(Arc::new(move || {
+            leader
+                .alerts_leader
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }));
         let outbox = crate::cluster::append::start(cluster);
         builder = builder.cluster(Box::new(outbox), cluster.epoch.clone());
     }
@@ -447,6 +453,10 @@ pub async fn start(
     if let Some(cluster) = state.config.cluster.clone() {
         // From the last id of this hub's log: a restart catches up.
         let last_id = start_report.next_id.saturating_sub(1);
+        state.tasks.spawn(crate::cluster::lease::run(
+            cluster.clone(),
+            state.shutdown.clone(),
+        ));
         state.tasks.spawn(crate::cluster::tail::run(
             cluster,
             state.emitter.clone(),
