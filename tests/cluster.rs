@@ -182,6 +182,8 @@ fn the_same_event_id_posted_to_two_hubs_is_stored_once() {
         (Some(0), Some(1))
     );
     assert_eq!(b["ids"][0].as_u64(), Some(id), "the earlier id");
+    let (_, m) = hubs[1].get_json("/api/metrics");
+    assert_eq!(m["pipeline"]["duplicates"], 1, "{}", m["pipeline"]);
 
     // Two hubs at once, the same 100 event ids: each stored once.
     let body = Arc::new(notes("race", 0, 100));

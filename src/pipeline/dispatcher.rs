@@ -151,7 +151,27 @@ impl Dispatcher {
                     return false;
                 }
                 if let Some(outbox) = &self.outbox {
-                    // Answered by the outbox once the cluster holds them.
+                    // Answered by the outbox once the cluster holds them;
+                    // the counters see the answer on its way.
+                    let stats = self.stats.clone();
+                    let n = events.len() as u64;
+                    let reply = reply.map(|reply| -> super::Reply {
+                        Box::new(move |answer: Result<Vec<Outcome>, Refused>| {
+                            match &answer {
+                                Ok(outcomes) => {
+                                    let dups = outcomes
+                                        .iter()
+                                        .filter(|o| matches!(o, Outcome::Duplicate(_)))
+                                        .count();
+                                    stats.duplicates.fetch_add(dups as u64, Ordering::Relaxed);
+                                }
+                                Err(_) => {
+                                    stats.refused.fetch_add(n, Ordering::Relaxed);
+                                }
+                            }
+                            reply(answer);
+                        })
+                    });
                     outbox.send(events, reply);
                     return false;
                 }
