@@ -42,6 +42,9 @@
 //!   non-blocking, at-least-once delivery to a hub over its `/ingest`
 //!   WebSocket or `POST /events`).
 //!
+//! - **Many hubs, one stream**: [`cluster`] (`serve --cluster`): ids and
+//!   dedup in Redis, every hub tails the shared Redis Stream.
+//!
 //! The wire format is documented in [`event`].
 #![deny(missing_docs)]
 
@@ -51,6 +54,7 @@
 pub use agentpulse_client as client;
 pub use agentpulse_core::{alerts, clock, event, metrics, schema, stats, suggest};
 
+pub mod cluster;
 pub mod config;
 pub mod emitter;
 pub mod hub;

@@ -84,6 +84,10 @@ enum What {
         /// Stream subscribers.
         #[arg(long, default_value_t = 100)]
         subscribers: usize,
+        /// Post the events to this hub instead of `--hub` (another hub of
+        /// the same cluster: the latency across hubs).
+        #[arg(long, value_parser = super::hub_url)]
+        post_to: Option<String>,
         /// Events per second posted (0: as fast as the hub takes them).
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
@@ -167,6 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         What::Fanout {
             hub,
             subscribers,
+            post_to,
             rate,
             seconds,
             lagging,
@@ -176,6 +181,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &hub,
             Fanout {
                 subscribers,
+                post_to,
                 rate,
                 seconds: seconds.clamp(1, 600),
                 lagging,
@@ -558,6 +564,7 @@ fn otlp(hub: &str, spans: u64, batch: usize, connections: usize) -> anyhow::Resu
 
 struct Fanout {
     subscribers: usize,
+    post_to: Option<String>,
     rate: u64,
     seconds: u64,
     lagging: usize,
@@ -655,6 +662,7 @@ fn message_id(msg: &[u8]) -> Option<u64> {
 fn fanout(hub: &str, f: Fanout) -> anyhow::Result<ExitCode> {
     let Fanout {
         subscribers,
+        post_to,
         rate,
         seconds,
         lagging,
@@ -665,7 +673,10 @@ fn fanout(hub: &str, f: Fanout) -> anyhow::Result<ExitCode> {
         "{}/stream",
         hub.trim_end_matches('/').replacen("http://", "ws://", 1)
     );
-    let url = format!("{}/events", hub.trim_end_matches('/'));
+    let url = format!(
+        "{}/events",
+        post_to.as_deref().unwrap_or(hub).trim_end_matches('/')
+    );
     let first_id = hub_last_id(hub)? + 1;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -191,6 +191,39 @@ pub struct Args {
     /// only and says so; a port given here that is taken is an error.
     #[arg(long = "otlp-grpc-port", env = "AGENTPULSE_OTLP_GRPC_PORT")]
     otlp_grpc_port: Option<u16>,
+    /// Join a cluster of hubs on this Redis (redis://HOST:PORT[/DB]): ids
+    /// and dedup in Redis, every hub serves every event of the cluster
+    /// from the shared stream (see the README's cluster recipe).
+    #[arg(long, env = "AGENTPULSE_CLUSTER_URL", value_parser = super::redis_url)]
+    cluster: Option<String>,
+    /// The cluster's stream key (the other keys are named after it).
+    #[arg(
+        long,
+        env = "AGENTPULSE_CLUSTER_STREAM_KEY",
+        default_value = agentpulse::cluster::DEFAULT_STREAM_KEY,
+        requires = "cluster"
+    )]
+    cluster_stream_key: String,
+    /// Entries the cluster's stream keeps (XTRIM MAXLEN ~; 0: no limit).
+    #[arg(
+        long,
+        env = "AGENTPULSE_CLUSTER_MAX_LEN",
+        default_value_t = agentpulse::cluster::DEFAULT_MAX_LEN,
+        requires = "cluster"
+    )]
+    cluster_max_len: u64,
+    /// Seconds of events the cluster's stream keeps (XTRIM MINID; default:
+    /// no limit by age).
+    #[arg(long, env = "AGENTPULSE_CLUSTER_MAX_AGE", requires = "cluster")]
+    cluster_max_age: Option<f64>,
+    /// Seconds an event_id is remembered by the cluster for dedup.
+    #[arg(
+        long,
+        env = "AGENTPULSE_CLUSTER_DEDUP_TTL",
+        default_value_t = 3600.0,
+        requires = "cluster"
+    )]
+    cluster_dedup_ttl: f64,
     /// Full ingest queue: block (backpressure to senders) or drop.
     #[arg(long, env = "AGENTPULSE_QUEUE_POLICY", default_value = "block")]
     queue_policy: QueuePolicy,
@@ -348,6 +381,24 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             port: args.otlp_grpc_port.unwrap_or(hub::otlp::DEFAULT_GRPC_PORT),
             explicit: args.otlp_grpc_port.is_some(),
         }),
+        cluster: None,
+    };
+    let cluster = match &args.cluster {
+        Some(url) => {
+            let mut c = agentpulse::cluster::ClusterConfig::new(url.clone());
+            if args.cluster_stream_key.is_empty() {
+                anyhow::bail!("--cluster-stream-key: must not be empty");
+            }
+            c.stream_key = args.cluster_stream_key.clone();
+            c.max_len = args.cluster_max_len;
+            c.max_age = args
+                .cluster_max_age
+                .map(|v| seconds("--cluster-max-age", v))
+                .transpose()?;
+            c.dedup_ttl = seconds("--cluster-dedup-ttl", args.cluster_dedup_ttl)?;
+            Some(c)
+        }
+        None => None,
     };
     let mut hub_config = hub_config;
     let generated = token_off_loopback(&mut hub_config, args.no_token)?;
@@ -359,6 +410,30 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let signal = shutdown_signal()?;
         let shutdown = CancellationToken::new();
+        if cluster.is_some() && hub_config.redis_url.is_some() {
+            // Every hub subscribed would ingest each message once.
+            tracing::warn!(
+                "--cluster with the agent-events bridge: every hub that subscribes ingests each PUBLISHed message (events without an event_id are stored once per hub); keep the bridge on one hub and give the others --no-redis-bridge"
+            );
+        }
+        if let Some(c) = cluster {
+            let joined = match agentpulse::cluster::Cluster::join(c.clone()).await {
+                Ok(j) => j,
+                Err(e) => match logged_epoch(hub_config.log.as_ref()) {
+                    // A restart while Redis is away: serve the log, refuse
+                    // ingest until Redis is back (its epoch is checked then).
+                    Some(epoch) => {
+                        tracing::warn!(
+                            "{e}; serving this hub's log (epoch {epoch}) and refusing ingest until Redis answers"
+                        );
+                        agentpulse::cluster::Cluster::offline(c, epoch)?
+                    }
+                    None => return Err(e.into()),
+                },
+            };
+            tracing::info!(epoch = %joined.epoch, "joined the cluster");
+            hub_config.cluster = Some(joined);
+        }
         let running = hub::start(hub_config, builder, shutdown.clone()).await?;
         let addr = running.addr;
         let grpc = match &running.state().otlp.grpc {
@@ -403,6 +478,17 @@ pub fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The stream epoch stored beside a log that holds events, if any: the
+/// cluster's, for a member that restarts while Redis is unreachable.
+fn logged_epoch(log: Option<&JsonlConfig>) -> Option<String> {
+    let log = log?;
+    let epoch = agentpulse::pipeline::epoch::stored(&log.dir, &log.file_name)?;
+    match agentpulse::logfile::recover_last_id(&log.dir, &log.file_name) {
+        Ok(Some(id)) if id > 0 => Some(epoch),
+        _ => None,
+    }
 }
 
 /// Off loopback, every kind of access needs a token: when the user gave

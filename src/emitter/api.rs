@@ -185,7 +185,7 @@ impl Emitter {
         self.wait_durable(highest).await?;
         // Written up to `highest`, but perhaps not every one of them: the
         // log may have had to drop some while it could not write.
-        if let Some(b) = self.inner.backlog.get() {
+        if let Some(b) = self.inner.backlog.get().filter(|_| !self.inner.cluster) {
             if b.any_lost(outcomes.iter().map(|o| o.id())) {
                 return Err(EmitError::NotStored { id: highest });
             }
@@ -287,6 +287,22 @@ impl Emitter {
         let mut payload = serde_json::Map::new();
         payload.insert("rejected".into(), Value::Bool(rejected));
         self.emit_event(NewEvent::new("critic_decision", payload))
+    }
+
+    /// Hands on events that already have their ids (a cluster's shared
+    /// stream, [`crate::cluster`]), in id order, waiting for room in the
+    /// queue. Those at or below the last id handed on are skipped.
+    pub async fn feed_tailed(
+        &self,
+        records: Vec<crate::event::SharedRecord>,
+    ) -> Result<(), EmitError> {
+        self.inner
+            .tx
+            .send(Command::Tailed(records))
+            .await
+            .map_err(|_| EmitError::Stopped {
+                event_type: "tailed".into(),
+            })
     }
 
     /// Waits until everything emitted so far is written by every sink.
@@ -488,6 +504,7 @@ fn command_type(cmd: &Command) -> String {
         Command::One(ev) => ev.event_type.to_string(),
         Command::Many(..) => "batch".into(),
         Command::Flush(_) => "flush".into(),
+        Command::Tailed(..) => "tailed".into(),
         Command::Stop => "stop".into(),
     }
 }

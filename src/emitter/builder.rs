@@ -39,6 +39,9 @@ pub struct EmitterBuilder {
     taps: Vec<Box<dyn Tap>>,
     strict: Option<bool>,
     increments: Option<Arc<Increments>>,
+    cluster: Option<super::ClusterParts>,
+    increment_filter: Option<crate::sinks::metrics::IncrementFilter>,
+    alerts_gate: Option<crate::sinks::alerts::Gate>,
 }
 
 impl Default for EmitterBuilder {
@@ -57,6 +60,9 @@ impl Default for EmitterBuilder {
             taps: Vec::new(),
             strict: None,
             increments: None,
+            cluster: None,
+            increment_filter: None,
+            alerts_gate: None,
         }
     }
 }
@@ -157,6 +163,33 @@ impl EmitterBuilder {
         self
     }
 
+    /// Records Redis bucket increments only for the events `only` says (a
+    /// cluster member: those it appended).
+    pub fn metrics_increment_filter(
+        mut self,
+        only: crate::sinks::metrics::IncrementFilter,
+    ) -> Self {
+        self.increment_filter = Some(only);
+        self
+    }
+
+    /// Emits what alert rules and budgets produce, and delivers
+    /// notifications, only while `gate` says so (a cluster member: the
+    /// holder of the alerts lease).
+    pub fn alerts_gate(mut self, gate: crate::sinks::alerts::Gate) -> Self {
+        self.alerts_gate = Some(gate);
+        self
+    }
+
+    /// Makes this emitter a member of a cluster ([`crate::cluster`]): the
+    /// events it takes go to `outbox` for their ids instead of being given
+    /// ids here, and come back through [`Emitter::feed_tailed`]; the stream
+    /// epoch is the cluster's `epoch` (stored beside the log).
+    pub fn cluster(mut self, outbox: Box<dyn crate::pipeline::Outbox>, epoch: String) -> Self {
+        self.cluster = Some(super::ClusterParts { outbox, epoch });
+        self
+    }
+
     /// Adds a tap (runs on the dispatcher thread; must not block).
     pub fn tap(mut self, tap: Box<dyn Tap>) -> Self {
         self.taps.push(tap);
@@ -213,6 +246,7 @@ impl EmitterBuilder {
                 alerts,
                 notify_stats: Arc::new(NotifyStats::default()),
                 recovered_last_id: std::sync::atomic::AtomicU64::new(0),
+                cluster: self.cluster.is_some(),
                 durable: Mutex::new(None),
                 log_index: std::sync::OnceLock::new(),
                 backlog: OnceLock::new(),
@@ -225,6 +259,9 @@ impl EmitterBuilder {
                     replay_days: self.replay_days,
                     dedup_window: self.dedup_window,
                     increments: self.increments,
+                    cluster: self.cluster,
+                    increment_filter: self.increment_filter,
+                    alerts_gate: self.alerts_gate,
                 }))),
             }),
         })

@@ -141,6 +141,18 @@ pub enum EmitterError {
     /// A thread of the pipeline could not be created.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    /// A cluster member's log holds another history than the cluster's
+    /// (its Redis was emptied, or the log dir is another cluster's): ids
+    /// would clash.
+    #[error("the log in {dir} holds the history of stream epoch {found}, not the cluster's ({expected}); give this hub an empty --log-dir (or move the old log away)")]
+    ForeignHistory {
+        /// The log's directory.
+        dir: PathBuf,
+        /// The epoch stored beside the log.
+        found: String,
+        /// The cluster's epoch.
+        expected: String,
+    },
     /// The pipeline stopped, but threads of it had panicked (the
     /// dispatcher, a sink): what they held may be lost. One line each.
     #[error("the pipeline stopped after a panic: {}", .0.join("; "))]
@@ -205,6 +217,16 @@ struct Parts {
     replay_days: u32,
     dedup_window: usize,
     increments: Option<Arc<Increments>>,
+    cluster: Option<ClusterParts>,
+    increment_filter: Option<crate::sinks::metrics::IncrementFilter>,
+    alerts_gate: Option<crate::sinks::alerts::Gate>,
+}
+
+/// What a cluster member's pipeline is given (see
+/// [`EmitterBuilder::cluster`]).
+struct ClusterParts {
+    outbox: Box<dyn crate::pipeline::Outbox>,
+    epoch: String,
 }
 
 struct Inner {
@@ -222,6 +244,9 @@ struct Inner {
     notify_stats: Arc<NotifyStats>,
     /// The last id found in the log at start: durable by definition.
     recovered_last_id: std::sync::atomic::AtomicU64,
+    /// A cluster member: acknowledged once the cluster holds the events,
+    /// not once the log does.
+    cluster: bool,
     /// The log's watermark: ids up to it are written (or synced, per the
     /// durability setting). `None` without a log or with durability `none`.
     durable: Mutex<Option<tokio::sync::watch::Receiver<u64>>>,

@@ -115,6 +115,9 @@ impl Emitter {
             MetricsSink::new(self.inner.engine.clone()).with_clock(self.inner.clock.clone());
         if let Some(inc) = &parts.increments {
             metrics_sink = metrics_sink.with_increments(inc.clone());
+            if let Some(only) = &parts.increment_filter {
+                metrics_sink = metrics_sink.with_increment_filter(only.clone());
+            }
         }
         let metrics = (for_sink(&metrics_sink)?, metrics_sink);
         let console = parts.console.as_ref().map(|c| for_sink(c)).transpose()?;
@@ -134,8 +137,11 @@ impl Emitter {
                 self.inner.clock.clone(),
                 fb_tx,
             );
-            let notify_sink =
+            let mut notify_sink =
                 NotifySink::new(self.inner.config.clone(), self.inner.notify_stats.clone());
+            if let Some(gate) = &parts.alerts_gate {
+                notify_sink = notify_sink.with_gate(gate.clone());
+            }
             Some(AlertThreads {
                 feedback: (park("agentpulse-feedback".into())?, fb_rx),
                 alerts: (for_sink(&alerts_sink)?, alerts_sink),
@@ -182,6 +188,9 @@ impl Emitter {
             log: None,
             recent: std::collections::VecDeque::new(),
         };
+        if let Some(cluster) = &parts.cluster {
+            read.report.epoch = cluster.epoch.clone();
+        }
         let Some(jcfg) = parts.jsonl.clone() else {
             return Ok(read);
         };
@@ -216,14 +225,35 @@ impl Emitter {
             },
         )?;
         drop(engine);
-        let reservation = crate::pipeline::ids::IdReservation::load(&jcfg.dir, &jcfg.file_name);
-        read.report.epoch =
-            crate::pipeline::epoch::load_or_create(&jcfg.dir, &jcfg.file_name, rec.last_id == 0)?;
+        if let Some(cluster) = &parts.cluster {
+            let found = crate::pipeline::epoch::stored(&jcfg.dir, &jcfg.file_name);
+            match found {
+                Some(found) if rec.last_id > 0 && found != cluster.epoch => {
+                    return Err(EmitterError::ForeignHistory {
+                        dir: jcfg.dir.clone(),
+                        found,
+                        expected: cluster.epoch.clone(),
+                    })
+                }
+                _ => crate::pipeline::epoch::store(&jcfg.dir, &jcfg.file_name, &cluster.epoch)?,
+            }
+            read.report.epoch = cluster.epoch.clone();
+            // The cluster gives the ids: the tail goes on from the last one
+            // logged here, and no id is reserved locally.
+            read.next_id = rec.last_id + 1;
+        } else {
+            let reservation = crate::pipeline::ids::IdReservation::load(&jcfg.dir, &jcfg.file_name);
+            read.report.epoch = crate::pipeline::epoch::load_or_create(
+                &jcfg.dir,
+                &jcfg.file_name,
+                rec.last_id == 0,
+            )?;
+            // Past the log and past any ids handed out before a crash.
+            read.next_id = rec.last_id.max(reservation.reserved()) + 1;
+            read.ids = Some(reservation);
+        }
         let index = LogIndex::open(&jcfg.dir, &jcfg.file_name, rec.last_id);
         sink.set_index(index.clone());
-        // Past the log and past any ids handed out before a crash.
-        read.next_id = rec.last_id.max(reservation.reserved()) + 1;
-        read.ids = Some(reservation);
         read.report.replayed = rec.replayed;
         read.report.bad_lines = rec.bad_lines;
         read.log = Some(OpenLog {
@@ -249,6 +279,8 @@ impl Emitter {
             console,
             extra_sinks,
             mut taps,
+            cluster,
+            alerts_gate,
             ..
         } = parts;
         let ReadBack {
@@ -281,7 +313,9 @@ impl Emitter {
                 .store(log.last_id, std::sync::atomic::Ordering::Relaxed);
             let handle =
                 SinkHandle::start(thread, Box::new(log.sink), 64, WhenFull::Block, &reclaim);
-            if log.durable {
+            // A cluster member acknowledges once the cluster's Redis holds
+            // the events; its log is fed from the cluster's stream.
+            if log.durable && cluster.is_none() {
                 *self.inner.durable.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(handle.watermark());
             }
@@ -308,9 +342,14 @@ impl Emitter {
             let (thread, fb_rx) = a.feedback;
             let queue = self.inner.tx.clone();
             let now = self.inner.clock.clone();
+            let gate = alerts_gate;
             // Not joined: it ends when the alerts sink drops its sender.
             let _feedback = thread.run(move || {
                 for mut ev in fb_rx {
+                    if gate.as_ref().is_some_and(|g| !g()) {
+                        // Another hub of the cluster emits these.
+                        continue;
+                    }
                     ev.timestamp.get_or_insert_with(|| now.now());
                     if queue.blocking_send(Command::One(ev)).is_err() {
                         break;
@@ -371,6 +410,7 @@ impl Emitter {
             lines: crate::event::LineWriter::new(),
             backlog,
             reclaim_thread,
+            outbox: cluster.map(|c| c.outbox),
         };
         (dispatcher_thread.run(move || dispatcher.run(rx)), report)
     }

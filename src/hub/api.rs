@@ -913,6 +913,10 @@ async fn health(State(state): State<SharedState>) -> Response {
             }),
         );
     }
+    if let Some(cluster) = &state.config.cluster {
+        reasons.extend(cluster.status.reasons());
+        components.insert("cluster".into(), cluster.status.to_json());
+    }
     components.insert("otlp_grpc".into(), otlp::grpc_json(&state.otlp.grpc));
     let mut http = http_counters(&state);
     http["status"] = json!("ok");

@@ -108,6 +108,9 @@ pub struct HubConfig {
     pub shutdown_grace: Duration,
     /// OTLP/gRPC's port (`None`: off; `serve` asks for 4317).
     pub otlp_grpc: Option<otlp::GrpcListen>,
+    /// A cluster joined ([`crate::cluster`]): ids from its Redis, events
+    /// from its shared stream.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Default for HubConfig {
@@ -136,6 +139,7 @@ impl Default for HubConfig {
             log: Some(JsonlConfig::default()),
             shutdown_grace: Duration::from_secs(3),
             otlp_grpc: None,
+            cluster: None,
         }
     }
 }
@@ -360,6 +364,22 @@ pub async fn start(
         builder = builder.metrics_increments(increments.clone());
         flusher = Some(Flusher::new(rc.clone(), increments));
     }
+    if let Some(cluster) = &config.cluster {
+        if config.redis_metrics.is_some() {
+            // Each event's increments by the hub that appended it: once.
+            cluster.own.enable();
+            let own = cluster.own.clone();
+            builder = builder.metrics_increment_filter(Arc::new(move |id| own.take(id)));
+        }
+        let leader = cluster.status.clone();
+        builder = builder.alerts_gate(Arc::new(move || {
+            leader
+                .alerts_leader
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }));
+        let outbox = crate::cluster::append::start(cluster);
+        builder = builder.cluster(Box::new(outbox), cluster.epoch.clone());
+    }
     let emitter = builder.build()?;
     let starter = emitter.clone();
     let start_report = tokio::task::spawn_blocking(move || starter.start())
@@ -429,6 +449,20 @@ pub async fn start(
     });
     if let Some(l) = grpc_listener {
         state.tasks.spawn(otlp::grpc::serve(state.clone(), l));
+    }
+    if let Some(cluster) = state.config.cluster.clone() {
+        // From the last id of this hub's log: a restart catches up.
+        let last_id = start_report.next_id.saturating_sub(1);
+        state.tasks.spawn(crate::cluster::lease::run(
+            cluster.clone(),
+            state.shutdown.clone(),
+        ));
+        state.tasks.spawn(crate::cluster::tail::run(
+            cluster,
+            state.emitter.clone(),
+            last_id,
+            state.shutdown.clone(),
+        ));
     }
     if let Some(url) = state.config.redis_url.clone() {
         let st = state.clone();

@@ -232,6 +232,10 @@ pub fn render(state: &SharedState) -> String {
                 .set(s.last_flush_micros.load(Relaxed) as f64 / 1e6);
         }
 
+        if let Some(cluster) = &state.config.cluster {
+            crate::cluster::prometheus(&cluster.status);
+        }
+
         otel(state);
 
         describe_gauge!("agentpulse_kpi", "The six KPIs over the rolling window.");

@@ -36,6 +36,9 @@ pub(crate) struct Dispatcher {
     /// The sinks' freeing thread ([`crate::sinks::reclaim`]): joined at
     /// stop, after the sinks.
     pub reclaim_thread: std::thread::JoinHandle<()>,
+    /// In a cluster: where taken events go for their ids (they come back
+    /// as [`Command::Tailed`]); `None` gives ids here.
+    pub outbox: Option<Box<dyn super::Outbox>>,
 }
 
 impl Dispatcher {
@@ -123,6 +126,13 @@ impl Dispatcher {
         flushes: &mut Vec<super::Ack>,
     ) -> bool {
         match cmd {
+            Command::One(ev) if self.outbox.is_some() => {
+                if self.refusal().is_some() {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                } else if let Some(outbox) = &self.outbox {
+                    outbox.send(vec![ev], None);
+                }
+            }
             Command::One(ev) => {
                 if self.refusal().is_some() {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -140,6 +150,31 @@ impl Dispatcher {
                     }
                     return false;
                 }
+                if let Some(outbox) = &self.outbox {
+                    // Answered by the outbox once the cluster holds them;
+                    // the counters see the answer on its way.
+                    let stats = self.stats.clone();
+                    let n = events.len() as u64;
+                    let reply = reply.map(|reply| -> super::Reply {
+                        Box::new(move |answer: Result<Vec<Outcome>, Refused>| {
+                            match &answer {
+                                Ok(outcomes) => {
+                                    let dups = outcomes
+                                        .iter()
+                                        .filter(|o| matches!(o, Outcome::Duplicate(_)))
+                                        .count();
+                                    stats.duplicates.fetch_add(dups as u64, Ordering::Relaxed);
+                                }
+                                Err(_) => {
+                                    stats.refused.fetch_add(n, Ordering::Relaxed);
+                                }
+                            }
+                            reply(answer);
+                        })
+                    });
+                    outbox.send(events, reply);
+                    return false;
+                }
                 let outcomes: Vec<Outcome> = events
                     .into_iter()
                     .map(|ev| self.accept(ev, batch))
@@ -148,6 +183,7 @@ impl Dispatcher {
                     replies.push((reply, Ok(outcomes)));
                 }
             }
+            Command::Tailed(records) => self.take_tailed(records, batch),
             Command::Flush(ack) => flushes.push(ack),
             Command::Stop => return true,
         }
@@ -198,6 +234,23 @@ impl Dispatcher {
         };
         batch.push(Arc::new(self.lines.record(event)));
         Outcome::Accepted(id)
+    }
+
+    /// Events with the cluster's ids: each one past the last id joins the
+    /// batch as it is (a tail that reads again after a reconnect may repeat
+    /// some).
+    fn take_tailed(&mut self, records: Vec<SharedRecord>, batch: &mut Vec<SharedRecord>) {
+        for record in records {
+            let id = record.event.id;
+            if id < self.next_id {
+                continue;
+            }
+            if let Some(key) = &record.event.event_id {
+                self.dedup.insert(key, id);
+            }
+            self.next_id = id + 1;
+            batch.push(record);
+        }
     }
 
     fn hand_on(&mut self, batch: &mut Vec<SharedRecord>) {

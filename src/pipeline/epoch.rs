@@ -29,22 +29,34 @@ pub fn fresh() -> String {
 /// is empty (`history_empty`) or none is stored (a log from before epochs),
 /// in which case a fresh one is stored and returned.
 pub fn load_or_create(dir: &Path, file_name: &str, history_empty: bool) -> std::io::Result<String> {
-    let path = crate::sinks::jsonl::sidecar_path(dir, file_name, "epoch");
     if !history_empty {
-        if let Ok(s) = std::fs::read_to_string(&path) {
-            let s = s.trim();
-            if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Ok(s.to_owned());
-            }
+        if let Some(s) = stored(dir, file_name) {
+            return Ok(s);
         }
     }
     let epoch = fresh();
+    store(dir, file_name, &epoch)?;
+    Ok(epoch)
+}
+
+/// The epoch stored beside the log `dir/file_name`, if there is a valid one.
+pub fn stored(dir: &Path, file_name: &str) -> Option<String> {
+    let path = crate::sinks::jsonl::sidecar_path(dir, file_name, "epoch");
+    let s = std::fs::read_to_string(path).ok()?;
+    let s = s.trim();
+    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| s.to_owned())
+}
+
+/// Stores `epoch` beside the log `dir/file_name` (written whole, then
+/// renamed: a crash leaves the old one or the new one).
+pub fn store(dir: &Path, file_name: &str, epoch: &str) -> std::io::Result<()> {
+    let path = crate::sinks::jsonl::sidecar_path(dir, file_name, "epoch");
     let tmp = path.with_extension("epoch.tmp");
     let mut f = std::fs::File::create(&tmp)?;
     writeln!(f, "{epoch}")?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(epoch)
+    std::fs::rename(&tmp, &path)
 }
 
 #[cfg(test)]

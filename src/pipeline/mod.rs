@@ -61,7 +61,23 @@ pub(crate) enum Command {
     One(NewEvent),
     Many(Vec<NewEvent>, Option<Reply>),
     Flush(Ack),
+    /// Events that already have their ids (a cluster's shared stream,
+    /// [`crate::cluster`]): handed on as they are, in order.
+    Tailed(Vec<SharedRecord>),
     Stop,
+}
+
+/// Where a cluster member's dispatcher sends the events it takes instead
+/// of giving them ids itself ([`crate::cluster`]): the ids come from the
+/// cluster, and the events come back with them through
+/// [`crate::Emitter::feed_tailed`]. `send` may wait for room (it runs on
+/// the dispatcher thread, outside async code) but must not wait on the
+/// pipeline.
+pub trait Outbox: Send + 'static {
+    /// Takes `events` (validated, timestamped) and calls `reply`, when
+    /// given, with their outcomes once the cluster holds them, or with the
+    /// refusal of the whole batch.
+    fn send(&self, events: Vec<NewEvent>, reply: Option<Reply>);
 }
 
 /// A consumer that runs on the dispatcher thread and sees every batch, in

@@ -28,6 +28,11 @@ pub struct AlertState {
     pub budgets: BudgetTracker,
 }
 
+/// Whether this hub may emit what rules and budgets produce and deliver
+/// notifications now (a cluster: only the hub holding the alerts lease,
+/// [`crate::cluster`]; every hub still evaluates, so a new holder is warm).
+pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Shared alert state.
 pub type SharedAlerts = Arc<Mutex<AlertState>>;
 

@@ -12,11 +12,17 @@ use crate::metrics::MetricsEngine;
 /// A metrics engine shared between the sink thread and readers.
 pub type SharedEngine = Arc<Mutex<MetricsEngine>>;
 
+/// Which events' bucket increments this hub records, by id (a cluster
+/// member records those it appended: each event is counted once in the
+/// cluster, with the task state of every event behind it).
+pub type IncrementFilter = Arc<dyn Fn(u64) -> bool + Send + Sync>;
+
 /// Hands events to a shared [`MetricsEngine`], and, when Redis is
 /// configured, records what each event adds to each bucket for the flusher.
 pub struct MetricsSink {
     engine: SharedEngine,
     increments: Option<Arc<Increments>>,
+    only: Option<IncrementFilter>,
     clock: Option<SharedClock>,
 }
 
@@ -26,6 +32,7 @@ impl MetricsSink {
         MetricsSink {
             engine,
             increments: None,
+            only: None,
             clock: None,
         }
     }
@@ -41,6 +48,13 @@ impl MetricsSink {
     /// Also records bucket increments into `increments`.
     pub fn with_increments(mut self, increments: Arc<Increments>) -> Self {
         self.increments = Some(increments);
+        self
+    }
+
+    /// Records increments only for the events `only` says (every event
+    /// still feeds the engine).
+    pub fn with_increment_filter(mut self, only: IncrementFilter) -> Self {
+        self.only = Some(only);
         self
     }
 }
@@ -62,11 +76,26 @@ impl Sink for MetricsSink {
                     engine.observe(&r.event);
                 }
             }
-            Some(inc) => inc.add(batch.len() as u64, |set| {
-                for r in batch {
-                    engine.observe_into(&r.event, set);
+            Some(inc) => match &self.only {
+                None => inc.add(batch.len() as u64, |set| {
+                    for r in batch {
+                        engine.observe_into(&r.event, set);
+                    }
+                }),
+                Some(only) => {
+                    let counted: Vec<bool> = batch.iter().map(|r| only(r.event.id)).collect();
+                    let n = counted.iter().filter(|c| **c).count() as u64;
+                    inc.add(n, |set| {
+                        for (r, counted) in batch.iter().zip(counted) {
+                            if counted {
+                                engine.observe_into(&r.event, set);
+                            } else {
+                                engine.observe(&r.event);
+                            }
+                        }
+                    })
                 }
-            }),
+            },
         }
         Ok(())
     }

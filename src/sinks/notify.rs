@@ -42,6 +42,7 @@ pub struct NotifySink {
     config: crate::config::Config,
     jobs: SyncSender<Job>,
     stats: Arc<NotifyStats>,
+    gate: Option<super::alerts::Gate>,
 }
 
 impl NotifySink {
@@ -67,7 +68,15 @@ impl NotifySink {
             config,
             jobs,
             stats,
+            gate: None,
         }
+    }
+
+    /// Delivers only while `gate` says so (a cluster: the hub holding the
+    /// alerts lease, so each alert is notified once).
+    pub fn with_gate(mut self, gate: super::alerts::Gate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 }
 
@@ -181,6 +190,9 @@ impl Sink for NotifySink {
     }
 
     fn write_batch(&mut self, batch: &[SharedRecord]) -> Result<(), SinkError> {
+        if self.gate.as_ref().is_some_and(|g| !g()) {
+            return Ok(());
+        }
         for r in batch {
             let e = &r.event;
             if !matches!(&*e.event_type, "alert_triggered" | "alert_resolved") {

@@ -301,7 +301,13 @@ pub async fn post_events(
         }
     };
     let (status, body) = take(&state, items).await;
-    (status, Json(body)).into_response()
+    let mut resp = (status, Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Nothing was stored: a retry in a second may be (SDKs retry).
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// Why a request body could not be read.

@@ -356,6 +356,25 @@ impl LogIndex {
         });
     }
 
+    /// Ids `from..to` will never be written (a cluster member that fell
+    /// behind the shared stream's retention, `crate::cluster::tail`): when
+    /// nothing was written since the active file's last point and that
+    /// point says `from`, it says `to`, so the log's first id is right and
+    /// readers older than it get a `not_retained` gap. Otherwise (lines
+    /// after the point) the ids are skipped as after a crash.
+    pub fn skip(&self, from: u64, to: u64) {
+        let mut inner = self.inner.write();
+        let Some(seg) = inner.segments.last_mut().filter(|s| s.active) else {
+            return;
+        };
+        let end = seg.end;
+        if let Some(p) = seg.points.as_mut().and_then(|p| p.last_mut()) {
+            if p.id == from && p.offset == end {
+                p.id = to;
+            }
+        }
+    }
+
     /// The active file was renamed to `to`; a new, empty active file at
     /// `active_path` follows.
     pub fn rotated(&self, to: &Path, active_path: &Path) {
