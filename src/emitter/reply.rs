@@ -153,3 +153,83 @@ impl Waiter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::task::JoinHandle;
+    use tokio::time::Instant;
+
+    fn accepted(id: u64) -> Answer {
+        Ok(vec![Outcome::Accepted(id)])
+    }
+
+    /// Starts waiting on another task and lets it fall asleep; it returns
+    /// the answer and how long it took. With the paused clock, time moves
+    /// only when every task waits on a timer: an answer that took no time
+    /// was woken by its reply or the watermark, one that took a slice was
+    /// found by the fallback poll.
+    async fn asleep(waiter: Waiter) -> JoinHandle<(Option<Answer>, Duration)> {
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let answer = waiter.answer().await;
+            (answer, start.elapsed())
+        });
+        tokio::task::yield_now().await;
+        task
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watermark_is_the_one_wake_up_when_the_log_is_behind() {
+        let (tx, rx) = watch::channel(0u64);
+        let (waiter, reply) = Waiter::new(Some(rx), 0);
+        let task = asleep(waiter).await;
+        reply(accepted(5));
+        tx.send_replace(5);
+        assert_eq!(task.await.unwrap(), (Some(accepted(5)), Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reply_wakes_when_the_watermark_will_not() {
+        // Already written, refused, no durable log, or a duplicate of a
+        // recovered event: the reply itself wakes the caller.
+        let cases: Vec<(Option<u64>, u64, Answer)> = vec![
+            (Some(7), 0, accepted(5)),
+            (Some(0), 0, Err(Refused::Failing("disk full".into()))),
+            (None, 0, accepted(5)),
+            (Some(0), 9, Ok(vec![Outcome::Duplicate(4)])),
+        ];
+        for (mark, recovered, answer) in cases {
+            let (_tx, rx) = watch::channel(mark.unwrap_or(0));
+            let (waiter, reply) = Waiter::new(mark.map(|_| rx), recovered);
+            let task = asleep(waiter).await;
+            reply(answer.clone());
+            let (got, took) = task.await.unwrap();
+            assert_eq!(got, Some(answer.clone()));
+            assert_eq!(took, Duration::ZERO, "{answer:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_dropped_uncalled_is_no_answer_at_once() {
+        let (_tx, rx) = watch::channel(0u64);
+        let (waiter, reply) = Waiter::new(Some(rx), 0);
+        let task = asleep(waiter).await;
+        drop(reply);
+        assert_eq!(task.await.unwrap(), (None, Duration::ZERO));
+    }
+
+    /// The reply does not wake a caller whose events the log has yet to
+    /// write; if the watermark then stalls (the log started failing), the
+    /// answer still gets out within a slice, and the caller's
+    /// `wait_durable` reports the failure.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_watermark_still_lets_the_answer_out() {
+        let (_tx, rx) = watch::channel(0u64);
+        let (waiter, reply) = Waiter::new(Some(rx), 0);
+        let task = asleep(waiter).await;
+        reply(accepted(3));
+        assert_eq!(task.await.unwrap(), (Some(accepted(3)), DURABLE_SLICE));
+    }
+}
