@@ -583,3 +583,32 @@ fn a_hub_whose_sink_panicked_fails_its_shutdown_with_the_message() {
     let err = rt.block_on(running.shutdown()).unwrap_err();
     assert!(err.to_string().contains("sink panics panicked"), "{err}");
 }
+
+/// Durability `batch` (the default): a lone event's ingest is answered only
+/// once its line is in the log file, however quickly the next one follows
+/// (the one-event fast path must not answer before the write).
+#[test]
+fn a_lone_event_is_in_the_log_file_when_its_ingest_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = started(dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for i in 0..200 {
+        let ev = NewEvent::new(
+            "note",
+            json!({ "i": i }).as_object().cloned().unwrap_or_default(),
+        );
+        let results = rt.block_on(e.ingest(vec![ev])).unwrap();
+        let id = match results.as_slice() {
+            [Ok(Outcome::Accepted(id))] => *id,
+            other => panic!("expected one accepted event, got {other:?}"),
+        };
+        // Read straight after the answer, with no flush: the line is there.
+        let logged = log_events(dir.path());
+        assert_eq!(logged.last().map(|ev| ev.id), Some(id), "event {i}");
+        assert_eq!(logged.len(), i + 1);
+    }
+    e.stop().unwrap();
+}

@@ -16,6 +16,9 @@
 //! - `bench names`: a hub that has seen N distinct agent names: the rate
 //!   of one-event POSTs (as `curl` sends them) and the time and size of
 //!   `GET /api/metrics`.
+//! - `bench single`: sequential one-event `POST /events` on one keep-alive
+//!   connection (the way a hook or `curl --next` sends them): requests/s
+//!   and the p50/p99 round trip. Every answer is checked to be a 200.
 //! - `bench tasks`: a hub that has taken N events of tasks of 10 events
 //!   each: the latency of `GET /api/tasks/{id}` for the oldest task (read
 //!   from the log through the task index), one in the middle and the
@@ -131,6 +134,18 @@ enum What {
         #[arg(long, default_value_t = 4)]
         connections: usize,
     },
+    /// Sequential one-event POSTs on one keep-alive connection.
+    Single {
+        /// The hub.
+        #[arg(long, env = "AGENTPULSE_HUB_URL", default_value = "http://127.0.0.1:3010", value_parser = super::hub_url)]
+        hub: String,
+        /// Requests timed (after `--warmup` untimed ones).
+        #[arg(long, default_value_t = 50_000)]
+        requests: u64,
+        /// Requests sent before the clock starts.
+        #[arg(long, default_value_t = 1000)]
+        warmup: u64,
+    },
     /// `GET /api/tasks/{id}` latency after N task events.
     Tasks {
         /// The hub (a fresh one: its log should hold only these events).
@@ -205,6 +220,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             seconds.clamp(1, 600),
             connections.max(1),
         ),
+        What::Single {
+            hub,
+            requests,
+            warmup,
+        } => single(&hub, requests.max(1), warmup),
         What::Tasks {
             hub,
             events,
@@ -1005,6 +1025,51 @@ fn names(hub: &str, agents: u64, seconds: u64, connections: usize) -> anyhow::Re
         times[10],
         times[0],
         times[20]
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bench single`: one thread, one keep-alive connection, one event per
+/// request, each sent only once the previous one was answered.
+fn single(hub: &str, requests: u64, warmup: u64) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/events", hub.trim_end_matches('/'));
+    // One agent with one idle connection kept: every request reuses it.
+    let http = ureq::AgentBuilder::new()
+        .max_idle_connections(1)
+        .timeout(Duration::from_secs(60))
+        .build();
+    let post = |i: u64| -> anyhow::Result<()> {
+        let resp = http
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(&line(i, 0))
+            .with_context(|| format!("POST {url}"))?;
+        if resp.status() != 200 {
+            bail!("hub answered {}", resp.status());
+        }
+        // Read to the end, so that the connection goes back to the pool.
+        resp.into_string().context("reading the answer")?;
+        Ok(())
+    };
+    for i in 0..warmup {
+        post(i)?;
+    }
+    let mut lat: Vec<u32> = Vec::with_capacity(requests as usize);
+    let started = Instant::now();
+    for i in 0..requests {
+        let t = Instant::now();
+        post(warmup + i)?;
+        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    println!(
+        "single: {requests} one-event POSTs on one connection in {secs:.2} s = {:.0} requests/s (p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms)",
+        requests as f64 / secs,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -144,10 +144,13 @@ impl Emitter {
         if valid.is_empty() {
             return Ok(merge_outcomes(&mut results, Vec::new()));
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let reply: crate::pipeline::Reply = Box::new(move |o| {
-            let _ = tx.send(o);
-        });
+        // One wake-up of this task per answer: the log's watermark, or the
+        // dispatcher when the watermark will not (see `reply`).
+        let recovered = self
+            .inner
+            .recovered_last_id
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (waiter, reply) = super::reply::Waiter::new(self.durable_watermark(), recovered);
         let n = valid.len() as u64;
         let dropped = |e: EmitError| {
             self.inner
@@ -175,9 +178,10 @@ impl Emitter {
                 })
             })?;
         }
-        let outcomes = rx
+        let outcomes = waiter
+            .answer()
             .await
-            .map_err(|_| EmitError::Stopped {
+            .ok_or_else(|| EmitError::Stopped {
                 event_type: "batch".into(),
             })?
             .map_err(EmitError::from)?;
@@ -197,13 +201,9 @@ impl Emitter {
     /// setting), at most 10 s. Without a log, or with durability `none`,
     /// returns at once.
     pub async fn wait_durable(&self, id: u64) -> Result<(), EmitError> {
-        let rx = self
-            .inner
-            .durable
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(mut rx) = rx else { return Ok(()) };
+        let Some(mut rx) = self.durable_watermark() else {
+            return Ok(());
+        };
         // A duplicate of an event logged before this start is on disk.
         if id
             <= self
@@ -231,6 +231,15 @@ impl Emitter {
                 return Err(EmitError::NotDurable { id });
             }
         }
+    }
+
+    /// The log's watermark when acknowledgements wait for it.
+    fn durable_watermark(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner
+            .durable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// [`Emitter::ingest`] for synchronous callers (blocks the thread).

@@ -25,6 +25,7 @@ mod api;
 mod builder;
 mod forward;
 mod global;
+mod reply;
 mod start;
 
 pub use builder::{jsonl_from_config, EmitterBuilder};

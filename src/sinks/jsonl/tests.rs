@@ -535,3 +535,20 @@ fn reopen_continues_a_partly_written_line_in_the_same_file() {
     assert_eq!(ids_in(&path), [1, 2, 3]);
     assert!(!sink.torn_path.exists());
 }
+
+/// Acknowledgements wait for the log, so its thread must take each batch
+/// the moment it is handed over, for every durability setting.
+#[test]
+fn the_log_never_dozes() {
+    for durability in [Durability::None, Durability::Batch, Durability::Always] {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _, _) = open_at(
+            JsonlConfig {
+                durability,
+                ..config(dir.path())
+            },
+            1.7e9,
+        );
+        assert_eq!(sink.doze(), None, "{durability}");
+    }
+}
