@@ -850,3 +850,78 @@ fn an_alert_and_a_budget_warning_fire_once_per_cluster() {
         assert_eq!(count(h, "budget_exceeded"), 1);
     }
 }
+
+/// Regression (issue 15, item 3): a hub with history that falls behind the
+/// stream's retention while it is down used to give its readers a silent
+/// jump in ids. In a cluster every id is an event, so the jump is a
+/// `not_retained` gap, read from the ring (C) and from the log (B, whose
+/// ring is too small to hold the jump).
+#[test]
+fn a_hub_with_history_that_fell_behind_the_retention_tells_its_readers() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let a = Hub::start(
+        &root.path().join("a"),
+        &["--cluster", &url, "--cluster-max-len", "100"],
+    );
+    let start_b = || {
+        Hub::start(
+            &root.path().join("b"),
+            &["--cluster", &url, "--ring-capacity", "20"],
+        )
+    };
+    let start_c = || Hub::start(&root.path().join("c"), &["--cluster", &url]);
+    let (mut b, mut c) = (start_b(), start_c());
+    assert_eq!(post(&a, &notes("early", 0, 50)).0, 200);
+    wait_for_last_id(&b, 50);
+    wait_for_last_id(&c, 50);
+    assert!(b.terminate().success());
+    assert!(c.terminate().success());
+    // While B and C are down, the stream moves on and is trimmed.
+    for i in 0..10 {
+        assert_eq!(post(&a, &notes("late", i * 100, 100)).0, 200);
+    }
+    let left: u64 = redis
+        .cmd(&["XLEN", "agentpulse:events"])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let first_kept = 1051 - left;
+    assert!(first_kept > 51, "the stream kept everything: {left}");
+    for hub in [start_b(), start_c()] {
+        wait_for_last_id(&hub, 1050);
+        let reader = ws::connect(&hub.ws_url("/agent-events?since=0"), &[]);
+        let hello = reader.next(LONG);
+        assert_eq!(hello["event_type"], "connection_established", "{hello}");
+        let before: Vec<u64> = read_events(&reader, 50).iter().map(|e| e.0).collect();
+        assert_eq!(before, (1..=50).collect::<Vec<_>>(), "{}", hub.addr);
+        let gap = reader.next(LONG);
+        assert_eq!(gap["event_type"], "stream_gap", "{}: {gap}", hub.addr);
+        assert_eq!(gap["payload"]["reason"], "not_retained", "{gap}");
+        assert_eq!(
+            (
+                gap["payload"]["from_id"].as_u64(),
+                gap["payload"]["to_id"].as_u64()
+            ),
+            (Some(51), Some(first_kept - 1)),
+            "{}: {gap}",
+            hub.addr
+        );
+        let after: Vec<u64> = read_events(&reader, left as usize)
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(
+            after,
+            (first_kept..=1050).collect::<Vec<_>>(),
+            "{}",
+            hub.addr
+        );
+        let (_, h) = hub.get_json("/health");
+        assert_eq!(h["components"]["cluster"]["missed"], first_kept - 51, "{h}");
+        // Keep the restarted hubs alive until their check is done.
+        drop(hub);
+    }
+    drop((b, c));
+}

@@ -7,8 +7,9 @@
 //! It starts from the last id of the hub's log (entry id `<id>-0`, see
 //! [`super`]), so a hub that starts late or restarts catches up. Entries
 //! the stream no longer holds (trimmed by its retention before this hub
-//! read them) show as a jump in the ids: they are counted as missed and
-//! `/health` says so. When Redis cannot be reached the tail retries (from
+//! read them) show as a jump in the ids: they are counted as missed,
+//! `/health` says so, and readers crossing the jump get a `not_retained`
+//! gap (`hub::stream::cursor`: in a cluster every id is an event). When Redis cannot be reached the tail retries (from
 //! 100 ms up to 1 s apart) from where it was.
 
 use std::sync::atomic::Ordering;

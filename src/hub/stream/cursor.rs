@@ -9,7 +9,7 @@ use axum::extract::ws::Utf8Bytes;
 use super::filter::Filter;
 use crate::event::Event;
 use crate::hub::HubState;
-use crate::sinks::jsonl::index::{LogCursor, LogRead};
+use crate::sinks::jsonl::index::{LogCursor, LogLine, LogRead};
 
 /// Most ring entries handed out per step.
 pub const READ_CHUNK: usize = 1024;
@@ -51,6 +51,15 @@ pub enum Step {
     Waiting,
 }
 
+/// Whether every id names an event: in a cluster Redis gives ids one by
+/// one to what it stores, so ids missing between two that were read are
+/// events this hub never got (trimmed from the shared stream before its
+/// tail read them): a `not_retained` gap. On one hub, missing ids are ids
+/// reserved and never given (after a crash), skipped in silence.
+fn ids_contiguous(state: &HubState) -> bool {
+    state.config.cluster.is_some()
+}
+
 /// A position (the last id delivered or skipped) and what the reader wants.
 #[derive(Debug)]
 pub struct Cursor {
@@ -87,19 +96,59 @@ impl Cursor {
             && state.ring.oldest_id().is_none_or(|o| self.after + 1 < o)
     }
 
+    /// Keeps the lines read from the log up to the first id that does not
+    /// follow the one before it; when that is the first line, the gap
+    /// before it is the step. The log is read again from the new position.
+    fn cut_at_jump(&mut self, before: u64, lines: &mut Vec<LogLine>) -> Option<Step> {
+        let mut prev = before;
+        let cut = lines.iter().position(|(id, _)| {
+            let jumps = *id > prev + 1;
+            prev = *id;
+            jumps
+        })?;
+        self.log = None;
+        if cut == 0 {
+            let (from, to) = (before + 1, lines[0].0 - 1);
+            self.after = to;
+            lines.clear();
+            return Some(Step::Gap {
+                from,
+                to,
+                reason: NOT_RETAINED,
+            });
+        }
+        lines.truncate(cut);
+        self.after = lines[cut - 1].0;
+        None
+    }
+
     /// Reads the next chunk after the cursor.
     pub fn step(&mut self, state: &HubState) -> Step {
         let ring = &state.ring;
         if self.after >= ring.last_id() {
             return Step::Live;
         }
+        let contiguous = ids_contiguous(state);
         let oldest = ring.oldest_id();
         if oldest.is_some_and(|o| self.after + 1 >= o) {
-            let read = ring.read_after(self.after, READ_CHUNK, |r| self.filter.matches_item(r));
+            let keep = |r: &_| self.filter.matches_item(r);
+            let read = if contiguous {
+                ring.read_until_jump(self.after, READ_CHUNK, keep)
+            } else {
+                ring.read_after(self.after, READ_CHUNK, keep)
+            };
             // Evicted between the check and the read: the log has it.
             if read.missing.is_none() {
                 self.log = None;
                 if read.records.is_empty() && read.next_cursor == self.after {
+                    if let Some((from, to)) = read.jump {
+                        self.after = to;
+                        return Step::Gap {
+                            from,
+                            to,
+                            reason: NOT_RETAINED,
+                        };
+                    }
                     return Step::Live;
                 }
                 self.after = read.next_cursor;
@@ -135,7 +184,13 @@ impl Cursor {
         let mut lines = Vec::new();
         match log.read(upto, LOG_CHUNK, &mut lines) {
             Ok(LogRead::Lines) => {
+                let before = self.after;
                 self.after = log.after();
+                if contiguous {
+                    if let Some(gap) = self.cut_at_jump(before, &mut lines) {
+                        return gap;
+                    }
+                }
                 let scanned = lines.len();
                 let messages = lines
                     .into_iter()
@@ -166,6 +221,18 @@ impl Cursor {
                 }
             }
             Ok(LogRead::End) if index.written() < upto => Step::Waiting,
+            // In a cluster, ids between the log's last and the ring's first
+            // are events this hub never got.
+            Ok(LogRead::End) if contiguous => {
+                let from = self.after + 1;
+                self.after = upto;
+                self.log = None;
+                Step::Gap {
+                    from,
+                    to: upto,
+                    reason: NOT_RETAINED,
+                }
+            }
             Ok(LogRead::End) => {
                 // Written, yet not in the log: ids skipped after a crash
                 // (never given to an event). On to the ring.

@@ -86,6 +86,9 @@ pub struct Read {
     pub next_cursor: u64,
     /// How many entries were looked at (kept or not).
     pub scanned: usize,
+    /// With [`Retained::read_until_jump`]: the ids missing before the
+    /// entry the read stopped at, `(from, to)`.
+    pub jump: Option<(u64, u64)>,
 }
 
 /// The ring of retained records.
@@ -187,7 +190,30 @@ impl Retained {
         &self,
         cursor: u64,
         max: usize,
+        keep: impl FnMut(&StreamItem) -> bool,
+    ) -> Read {
+        self.read(cursor, max, keep, false)
+    }
+
+    /// [`Retained::read_after`] that stops before the first id that does
+    /// not follow the one before it (the cursor, then each entry read),
+    /// saying which ids are missing ([`Read::jump`]): for a cluster, where
+    /// every id is an event, so missing ones are events this hub never got.
+    pub fn read_until_jump(
+        &self,
+        cursor: u64,
+        max: usize,
+        keep: impl FnMut(&StreamItem) -> bool,
+    ) -> Read {
+        self.read(cursor, max, keep, true)
+    }
+
+    fn read(
+        &self,
+        cursor: u64,
+        max: usize,
         mut keep: impl FnMut(&StreamItem) -> bool,
+        stop_at_jump: bool,
     ) -> Read {
         let inner = self.inner.read();
         let mut read = Read {
@@ -206,6 +232,10 @@ impl Retained {
         }
         let mut scanned = 0usize;
         for e in inner.entries.range(start.min(inner.entries.len())..) {
+            if stop_at_jump && e.item.id > read.next_cursor + 1 {
+                read.jump = Some((read.next_cursor + 1, e.item.id - 1));
+                break;
+            }
             read.next_cursor = e.item.id;
             if keep(&e.item) {
                 read.records.push(e.item.clone());
@@ -305,6 +335,33 @@ mod tests {
             event_id: None,
             payload: Default::default(),
         }))
+    }
+
+    #[test]
+    fn a_read_until_a_jump_stops_before_the_missing_ids() {
+        let ring = Retained::new(100, 0);
+        let ids = [1, 2, 3, 7, 8, 20];
+        ring.push(&ids.iter().copied().map(rec).collect::<Vec<_>>());
+        let ids_of = |r: &Read| r.records.iter().map(|r| r.id).collect::<Vec<_>>();
+        let r = ring.read_until_jump(1, 10, |_| true);
+        assert_eq!(
+            (ids_of(&r), r.next_cursor, r.jump),
+            (vec![2, 3], 3, Some((4, 6)))
+        );
+        // At the jump: nothing read, the missing ids said.
+        let r = ring.read_until_jump(3, 10, |_| true);
+        assert_eq!(
+            (ids_of(&r), r.next_cursor, r.jump),
+            (vec![], 3, Some((4, 6)))
+        );
+        // Past it; a filter that drops 7 still stops at the next jump.
+        let r = ring.read_until_jump(6, 10, |r| r.id != 7);
+        assert_eq!(
+            (ids_of(&r), r.next_cursor, r.jump),
+            (vec![8], 8, Some((9, 19)))
+        );
+        // read_after does not stop.
+        assert_eq!(ids_of(&ring.read_after(1, 10, |_| true)), [2, 3, 7, 8, 20]);
     }
 
     #[test]
