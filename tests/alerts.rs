@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{wait_for, Hub};
@@ -24,46 +21,6 @@ fn config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     path
 }
 
-/// A webhook receiver: every request body comes out of the channel. With
-/// `hang`, it accepts and never answers.
-fn receiver(hang: bool) -> (String, mpsc::Receiver<Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            if hang {
-                held.push(stream);
-                continue;
-            }
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
-            let mut s = stream;
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            if let Ok(v) = serde_json::from_slice(&body) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    (url, rx)
-}
-
 fn validation(task: usize, passed: bool) -> Value {
     json!({"event_type":"validation_complete","payload":{"task_id":format!("t{task}"),
         "result":{"passed":passed},"cost":0.01,"duration_ms":5,"screenshots":0}})
@@ -77,7 +34,7 @@ fn events_of(hub: &Hub, ty: &str) -> Vec<Value> {
 #[test]
 fn a_rule_fires_once_reaches_the_webhook_and_the_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let (url, hooks) = receiver(false);
+    let (url, hooks) = common::webhook_receiver(false);
     let cfg = config(
         dir.path(),
         &format!(
@@ -130,7 +87,7 @@ fn a_rule_fires_once_reaches_the_webhook_and_the_stream() {
 #[test]
 fn a_hanging_webhook_does_not_slow_ingest() {
     let dir = tempfile::tempdir().unwrap();
-    let (url, _never) = receiver(true);
+    let (url, _never) = common::webhook_receiver(true);
     let cfg = config(
         dir.path(),
         &format!(
@@ -264,7 +221,7 @@ fn validate_config_checks_a_file_without_starting() {
 #[test]
 fn slack_webhooks_and_commands_are_notified() {
     let dir = tempfile::tempdir().unwrap();
-    let (url, hooks) = receiver(false);
+    let (url, hooks) = common::webhook_receiver(false);
     let out = dir.path().join("alert.json");
     let cfg = config(
         dir.path(),

@@ -745,48 +745,11 @@ fn a_hub_restarted_while_redis_is_down_serves_its_log_and_catches_up_after() {
     });
 }
 
-/// A webhook receiver: every request body comes out of the channel.
-fn webhook() -> (String, std::sync::mpsc::Receiver<Value>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
-            let mut s = stream;
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .ok();
-            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    (url, rx)
-}
-
 #[test]
 fn an_alert_and_a_budget_warning_fire_once_per_cluster() {
     let redis = Redis::start();
     let root = tempfile::tempdir().unwrap();
-    let (url, hooks) = webhook();
+    let (url, hooks) = common::webhook_receiver(false);
     let base = agentpulse::config::DEFAULT_CONFIG_YAML;
     let events_part = &base[..base.find("alerts:").unwrap()];
     let cfg = root.path().join("agentpulse.yaml");

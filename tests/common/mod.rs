@@ -551,3 +551,48 @@ pub fn note_bodies(from: u64, n: u64, per: u64, bytes: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// A webhook receiver: every request body comes out of the channel. With
+/// `hang`, it accepts and never answers.
+pub fn webhook_receiver(hang: bool) -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            if hang {
+                held.push(stream);
+                continue;
+            }
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let mut s = stream;
+            // The hub may have given up on the answer (a timeout test).
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .ok();
+            if let Ok(v) = serde_json::from_slice(&body) {
+                // The test is over when nobody receives.
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (url, rx)
+}

@@ -96,6 +96,14 @@ impl Cursor {
             && state.ring.oldest_id().is_none_or(|o| self.after + 1 < o)
     }
 
+    /// Moves the cursor past the ids up to `to`, which cannot be delivered.
+    fn gap_to(&mut self, to: u64, reason: &'static str) -> Step {
+        let from = self.after + 1;
+        self.after = to;
+        self.log = None;
+        Step::Gap { from, to, reason }
+    }
+
     /// Keeps the lines read from the log up to the first id that does not
     /// follow the one before it; when that is the first line, the gap
     /// before it is the step. The log is read again from the new position.
@@ -169,13 +177,7 @@ impl Cursor {
             None => ring.last_id(),
         };
         let Some(index) = state.emitter.log_index() else {
-            let from = self.after + 1;
-            self.after = upto;
-            return Step::Gap {
-                from,
-                to: upto,
-                reason: NOT_RETAINED,
-            };
+            return self.gap_to(upto, NOT_RETAINED);
         };
         let log = match &mut self.log {
             Some(l) if l.after() == self.after => l,
@@ -223,16 +225,7 @@ impl Cursor {
             Ok(LogRead::End) if index.written() < upto => Step::Waiting,
             // In a cluster, ids between the log's last and the ring's first
             // are events this hub never got.
-            Ok(LogRead::End) if contiguous => {
-                let from = self.after + 1;
-                self.after = upto;
-                self.log = None;
-                Step::Gap {
-                    from,
-                    to: upto,
-                    reason: NOT_RETAINED,
-                }
-            }
+            Ok(LogRead::End) if contiguous => self.gap_to(upto, NOT_RETAINED),
             Ok(LogRead::End) => {
                 // Written, yet not in the log: ids skipped after a crash
                 // (never given to an event). On to the ring.
@@ -246,14 +239,7 @@ impl Cursor {
             }
             Err(e) => {
                 tracing::warn!("stream: cannot read the log after id {}: {e}", self.after);
-                let from = self.after + 1;
-                self.after = upto;
-                self.log = None;
-                Step::Gap {
-                    from,
-                    to: upto,
-                    reason: "log_unreadable",
-                }
+                self.gap_to(upto, "log_unreadable")
             }
         }
     }
