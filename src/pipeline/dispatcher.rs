@@ -126,16 +126,11 @@ impl Dispatcher {
         flushes: &mut Vec<super::Ack>,
     ) -> bool {
         match cmd {
-            Command::One(ev) if self.outbox.is_some() => {
+            Command::One(ev) => {
                 if self.refusal().is_some() {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 } else if let Some(outbox) = &self.outbox {
                     outbox.send(vec![ev], None);
-                }
-            }
-            Command::One(ev) => {
-                if self.refusal().is_some() {
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 } else {
                     self.accept(ev, batch);
                 }
